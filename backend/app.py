@@ -1,0 +1,125 @@
+"""The HTTP protocol Label Studio speaks to an ML backend, on FastAPI.
+
+`create_app(settings, backend)` builds the application; gunicorn calls it as a factory
+(`gunicorn 'backend.app:create_app()'`), tests call it with their own settings and model registry.
+Routes are thin: check the body, call one method of `YOLOBackend`, shape the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from backend.auth import basic_auth_dependency
+from backend.errors import AuthError, BackendError
+from backend.schemas import (
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    SetupRequest,
+    SetupResponse,
+    WebhookRequest,
+)
+from backend.settings import Settings
+from model import YOLOBackend
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger().setLevel(level.upper())
+
+
+def create_app(settings: Settings | None = None, backend: YOLOBackend | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    backend = backend or YOLOBackend(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # Sync routes run in AnyIO's thread pool; THREADS bounds how many predict at once.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        yield
+        backend.close()
+
+    app = FastAPI(
+        title="YOLO ML backend for Label Studio",
+        lifespan=lifespan,
+        dependencies=[Depends(basic_auth_dependency(settings))],
+    )
+    app.state.backend = backend
+    _install_error_handlers(app)
+    _install_metrics(app, backend)
+
+    @app.get("/", response_model=HealthResponse)
+    @app.get("/health", response_model=HealthResponse)
+    def health() -> dict[str, Any]:
+        return {
+            "status": "UP",
+            "model_class": type(backend).__name__,
+            "loaded_models": backend.registry.loaded(),
+            "model_errors": dict(backend.registry.last_errors),
+        }
+
+    @app.post("/setup", response_model=SetupResponse)
+    def setup(body: SetupRequest) -> dict[str, Any]:
+        version = backend.setup(body.schema_, hostname=body.hostname, access_token=body.access_token)
+        return {"model_version": version}
+
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
+    def predict(body: PredictRequest) -> dict[str, Any]:
+        run = backend.predict(body.tasks, body.label_config)
+        response: dict[str, Any] = {"results": run.results(), "model_version": run.model_version}
+        if run.control_errors:
+            response["errors"] = run.control_errors
+        return response
+
+    @app.post("/webhook")
+    def webhook(body: WebhookRequest) -> dict[str, Any]:
+        return backend.fit(body.action, body.model_dump())
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return backend.metrics.prometheus(loaded_models=len(backend.registry.loaded()))
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BackendError)
+    async def backend_error(_: Request, error: BackendError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Basic"} if isinstance(error, AuthError) else None
+        return JSONResponse({"error": error.message}, status_code=error.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors()[:10]:
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
+            problems.append(f"{where}: {item.get('msg', 'invalid')}")
+        status = 400 if any(item.get("type") == "json_invalid" for item in error.errors()) else 422
+        return JSONResponse({"error": "invalid request body: " + "; ".join(problems)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        logger.exception("Unhandled error")
+        return JSONResponse({"error": "internal error; the backend log has the details"}, status_code=500)
+
+
+def _install_metrics(app: FastAPI, backend: YOLOBackend) -> None:
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        backend.metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code)
+        return response

@@ -1,0 +1,51 @@
+"""Errors that reach the user, each with the HTTP status it deserves.
+
+Anything raised as a `BackendError` is shown to the caller as `{"error": message}` with its status;
+every other exception is a bug: logged with its traceback, answered with a bare 500.
+"""
+
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequestError(BackendError):
+    """The request body is not what Label Studio sends."""
+
+    status_code = 400
+
+
+class LabelingConfigError(BackendError):
+    """The labeling config cannot be used as it is; the message says what to change."""
+
+    status_code = 422
+
+
+class ModelLoadError(BackendError):
+    """A weight file is missing, refused, corrupt or of the wrong kind for its control tag."""
+
+    status_code = 422
+
+
+class MediaError(BackendError):
+    """A task's image or video could not be fetched or decoded. Spoils that task only."""
+
+    status_code = 422
+
+
+class AuthError(BackendError):
+    """The caller did not give this backend's basic-auth credentials."""
+
+    status_code = 401
+
+
+class LabelStudioAccessError(BackendError):
+    """Label Studio refused our API key or could not be reached."""
+
+    status_code = 502

@@ -1,0 +1,95 @@
+"""From a labeling config to the list of control models that predict for it, cached per config text.
+
+Label Studio sends the whole labeling config with every /predict; parsing it and building label maps
+each time would be wasted work, so `PlanCache` keeps the plan of each config text it has seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from label_studio_sdk.label_interface import LabelInterface
+
+from backend.errors import LabelingConfigError
+from backend.settings import Settings
+from control_models import CONTROL_MODELS, ControlModel
+from control_models.base import parse_bool
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelingPlan:
+    config_hash: str
+    controls: tuple[ControlModel, ...]
+
+
+def config_hash(label_config: str) -> str:
+    """A short digest of a config, blind to white space (Label Studio may re-indent it)."""
+    normalized = re.sub(r"\s+", " ", label_config).strip()
+    return hashlib.sha256(normalized.encode()).hexdigest()[:8]
+
+
+def build_plan(label_config: str, settings: Settings) -> LabelingPlan:
+    if not isinstance(label_config, str) or not label_config.strip():
+        raise LabelingConfigError("label_config is empty; send the project's labeling config (XML)")
+    try:
+        interface = LabelInterface(label_config)
+    except Exception as error:
+        raise LabelingConfigError(
+            f"label_config is not a valid labeling config: {_first_line(error)}"
+        ) from None
+
+    controls: list[ControlModel] = []
+    seen_tags: list[str] = []
+    for control in interface.controls:
+        seen_tags.append(control.tag)
+        if parse_bool(control.attr.get("model_skip")):
+            logger.debug("Control %s skipped (model_skip)", control.name)
+            continue
+        control_class = next((c for c in CONTROL_MODELS if c.matches(control)), None)
+        if control_class is None:
+            continue
+        controls.append(control_class.from_control(control, settings, interface=interface))
+
+    if not controls:
+        supported = sorted({c.control_tag for c in CONTROL_MODELS})
+        raise LabelingConfigError(
+            "the labeling config has no control tag this backend can predict for "
+            f"(found: {', '.join(seen_tags) or 'none'}; supported on <Image>: {', '.join(supported)}; "
+            'tags with model_skip="true" are left out)'
+        )
+    return LabelingPlan(config_hash=config_hash(label_config), controls=tuple(controls))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+class PlanCache:
+    """The plans of the most recent config texts; thread-safe."""
+
+    def __init__(self, settings: Settings, size: int = 64):
+        self._settings = settings
+        self._size = size
+        self._plans: OrderedDict[str, LabelingPlan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, label_config: str) -> LabelingPlan:
+        with self._lock:
+            plan = self._plans.get(label_config)
+            if plan is not None:
+                self._plans.move_to_end(label_config)
+                return plan
+        plan = build_plan(label_config, self._settings)  # outside the lock: parsing may take a while
+        with self._lock:
+            self._plans[label_config] = plan
+            while len(self._plans) > self._size:
+                self._plans.popitem(last=False)
+        return plan

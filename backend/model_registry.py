@@ -1,0 +1,163 @@
+"""The one owner of loaded YOLO models.
+
+Models load lazily, on first use, one instance per weight file, so the server starts and answers
+`/health` without any weights on disk. Ultralytics predictors keep per-call state and are not
+thread-safe, so every call into one model holds that model's lock; different models run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from backend.errors import ModelLoadError
+from backend.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A YOLO model and the lock that serialises calls into it."""
+
+    name: str  # as the labeling config names it, relative to MODEL_ROOT
+    yolo: Any
+    task: str  # detect | segment | classify | pose | obb
+    class_names: dict[int, str]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int, **kwargs: Any) -> list[Any]:
+        """Run the model on BGR images in batches of `batch_size`; one Ultralytics `Results` per image."""
+        results: list[Any] = []
+        for start in range(0, len(images), batch_size):
+            batch = list(images[start : start + batch_size])
+            with self.lock:
+                results.extend(self.yolo.predict(batch, verbose=False, **kwargs))
+        return results
+
+    def stream(self, source: str, **kwargs: Any) -> Iterator[Any]:
+        """Yield Ultralytics `Results` frame by frame (video), holding the lock for the whole video."""
+        with self.lock:
+            yield from self.yolo.predict(source, stream=True, verbose=False, **kwargs)
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._models: dict[Path, LoadedModel] = {}
+        self._load_locks: dict[Path, threading.Lock] = {}
+        self._registry_lock = threading.Lock()
+        self._torch_configured = False
+        self.last_errors: dict[str, str] = {}
+
+    # -- paths -------------------------------------------------------------------------------------
+
+    def resolve(self, model_path: str) -> Path:
+        """The weight file for a config's `model_path`, refused unless it stays inside MODEL_ROOT.
+
+        Symlinks are resolved before the check, so a link that points out of MODEL_ROOT is refused too.
+        """
+        if not model_path or not model_path.strip():
+            raise ModelLoadError("model_path is empty")
+        posix = PurePosixPath(model_path.strip().replace("\\", "/"))
+        if posix.is_absolute() or Path(model_path).is_absolute():
+            raise ModelLoadError(f"model_path '{model_path}' is absolute; give a path relative to MODEL_ROOT")
+        if ".." in posix.parts:
+            raise ModelLoadError(f"model_path '{model_path}' leaves MODEL_ROOT; '..' is not allowed")
+        root = self._settings.model_root
+        candidate = (root / Path(*posix.parts)).resolve()
+        if not candidate.is_relative_to(root):
+            raise ModelLoadError(f"model_path '{model_path}' resolves outside MODEL_ROOT")
+        return candidate
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def loaded(self) -> dict[str, str]:
+        """Names and tasks of the models loaded so far (cheap: for /health)."""
+        return {model.name: model.task for model in list(self._models.values())}
+
+    def get(self, model_path: str) -> LoadedModel:
+        """The loaded model for `model_path`, loading it on first use."""
+        path = self.resolve(model_path)
+        model = self._models.get(path)
+        if model is not None:
+            return model
+        with self._registry_lock:
+            load_lock = self._load_locks.setdefault(path, threading.Lock())
+        with load_lock:
+            model = self._models.get(path)
+            if model is None:
+                try:
+                    model = self._load(model_path, path)
+                except ModelLoadError as error:
+                    self.last_errors[model_path] = error.message
+                    raise
+                self.last_errors.pop(model_path, None)
+                self._models[path] = model
+        return model
+
+    def _load(self, model_path: str, path: Path) -> LoadedModel:
+        if not path.exists():
+            self._download(model_path, path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file '{model_path}' is not a file in MODEL_ROOT")
+        self._configure_torch()
+        from ultralytics import YOLO
+
+        logger.info("Loading model %s", path)
+        try:
+            yolo = YOLO(str(path))
+        except Exception as error:  # corrupt file, foreign pickle, wrong format: all the user's to fix
+            logger.warning("Model %s failed to load: %r", path, error)
+            raise ModelLoadError(
+                f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model "
+                f"({type(error).__name__})"
+            ) from None
+        names = getattr(yolo, "names", None) or {}
+        if isinstance(names, list | tuple):
+            names = dict(enumerate(names))
+        return LoadedModel(
+            name=model_path,
+            yolo=yolo,
+            task=str(yolo.task),
+            class_names={int(k): str(v) for k, v in names.items()},
+        )
+
+    def _download(self, model_path: str, path: Path) -> None:
+        """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""
+        is_bare_name = "/" not in model_path.replace("\\", "/")
+        if not (self._settings.allow_model_download and is_bare_name and path.suffix == ".pt"):
+            raise ModelLoadError(f"model file '{model_path}' not found in MODEL_ROOT")
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("Model %s not in MODEL_ROOT, trying to download it", model_path)
+        try:
+            downloaded = Path(attempt_download_asset(str(path)))
+            # Ultralytics may answer with a copy from its own weights folder instead of downloading.
+            if downloaded.is_file() and not path.exists():
+                shutil.copyfile(downloaded, path)
+        except Exception as error:
+            logger.warning("Download of %s failed: %r", model_path, error)
+        if not path.exists():
+            raise ModelLoadError(
+                f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
+                "(no internet?); put the file into MODEL_ROOT"
+            )
+
+    def _configure_torch(self) -> None:
+        """Use every core: Ultralytics caps torch at min(8, cores - 1) threads when it is imported."""
+        if self._torch_configured:
+            return
+        import torch
+        import ultralytics.utils  # noqa: F401  (its import sets the thread cap we override)
+
+        torch.set_num_threads(self._settings.effective_torch_threads)
+        self._torch_configured = True

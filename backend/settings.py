@@ -1,0 +1,72 @@
+"""Every setting of the backend, read from the environment once.
+
+One `Settings` object is built at start-up (`Settings()` reads the environment) and passed down to
+whoever needs it; no other module reads `os.environ` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Models
+    model_root: Path = Field(default=PROJECT_ROOT / "models", description="Where weight files live.")
+    model_score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    allow_custom_model_path: bool = False
+    model_version: str = Field(default="yolo", description="Prefix of the model_version we report.")
+    allow_model_download: bool = Field(
+        default=True, description="Let Ultralytics download missing default weights (needs internet)."
+    )
+
+    # Label Studio
+    label_studio_url: str = ""
+    label_studio_api_key: SecretStr = SecretStr("")
+
+    # HTTP
+    basic_auth_user: str = ""
+    basic_auth_pass: SecretStr = SecretStr("")
+    log_level: str = "INFO"
+    threads: int = Field(default=8, ge=1, description="Requests handled at once per worker process.")
+
+    # Inference
+    torch_threads: int = Field(default=0, ge=0, description="0 means every core of the machine.")
+    inference_batch_size: int = Field(default=8, ge=1)
+    device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
+
+    # Media
+    media_cache_dir: Path = Field(default=Path(os.environ.get("TMPDIR", "/tmp")) / "yolo-ls-media")
+    media_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
+    download_connect_timeout: float = Field(default=5.0, gt=0)
+    download_read_timeout: float = Field(default=60.0, gt=0)
+    download_workers: int = Field(default=4, ge=1)
+    max_image_bytes: int = Field(default=50 * 1024**2, ge=1)
+    max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_image_pixels: int = Field(default=100_000_000, ge=1)
+    allowed_local_roots: str = Field(default="", description="Colon-separated folders; empty allows any.")
+
+    @field_validator("model_root", "media_cache_dir", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @field_validator("label_studio_url", mode="after")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @property
+    def allowed_local_root_paths(self) -> list[Path]:
+        return [Path(p).expanduser().resolve() for p in self.allowed_local_roots.split(":") if p.strip()]
+
+    @property
+    def effective_torch_threads(self) -> int:
+        return self.torch_threads or (os.cpu_count() or 1)

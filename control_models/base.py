@@ -1,0 +1,187 @@
+"""What every control model shares: reading its attributes from the labeling config and label mapping.
+
+A control model answers three questions for one control tag of the labeling config:
+- `matches(control)`: is this tag mine?
+- `from_control(control, settings)`: build me from the tag's attributes (once per config text);
+- `regions(output, class_names)`: turn one model output into Label Studio regions (pure, no model).
+The model call itself lives in `model.py`, so `regions` can be tested on hand-made arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from backend.detections import Classification, Detections
+from backend.errors import LabelingConfigError
+from backend.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TRUE_VALUES = ("true", "1", "yes", "on")
+
+
+def parse_bool(value: Any, default: bool = False) -> bool:
+    if value is None:
+        return default
+    return str(value).strip().lower() in TRUE_VALUES
+
+
+def parse_float(attrs: Mapping[str, Any], name: str, default: float, control_name: str) -> float:
+    value = attrs.get(name)
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}", which is not a number; write e.g. {name}="0.5"'
+        ) from None
+
+
+def predicted_names(label: str, attrs: Mapping[str, Any]) -> list[str]:
+    """The model class names a Label Studio label stands for: `predicted_values`, else the label."""
+    raw = attrs.get("predicted_values")
+    if raw:
+        return [name.strip() for name in str(raw).split(",") if name.strip()]
+    return [label]
+
+
+def build_label_map(
+    labels: Mapping[str, Mapping[str, Any]], class_names: Mapping[int, str]
+) -> dict[int, str]:
+    """Model class index -> Label Studio label.
+
+    A class matches a label when its name equals one of the label's predicted names, exactly or
+    ignoring case. Example: labels {"Car": {"predicted_values": "car,truck"}} and classes
+    {2: "car", 7: "truck", 0: "person"} give {2: "Car", 7: "Car"}.
+    """
+    by_lower: dict[str, int] = {}
+    for index, name in class_names.items():
+        by_lower.setdefault(name.lower(), index)
+    exact = {name: index for index, name in class_names.items()}
+    label_map: dict[int, str] = {}
+    for label, attrs in labels.items():
+        for name in predicted_names(label, attrs):
+            index = exact.get(name, by_lower.get(name.lower()))
+            if index is not None:
+                label_map.setdefault(index, label)
+    return label_map
+
+
+@dataclass
+class ControlModel:
+    """One control tag of the labeling config, bound to the model that predicts for it."""
+
+    control_tag: ClassVar[str] = ""
+    model_tasks: ClassVar[tuple[str, ...]] = ()  # Ultralytics tasks whose output this control reads
+    default_model: ClassVar[str] = ""
+    needs_masks: ClassVar[bool] = False
+    object_tags: ClassVar[tuple[str, ...]] = ("Image",)
+
+    from_name: str
+    to_name: str
+    value_key: str  # the task data key of the object tag ("image" for value="$image")
+    model_path: str
+    score_threshold: float
+    labels: dict[str, dict[str, Any]]  # Label Studio label -> its attributes
+    attrs: dict[str, Any] = field(default_factory=dict)
+    _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
+    _label_map_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    # -- building ----------------------------------------------------------------------------------
+
+    @classmethod
+    def matches(cls, control: Any) -> bool:
+        objects = getattr(control, "objects", None) or []
+        return control.tag == cls.control_tag and bool(objects) and objects[0].tag in cls.object_tags
+
+    @classmethod
+    def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
+        """Build from the tag; `extra` holds subclass fields and `interface` (the parsed config)."""
+        extra.pop("interface", None)
+        attrs = dict(control.attr)
+        model_path = attrs.get("model_path")
+        if model_path and not settings.allow_custom_model_path:
+            raise LabelingConfigError(
+                f'<{control.tag} name="{control.name}"> sets model_path="{model_path}", but custom model '
+                "paths are off: set ALLOW_CUSTOM_MODEL_PATH=true on the backend, or remove model_path"
+            )
+        object_tag = control.objects[0]
+        value = str(object_tag.value or "")
+        if not value.startswith("$") or len(value) < 2:
+            raise LabelingConfigError(
+                f'<{object_tag.tag} name="{object_tag.name}"> has value="{value}"; '
+                'it must name a task field, e.g. value="$image"'
+            )
+        labels = {label: dict(tag.attr) for label, tag in (control.labels_attrs or {}).items()}
+        return cls(
+            from_name=control.name,
+            to_name=object_tag.name,
+            value_key=value[1:],
+            model_path=model_path or cls.default_model,
+            score_threshold=parse_float(
+                attrs, "model_score_threshold", settings.model_score_threshold, control.name
+            ),
+            labels=labels,
+            attrs=attrs,
+            **extra,
+        )
+
+    # -- inference parameters ------------------------------------------------------------------------
+
+    def predict_options(self) -> dict[str, Any]:
+        """Keyword arguments for Ultralytics' predict; controls with equal options share one call."""
+        # Ultralytics drops boxes under `conf` inside NMS, cheaper than filtering afterwards.
+        options: dict[str, Any] = {
+            "conf": parse_float(self.attrs, "model_conf", self.score_threshold, self.from_name)
+        }
+        if "model_iou" in self.attrs:
+            options["iou"] = parse_float(self.attrs, "model_iou", 0.7, self.from_name)
+        return options
+
+    # -- label mapping -------------------------------------------------------------------------------
+
+    def label_map(self, class_names: Mapping[int, str]) -> dict[int, str]:
+        """Model class index -> Label Studio label, built once per model and logged when empty."""
+        key = tuple(sorted(class_names.items()))
+        label_map = self._label_maps.get(key)
+        if label_map is None:
+            with self._label_map_lock:
+                label_map = self._label_maps.get(key)
+                if label_map is None:
+                    label_map = self._build_label_map(class_names)
+                    self._label_maps[key] = label_map
+        return label_map
+
+    def _build_label_map(self, class_names: Mapping[int, str]) -> dict[int, str]:
+        label_map = build_label_map(self.labels, class_names)
+        if not label_map:
+            shown = ", ".join(list(class_names.values())[:30])
+            logger.warning(
+                'Control "%s": none of its labels %s match a class of model %s (%s%s). '
+                'Add predicted_values="<model class>" to a label, or model_skip="true" to the control.',
+                self.from_name,
+                sorted(self.labels),
+                self.model_path,
+                shown,
+                ", ..." if len(class_names) > 30 else "",
+            )
+        return label_map
+
+    # -- conversion ----------------------------------------------------------------------------------
+
+    def regions(self, output: Detections | Classification, class_names: Mapping[int, str]) -> list[dict]:
+        raise NotImplementedError
+
+    def kept_detections(self, output: Detections, class_names: Mapping[int, str]) -> list[tuple[int, str]]:
+        """(index, label) of the detections that pass the threshold and map to a label."""
+        label_map = self.label_map(class_names)
+        return [
+            (i, label_map[int(class_id)])
+            for i, (class_id, score) in enumerate(zip(output.class_ids, output.scores, strict=True))
+            if score >= self.score_threshold and int(class_id) in label_map
+        ]

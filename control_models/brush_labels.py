@@ -1,0 +1,32 @@
+"""`<BrushLabels>` on an image: instance masks from a segmentation model, as Label Studio RLE."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from backend.detections import Detections
+from control_models.base import ControlModel
+from converters.image_regions import brush_region
+
+
+class BrushLabelsModel(ControlModel):
+    control_tag: ClassVar[str] = "BrushLabels"
+    model_tasks: ClassVar[tuple[str, ...]] = ("segment",)
+    default_model: ClassVar[str] = "yolov8n-seg.pt"
+    needs_masks: ClassVar[bool] = True
+
+    def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
+        if output.masks is None:
+            return []
+        regions = (
+            brush_region(
+                from_name=self.from_name,
+                to_name=self.to_name,
+                label=label,
+                mask=output.masks[i],
+                score=float(output.scores[i]),
+            )
+            for i, label in self.kept_detections(output, class_names)
+        )
+        return [region for region in regions if region is not None]

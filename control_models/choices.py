@@ -1,0 +1,110 @@
+"""`<Choices>` and `<Taxonomy>` on an image: classes from a classification model.
+
+`choice="single"` / `"single-radio"` (default) takes the best mapped class over the threshold;
+`choice="multiple"` takes every mapped class over the threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from xml.etree.ElementTree import Element
+
+from defusedxml.ElementTree import fromstring
+
+from backend.detections import Classification
+from backend.settings import Settings
+from control_models.base import ControlModel
+from converters.image_regions import choices_region, taxonomy_region
+
+
+@dataclass
+class ChoicesModel(ControlModel):
+    control_tag: ClassVar[str] = "Choices"
+    model_tasks: ClassVar[tuple[str, ...]] = ("classify",)
+    default_model: ClassVar[str] = "yolov8n-cls.pt"
+
+    multiple: bool = False
+
+    @classmethod
+    def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
+        extra.pop("interface", None)
+        multiple = str(control.attr.get("choice", "single")).lower() == "multiple"
+        return super().from_control(control, settings, multiple=multiple, **extra)
+
+    def chosen(self, output: Classification, class_names: Mapping[int, str]) -> list[tuple[str, float]]:
+        """(label, probability) of the chosen classes, best first."""
+        label_map = self.label_map(class_names)
+        candidates = sorted(
+            (
+                (label, float(output.probs[index]))
+                for index, label in label_map.items()
+                if index < len(output.probs) and output.probs[index] >= self.score_threshold
+            ),
+            key=lambda item: -item[1],
+        )
+        unique: dict[str, float] = {}
+        for label, probability in candidates:
+            unique.setdefault(label, probability)  # several classes may map to one label
+        chosen = list(unique.items())
+        return chosen if self.multiple else chosen[:1]
+
+    def regions(self, output: Classification, class_names: Mapping[int, str]) -> list[dict]:
+        chosen = self.chosen(output, class_names)
+        if not chosen:
+            return []
+        score = max(probability for _, probability in chosen)
+        return [
+            choices_region(
+                from_name=self.from_name,
+                to_name=self.to_name,
+                choices=[label for label, _ in chosen],
+                score=score,
+            )
+        ]
+
+
+@dataclass
+class TaxonomyModel(ChoicesModel):
+    control_tag: ClassVar[str] = "Taxonomy"
+
+    paths: dict[str, list[str]] = field(default_factory=dict)  # label -> path from the root
+
+    @classmethod
+    def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
+        interface = extra.get("interface")
+        paths = _taxonomy_paths(interface.config, control.name) if interface is not None else {}
+        return super().from_control(control, settings, paths=paths, **extra)
+
+    def regions(self, output: Classification, class_names: Mapping[int, str]) -> list[dict]:
+        chosen = self.chosen(output, class_names)
+        if not chosen:
+            return []
+        return [
+            taxonomy_region(
+                from_name=self.from_name,
+                to_name=self.to_name,
+                paths=[self.paths.get(label, [label]) for label, _ in chosen],
+                score=max(probability for _, probability in chosen),
+            )
+        ]
+
+
+def _taxonomy_paths(config: str, control_name: str) -> dict[str, list[str]]:
+    """Every `<Choice>` of the named `<Taxonomy>` with its path from the root, e.g. Cat -> [Animal, Cat]."""
+    root = fromstring(config)
+    paths: dict[str, list[str]] = {}
+
+    def walk(element: Element, prefix: list[str]) -> None:
+        for child in element:
+            if child.tag == "Choice":
+                value = child.get("value", child.get("alias", ""))
+                path = [*prefix, value]
+                paths.setdefault(value, path)
+                walk(child, path)
+
+    for taxonomy in root.iter("Taxonomy"):
+        if taxonomy.get("name") == control_name:
+            walk(taxonomy, [])
+    return paths

@@ -1,0 +1,33 @@
+"""`<PolygonLabels>` on an image: instance outlines from a segmentation model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from backend.detections import Detections
+from control_models.base import ControlModel
+from converters.image_regions import polygon_region
+
+
+class PolygonLabelsModel(ControlModel):
+    control_tag: ClassVar[str] = "PolygonLabels"
+    model_tasks: ClassVar[tuple[str, ...]] = ("segment",)
+    default_model: ClassVar[str] = "yolov8n-seg.pt"
+
+    def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
+        if output.polygons is None:
+            return []
+        regions = (
+            polygon_region(
+                from_name=self.from_name,
+                to_name=self.to_name,
+                label=label,
+                points=output.polygons[i],
+                score=float(output.scores[i]),
+                image_width=output.image_width,
+                image_height=output.image_height,
+            )
+            for i, label in self.kept_detections(output, class_names)
+        )
+        return [region for region in regions if region is not None]

@@ -1,0 +1,306 @@
+"""The YOLO backend: `setup`, `predict`, `fit`, in the shape label-studio-ml users know.
+
+One /predict goes: labeling config -> plan of control models (cached) -> media of each task, fetched
+in parallel a chunk ahead of inference -> one batched model call per (model file, options) and chunk
+-> pure converters (`control.regions`) -> one prediction per task, in task order.
+
+A task whose media fails gets `{"error": ...}` without a `result` key: Label Studio skips such an
+entry (it logs it and stores nothing), so the task is predicted again on the next retrieve instead
+of keeping an empty prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.detections import from_ultralytics
+from backend.errors import BackendError, BadRequestError, LabelingConfigError, ModelLoadError
+from backend.label_studio_api import LabelStudioAuth
+from backend.labeling_plan import LabelingPlan, PlanCache, config_hash
+from backend.media import MediaLoader
+from backend.metrics import Metrics
+from backend.model_registry import LoadedModel, ModelRegistry
+from backend.settings import Settings
+from control_models import ControlModel
+from converters.image_regions import prediction_score
+
+logger = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str, tuple]  # (model path, data key, predict options)
+
+
+@dataclass
+class TaskOutcome:
+    """What one task gets: regions, or the reason it has none."""
+
+    task_id: Any
+    regions: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class PredictionRun:
+    """The outcome of one /predict: per task, plus the controls that could not run at all."""
+
+    model_version: str
+    tasks: list[TaskOutcome]
+    control_errors: dict[str, str]
+
+    def results(self) -> list[dict]:
+        results = []
+        for outcome in self.tasks:
+            if outcome.error is not None:
+                results.append({"task": outcome.task_id, "error": outcome.error})
+            else:
+                results.append(
+                    {
+                        "result": outcome.regions,
+                        "score": prediction_score(outcome.regions),
+                        "model_version": self.model_version,
+                    }
+                )
+        return results
+
+
+class YOLOBackend:
+    """Owns the plan cache, the model registry and the media loader of one server process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry | None = None,
+        metrics: Metrics | None = None,
+    ):
+        self.settings = settings
+        self.registry = registry or ModelRegistry(settings)
+        self.metrics = metrics or Metrics()
+        self.plans = PlanCache(settings)
+        self._env_auth = (
+            LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
+            if settings.label_studio_url
+            else None
+        )
+        self._setup_auth: LabelStudioAuth | None = None
+        self.media = MediaLoader(settings, self.label_studio_auth)
+        self._downloads = ThreadPoolExecutor(settings.download_workers, thread_name_prefix="media")
+
+    # -- label-studio-ml verbs ------------------------------------------------------------------------
+
+    def setup(self, label_config: str, hostname: str | None = None, access_token: str | None = None) -> str:
+        """Remember how to reach Label Studio; answer the model version. Never loads a model."""
+        if hostname and access_token and not self.settings.label_studio_api_key.get_secret_value():
+            self._setup_auth = LabelStudioAuth(hostname, access_token)
+        return self.model_version(label_config)
+
+    def model_version(self, label_config: str) -> str:
+        """Equal in /setup and /predict for the same config: Label Studio compares them."""
+        return f"{self.settings.model_version}-{config_hash(label_config)}"
+
+    def predict(self, tasks: Sequence[Any], label_config: str) -> PredictionRun:
+        plan = self.plans.get(label_config)
+        checked = _checked_tasks(tasks)
+        run = PredictionRun(
+            model_version=self.model_version(label_config),
+            tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
+            control_errors={},
+        )
+        image_controls = [c for c in plan.controls if "Image" in c.object_tags]
+        _require_data_keys(checked, image_controls)
+        started = time.perf_counter()
+        self._predict_images(checked, image_controls, run)
+        if run.control_errors and len(run.control_errors) == len(plan.controls):
+            raise ModelLoadError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+        self.metrics.observe_prediction(
+            tasks=len(checked),
+            failed=sum(outcome.error is not None for outcome in run.tasks),
+            seconds=time.perf_counter() - started,
+        )
+        return run
+
+    def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Acknowledge Label Studio's events; training from annotations is not part of this backend yet."""
+        known = {
+            "ANNOTATION_CREATED",
+            "ANNOTATION_UPDATED",
+            "ANNOTATIONS_DELETED",
+            "START_TRAINING",
+            "TASKS_CREATED",
+            "TASKS_DELETED",
+            "PROJECT_UPDATED",
+        }
+        if event not in known:
+            return {"status": "ignored", "message": f"event '{event}' is not one this backend handles"}
+        return {"status": "ok", "event": event}
+
+    # -- Label Studio access --------------------------------------------------------------------------
+
+    def label_studio_auth(self) -> LabelStudioAuth | None:
+        """Environment first (LABEL_STUDIO_URL/API_KEY); else what /setup brought."""
+        if self._env_auth is not None and self._env_auth.configured:
+            return self._env_auth
+        return self._setup_auth or self._env_auth
+
+    # -- images ---------------------------------------------------------------------------------------
+
+    def _predict_images(self, tasks: list[dict], controls: list[ControlModel], run: PredictionRun) -> None:
+        if not controls:
+            return
+        groups = _group_by_model(controls)
+        value_keys = sorted({c.value_key for c in controls})
+        models = self._load_models(groups, run)
+        if not models:
+            return
+        chunk_size = max(self.settings.inference_batch_size, 1)
+        for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size):
+            for key in value_keys:
+                for position, image in enumerate(images[key]):
+                    if isinstance(image, BackendError):
+                        outcome = run.tasks[chunk_start + position]
+                        outcome.error = outcome.error or image.message
+            for key, model in models.items():
+                _, value_key, options = key
+                self._infer_group(model, options, groups[key], images[value_key], chunk_start, run)
+
+    def _load_models(
+        self, groups: dict[GroupKey, list[ControlModel]], run: PredictionRun
+    ) -> dict[GroupKey, LoadedModel]:
+        """Load each model once; a control whose model fails is reported and left out."""
+        models: dict[GroupKey, LoadedModel] = {}
+        for key, group in groups.items():
+            try:
+                model = self.registry.get(key[0])
+                for control in group:
+                    _check_task(control, model)
+                models[key] = model
+            except BackendError as error:
+                for control in group:
+                    run.control_errors[control.from_name] = error.message
+                logger.warning(
+                    "Controls %s get no predictions: %s", [c.from_name for c in group], error.message
+                )
+        return models
+
+    def _infer_group(
+        self,
+        model: LoadedModel,
+        options: tuple,
+        group: list[ControlModel],
+        images: list[np.ndarray | BackendError],
+        chunk_start: int,
+        run: PredictionRun,
+    ) -> None:
+        positions = [
+            i
+            for i, image in enumerate(images)
+            if isinstance(image, np.ndarray) and run.tasks[chunk_start + i].error is None
+        ]
+        if not positions:
+            return
+        results = model.predict(
+            [images[i] for i in positions],
+            batch_size=self.settings.inference_batch_size,
+            device=self.settings.device or None,
+            **dict(options),
+        )
+        with_masks = any(c.needs_masks for c in group)
+        for position, result in zip(positions, results, strict=True):
+            output = from_ultralytics(result, with_masks=with_masks)
+            outcome = run.tasks[chunk_start + position]
+            for control in group:
+                outcome.regions.extend(control.regions(output, model.class_names))
+
+    def _prefetched_chunks(
+        self, tasks: list[dict], value_keys: list[str], chunk_size: int
+    ) -> Iterator[tuple[int, dict[str, list[np.ndarray | BackendError]]]]:
+        """Yield (start, images per data key) chunk by chunk, downloading the next chunk meanwhile.
+
+        A task whose image fails has the error in place of its image.
+        """
+        starts = list(range(0, len(tasks), chunk_size))
+        pending = self._submit_chunk(tasks, starts[0], chunk_size, value_keys) if starts else None
+        for index, start in enumerate(starts):
+            futures = pending
+            pending = (
+                self._submit_chunk(tasks, starts[index + 1], chunk_size, value_keys)
+                if index + 1 < len(starts)
+                else None
+            )
+            yield start, {key: [_result_or_error(f) for f in futures[key]] for key in value_keys}
+
+    def _submit_chunk(
+        self, tasks: list[dict], start: int, chunk_size: int, value_keys: list[str]
+    ) -> dict[str, list[Future]]:
+        chunk = tasks[start : start + chunk_size]
+        return {
+            key: [self._downloads.submit(self._load_task_image, task, key) for task in chunk]
+            for key in value_keys
+        }
+
+    def _load_task_image(self, task: dict, value_key: str) -> np.ndarray:
+        url = task["data"].get(value_key)
+        if url is None:
+            raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+        return self.media.load_image(url, task.get("id"))
+
+    def close(self) -> None:
+        self._downloads.shutdown(wait=False, cancel_futures=True)
+
+
+def _result_or_error(future: Future) -> np.ndarray | BackendError:
+    try:
+        return future.result()
+    except BackendError as error:
+        return error
+    except Exception as error:  # a decoder crash on hostile bytes must not take the request down
+        logger.exception("Unexpected error while loading media")
+        return BackendError(f"media could not be loaded ({type(error).__name__})")
+
+
+def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[ControlModel]]:
+    """Controls that read the same image with the same model and options share one inference call."""
+    groups: dict[GroupKey, list[ControlModel]] = defaultdict(list)
+    for control in controls:
+        options = tuple(sorted(control.predict_options().items()))
+        groups[(control.model_path, control.value_key, options)].append(control)
+    return dict(groups)
+
+
+def _check_task(control: ControlModel, model: LoadedModel) -> None:
+    if model.task not in control.model_tasks:
+        raise ModelLoadError(
+            f"model '{model.name}' is a {model.task} model, but <{control.control_tag} "
+            f'name="{control.from_name}"> needs a {" or ".join(control.model_tasks)} model'
+        )
+
+
+def _checked_tasks(tasks: Any) -> list[dict]:
+    if not isinstance(tasks, list) or not tasks:
+        raise BadRequestError("'tasks' must be a non-empty list of Label Studio tasks")
+    for position, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            raise BadRequestError(f"tasks[{position}] is not an object")
+        if not isinstance(task.get("data"), dict):
+            raise BadRequestError(f"tasks[{position}] has no 'data' object")
+    return tasks
+
+
+def _require_data_keys(tasks: list[dict], controls: list[ControlModel]) -> None:
+    """A data key that no task has is a config/data mismatch worth a 4xx, not N task errors."""
+    for key in sorted({c.value_key for c in controls}):
+        if not any(key in task["data"] for task in tasks):
+            present = sorted({k for task in tasks for k in task["data"]})
+            raise LabelingConfigError(
+                f"no task has the data field '{key}' that the labeling config reads (value=\"${key}\"); "
+                f"tasks have: {', '.join(present) or 'nothing'}"
+            )
+
+
+__all__ = ["LabelingPlan", "PredictionRun", "TaskOutcome", "YOLOBackend"]

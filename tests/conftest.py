@@ -1,0 +1,130 @@
+"""Shared fixtures: offline-built models with real class names, test images, an app to call.
+
+No weights can be downloaded here, so every model is built from its Ultralytics YAML (the real
+architecture, random weights) and saved under the default file name the backend asks for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported anywhere
+
+import cv2
+import pytest
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHAPES_MODEL = PROJECT_ROOT / "models" / "shapes-yolov8n.pt"
+
+
+def _dataset_names(file_name: str) -> dict[int, str]:
+    from ultralytics.utils import ROOT
+
+    data = yaml.safe_load((ROOT / "cfg" / "datasets" / file_name).read_text())
+    return {int(k): str(v) for k, v in data["names"].items()}
+
+
+def build_model(yaml_name: str, names: dict[int, str], target: Path) -> Path:
+    """Save a randomly initialised YOLO of architecture `yaml_name` with class `names` at `target`."""
+    from ultralytics import YOLO
+
+    model = YOLO(yaml_name)
+    model.model.names = names
+    model.model.yaml["nc"] = len(names)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    return target
+
+
+# File name the backend asks for by default -> (architecture, class names file)
+DEFAULT_MODELS = {
+    "yolov8m.pt": ("yolov8n.yaml", "coco.yaml"),  # the real default is yolov8m; n builds faster
+    "yolov8n-seg.pt": ("yolov8n-seg.yaml", "coco.yaml"),
+    "yolov8n-cls.pt": ("yolov8n-cls.yaml", "ImageNet.yaml"),
+    "yolov8n-obb.pt": ("yolov8n-obb.yaml", "DOTAv1.yaml"),
+    "yolov8n-pose.pt": ("yolov8n-pose.yaml", "coco-pose.yaml"),
+}
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MODEL_ROOT holding every default model (random weights, real names) and the shapes model."""
+    root = tmp_path_factory.mktemp("models")
+    for file_name, (architecture, names_file) in DEFAULT_MODELS.items():
+        build_model(architecture, _dataset_names(names_file), root / file_name)
+    if SHAPES_MODEL.exists():
+        shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    from ultralytics.utils import ASSETS
+
+    return Path(ASSETS)
+
+
+@pytest.fixture(scope="session")
+def bus_image(assets: Path) -> Path:
+    return assets / "bus.jpg"
+
+
+@pytest.fixture(scope="session")
+def zidane_image(assets: Path) -> Path:
+    return assets / "zidane.jpg"
+
+
+@pytest.fixture
+def make_settings(model_root: Path, tmp_path: Path):
+    """Settings for tests: the offline model root, a private media cache, no env leaking in."""
+    from backend.settings import Settings
+
+    def make(**overrides):
+        values = {
+            "model_root": model_root,
+            "media_cache_dir": tmp_path / "media-cache",
+            "allow_custom_model_path": True,
+            "allow_model_download": False,
+            "label_studio_url": "",
+            "label_studio_api_key": "",
+            "basic_auth_user": "",
+            "basic_auth_pass": "",
+            "torch_threads": 0,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings):
+    """A TestClient over a fresh app; keyword arguments override settings."""
+    from fastapi.testclient import TestClient
+
+    from backend.app import create_app
+
+    clients = []
+
+    def make(**overrides):
+        client = TestClient(create_app(make_settings(**overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    height, width = cv2.imread(str(path)).shape[:2]
+    return width, height
