@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ from backend.media import MediaLoader
 from backend.metrics import Metrics
 from backend.model_registry import LoadedModel, ModelRegistry
 from backend.settings import Settings
+from backend.video import VideoReader
 from control_models import ControlModel
+from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
 
 logger = logging.getLogger(__name__)
@@ -113,9 +116,11 @@ class YOLOBackend:
             control_errors={},
         )
         image_controls = [c for c in plan.controls if "Image" in c.object_tags]
-        _require_data_keys(checked, image_controls)
+        video_controls = [c for c in plan.controls if "Video" in c.object_tags]
+        _require_data_keys(checked, image_controls + video_controls)
         started = time.perf_counter()
         self._predict_images(checked, image_controls, run)
+        self._predict_videos(checked, video_controls, run)
         if run.control_errors and len(run.control_errors) == len(plan.controls):
             raise ModelLoadError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
         self.metrics.observe_prediction(
@@ -249,6 +254,62 @@ class YOLOBackend:
         if url is None:
             raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
         return self.media.load_image(url, task.get("id"))
+
+    # -- videos ---------------------------------------------------------------------------------------
+
+    def _predict_videos(self, tasks: list[dict], controls: list[ControlModel], run: PredictionRun) -> None:
+        """Per task: fetch its video once, then stream it through each video control's model.
+
+        Frames are decoded a batch at a time (`VideoReader`), each batch is one model call under that
+        model's lock (so image requests interleave with a long video), and every control gets a fresh
+        session (its tracker, its probabilities) per video: no state passes between videos or requests.
+        A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
+        """
+        if not controls:
+            return
+        models = self._load_models(_group_by_model(controls), run)
+        runnable = [
+            (control, models[key])
+            for key, group in _group_by_model(controls).items()
+            if key in models
+            for control in group
+        ]
+        for position, task in enumerate(tasks):
+            outcome = run.tasks[position]
+            if outcome.error is not None or not runnable:
+                continue
+            paths: dict[str, Path] = {}
+            regions: list[dict] = []
+            try:
+                for control, model in runnable:
+                    if control.value_key not in paths:
+                        paths[control.value_key] = self._task_video(task, control.value_key)
+                    regions.extend(self._predict_video(paths[control.value_key], control, model))
+            except BackendError as error:
+                outcome.error = error.message
+                continue
+            outcome.regions.extend(regions)
+
+    def _task_video(self, task: dict, value_key: str) -> Path:
+        url = task["data"].get(value_key)
+        if url is None:
+            raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+        return self.media.local_path(url, task.get("id"), max_bytes=self.settings.max_video_bytes)
+
+    def _predict_video(self, path: Path, control: VideoControlModel, model: LoadedModel) -> list[dict]:
+        reader = VideoReader(path, stride=control.vid_stride)
+        session = control.start_video(model.class_names)
+        options = control.predict_options()
+        for numbers, frames in reader.batches(self.settings.inference_batch_size):
+            results = model.predict(
+                frames,
+                batch_size=self.settings.inference_batch_size,
+                device=self.settings.device or None,
+                **options,
+            )
+            for number, frame, result in zip(numbers, frames, results, strict=True):
+                session.add(number, from_ultralytics(result), frame)
+        return session.regions(reader.frames_count, reader.info.fps)
 
     def close(self) -> None:
         self._downloads.shutdown(wait=False, cancel_futures=True)

@@ -126,12 +126,9 @@ def _track_ids(boxes: Any) -> np.ndarray | None:
 
 def _masks_at_original_size(mask_data: Any, original_shape: tuple[int, int]) -> np.ndarray:
     """Scale (N, h, w) masks from the letterboxed inference size back to the original image size."""
-    from ultralytics.utils.ops import scale_image
+    from ultralytics.utils.ops import scale_masks
 
-    masks = _numpy(mask_data).astype(np.float32)
-    if masks.size == 0:
+    if len(mask_data) == 0:
         return np.zeros((0, *original_shape), dtype=bool)
-    scaled = scale_image(masks.transpose(1, 2, 0), original_shape)  # (H, W, N)
-    if scaled.ndim == 2:
-        scaled = scaled[:, :, None]
-    return scaled.transpose(2, 0, 1) > 0.5
+    scaled = scale_masks(mask_data[None].float(), original_shape)[0]  # (N, H, W), letterbox removed
+    return _numpy(scaled > 0.5)

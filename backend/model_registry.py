@@ -22,6 +22,8 @@ from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+_MAX_REMEMBERED_ERRORS = 50
+
 
 @dataclass
 class LoadedModel:
@@ -85,23 +87,30 @@ class ModelRegistry:
 
     def get(self, model_path: str) -> LoadedModel:
         """The loaded model for `model_path`, loading it on first use."""
-        path = self.resolve(model_path)
-        model = self._models.get(path)
-        if model is not None:
-            return model
-        with self._registry_lock:
-            load_lock = self._load_locks.setdefault(path, threading.Lock())
-        with load_lock:
+        try:
+            path = self.resolve(model_path)
             model = self._models.get(path)
-            if model is None:
-                try:
+            if model is not None:
+                return model
+            with self._registry_lock:
+                load_lock = self._load_locks.setdefault(path, threading.Lock())
+            with load_lock:
+                model = self._models.get(path)
+                if model is None:
                     model = self._load(model_path, path)
-                except ModelLoadError as error:
-                    self.last_errors[model_path] = error.message
-                    raise
-                self.last_errors.pop(model_path, None)
-                self._models[path] = model
+                    self._models[path] = model
+        except ModelLoadError as error:
+            self._remember_error(model_path, error.message)
+            raise
+        self.last_errors.pop(model_path, None)
         return model
+
+    def _remember_error(self, model_path: str, message: str) -> None:
+        """Keep the last error per model path for /health, bounded against configs naming endless paths."""
+        self.last_errors.pop(model_path, None)
+        self.last_errors[model_path] = message
+        while len(self.last_errors) > _MAX_REMEMBERED_ERRORS:
+            self.last_errors.pop(next(iter(self.last_errors)))
 
     def _load(self, model_path: str, path: Path) -> LoadedModel:
         if not path.exists():

@@ -10,6 +10,8 @@ from control_models.keypoint_labels import KeyPointLabelsModel
 from control_models.polygon_labels import PolygonLabelsModel
 from control_models.rectangle_labels import RectangleLabelsModel
 from control_models.rectangle_labels_obb import OrientedRectangleLabelsModel
+from control_models.timeline_labels import TimelineLabelsModel
+from control_models.video_rectangle import VideoRectangleModel
 
 CONTROL_MODELS: tuple[type[ControlModel], ...] = (
     OrientedRectangleLabelsModel,
@@ -19,6 +21,8 @@ CONTROL_MODELS: tuple[type[ControlModel], ...] = (
     ChoicesModel,
     TaxonomyModel,
     KeyPointLabelsModel,
+    VideoRectangleModel,
+    TimelineLabelsModel,
 )
 
 __all__ = ["CONTROL_MODELS", "ControlModel"]

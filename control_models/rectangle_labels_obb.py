@@ -22,7 +22,7 @@ class OrientedRectangleLabelsModel(ControlModel):
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.xywhr is None:
             return []
-        return [
+        regions = (
             oriented_rectangle_region(
                 from_name=self.from_name,
                 to_name=self.to_name,
@@ -33,4 +33,5 @@ class OrientedRectangleLabelsModel(ControlModel):
                 image_height=output.image_height,
             )
             for i, label in self.kept_detections(output, class_names)
-        ]
+        )
+        return [region for region in regions if region is not None]

@@ -68,9 +68,11 @@ def obb_to_label_studio(xywhr: np.ndarray, image_width: int, image_height: int) 
     (x, y) corner, so the conversion is: corner = center - w/2 * width_axis - h/2 * height_axis,
     rotation = r in degrees.
 
-    The result is not clipped: moving the pivot corner would move or reshape the whole box. For a box
-    that leaves the image, x or y can be outside 0..100 (``LabelInterface.validate_prediction``
-    rejects x or y above 100).
+    The same rectangle has four descriptions, one per corner as pivot (angle + k * 90 degrees, width
+    and height swapped for odd k). Label Studio wants the pivot inside the image, so the first
+    description whose pivot is inside (and whose width and height fit the image's, when one does) wins;
+    a box none of whose corners is inside keeps k = 0 and its x or y stays outside 0..100 (callers
+    drop it: ``oriented_rectangle_region`` returns None).
 
     Args:
         xywhr: (N, 5) pixel boxes ``[cx, cy, w, h, angle]``, angle in radians, positive clockwise on
@@ -90,10 +92,27 @@ def obb_to_label_studio(xywhr: np.ndarray, image_width: int, image_height: int) 
     boxes = np.asarray(xywhr, dtype=np.float64)
     if boxes.size == 0:
         return np.empty((0, 5), dtype=np.float64)
-    cx, cy, w, h, angle = boxes.reshape(-1, 5).T
-    cos, sin = np.cos(angle), np.sin(angle)
-    x = cx - w / 2 * cos + h / 2 * sin
-    y = cy - w / 2 * sin - h / 2 * cos
+    cx, cy, w0, h0, angle0 = boxes.reshape(-1, 5).T
+    candidates, pivot_inside, size_fits = [], [], []
+    for k in range(4):
+        angle = angle0 + k * np.pi / 2
+        w, h = (h0, w0) if k % 2 else (w0, h0)
+        cos, sin = np.cos(angle), np.sin(angle)
+        x = cx - w / 2 * cos + h / 2 * sin
+        y = cy - w / 2 * sin - h / 2 * cos
+        candidates.append((x, y, w, h, angle))
+        pivot_inside.append(
+            (x >= -1e-6) & (x <= image_width + 1e-6) & (y >= -1e-6) & (y <= image_height + 1e-6)
+        )
+        size_fits.append((w <= image_width + 1e-6) & (h <= image_height + 1e-6))
+    # Best: pivot inside and size within the image's; then pivot inside; else the first description.
+    chosen = np.full(len(cx), -1)
+    for wanted in ([p & f for p, f in zip(pivot_inside, size_fits, strict=True)], pivot_inside):
+        for k in range(4):
+            chosen[(chosen < 0) & wanted[k]] = k
+    chosen[chosen < 0] = 0
+    rows = np.arange(len(cx))
+    x, y, w, h, angle = (np.stack(parts)[chosen, rows] for parts in zip(*candidates, strict=True))
     rotation = np.degrees(angle) % 360
     # A tiny negative angle gives exactly 360.0 after the modulo; Label Studio keeps [0, 360).
     rotation[rotation >= 360] = 0.0

@@ -112,8 +112,9 @@ def oriented_rectangle_region(
     image_width: int,
     image_height: int,
     region_id: str | None = None,
-) -> Region:
-    """A rotated ``rectanglelabels`` region from one Ultralytics oriented box.
+) -> Region | None:
+    """A rotated ``rectanglelabels`` region from one Ultralytics oriented box; None when no corner of
+    the box lies inside the image or a side is longer than the image's (Label Studio refuses both).
 
     Args:
         xywhr: (5,) pixel box ``[cx, cy, w, h, angle_radians]``; see ``geometry.obb_to_label_studio``.
@@ -127,6 +128,9 @@ def oriented_rectangle_region(
     x, y, width, height, rotation = obb_to_label_studio(
         np.asarray(xywhr).reshape(1, 5), image_width, image_height
     )[0]
+    if not (-1e-4 <= x <= 100 + 1e-4 and -1e-4 <= y <= 100 + 1e-4) or max(width, height) > 100 + 1e-4:
+        return None  # Label Studio refuses a pivot outside the image or a side longer than the image
+    x, y = min(max(x, 0.0), 100.0), min(max(y, 0.0), 100.0)
     value = {
         "x": float(x),
         "y": float(y),

@@ -417,3 +417,23 @@ def test_label_studio_validation_rejects_an_unknown_label(kind):
     label_key = next(key for key in value if key in {regions[-1]["type"], "choices", "taxonomy"})
     value[label_key] = [["Plant"]] if kind == "taxonomy" else ["not-a-label"]
     assert LabelInterface(CONFIGS[kind]).validate_prediction({"result": regions}, return_errors=True) != []
+
+
+@pytest.mark.parametrize("angle_degrees", [0, 20, 45, 80])
+def test_obb_crossing_the_image_edge_keeps_a_pivot_inside(angle_degrees):
+    """Label Studio rejects a pivot outside the image; another corner of the same box serves instead."""
+    width, height = 640, 480
+    box = np.array([[630.0, 470.0, 120.0, 60.0, np.radians(angle_degrees)]])
+    x, y, w, h, rotation = obb_to_label_studio(box, width, height)[0]
+    assert 0 <= x <= 100 and 0 <= y <= 100
+    corners = label_studio_rect_corners(x, y, w, h, rotation, width, height)
+    expected = obb_corners(*box[0])
+    assert sorted(map(tuple, corners.round(3))) == sorted(map(tuple, expected.round(3)))
+
+
+def test_obb_with_no_corner_in_the_image_is_dropped():
+    box = np.array([900.0, 900.0, 50.0, 50.0, 0.3])
+    region = oriented_rectangle_region(
+        from_name="r", to_name="image", label="ship", xywhr=box, score=0.9, image_width=640, image_height=480
+    )
+    assert region is None

@@ -1,0 +1,26 @@
+# The YOLO ML backend for Label Studio, served by gunicorn on port 9090.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PORT=9090 \
+    MODEL_ROOT=/app/models \
+    MEDIA_CACHE_DIR=/tmp/yolo-ls-media
+
+# OpenCV needs these shared libraries even in its headless build.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+# CPU wheels of torch keep the image small; drop the extra index for a CUDA image.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+
+COPY . .
+RUN useradd --create-home --uid 1000 backend && chown -R backend /app
+USER backend
+
+EXPOSE 9090
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"
+CMD ["./start.sh"]

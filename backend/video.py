@@ -1,0 +1,100 @@
+"""Reading a video file frame by frame, a few frames at a time, so memory does not grow with its length.
+
+`VideoReader(path, stride)` yields batches of (1-based frame numbers, BGR frames) for every
+`stride`-th frame (1, 1 + stride, ...); skipped frames are only grabbed, not converted. Once iterated,
+`frames_count` is the number of frames the decoder really delivered (container headers may be wrong).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from backend.errors import MediaError
+
+logger = logging.getLogger(__name__)
+
+# Label Studio's <Video> assumes 24 frames/s unless frameRate says otherwise.
+DEFAULT_FPS = 24.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video; `frames_count` is the header's estimate."""
+
+    width: int
+    height: int
+    fps: float
+    frames_count: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames_count / self.fps
+
+
+class VideoReader:
+    def __init__(self, path: Path | str, stride: int = 1):
+        if stride < 1:
+            raise ValueError(f"stride must be at least 1, got {stride}")
+        self.path = Path(path)
+        self.stride = stride
+        self.info = probe_video(self.path)
+        self.frames_count = 0  # frames decoded so far
+
+    def batches(self, batch_size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """Yield ([frame numbers], [frames]) with up to `batch_size` frames each."""
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise MediaError(f"'{self.path.name}' is not a video that can be decoded")
+        numbers: list[int] = []
+        frames: list[np.ndarray] = []
+        self.frames_count = 0
+        try:
+            while True:
+                wanted = self.frames_count % self.stride == 0
+                if wanted:
+                    ok, frame = capture.read()
+                else:
+                    ok, frame = capture.grab(), None
+                if not ok:
+                    break
+                self.frames_count += 1
+                if wanted:
+                    numbers.append(self.frames_count)
+                    frames.append(frame)
+                    if len(frames) >= batch_size:
+                        yield numbers, frames
+                        numbers, frames = [], []
+            if frames:
+                yield numbers, frames
+        finally:
+            capture.release()
+        if self.frames_count == 0:
+            raise MediaError(f"'{self.path.name}' has no frames that can be decoded")
+
+
+def probe_video(path: Path | str) -> VideoInfo:
+    """Size, frame rate and (estimated) frame count from the container, without decoding frames."""
+    path = Path(path)
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise MediaError(f"'{path.name}' is not a video that can be decoded")
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        frames_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        capture.release()
+    if width <= 0 or height <= 0:
+        raise MediaError(f"'{path.name}' is not a video that can be decoded (no frame size)")
+    if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        logger.warning("Video %s reports %r frames/s; assuming %s", path.name, fps, DEFAULT_FPS)
+        fps = DEFAULT_FPS
+    return VideoInfo(width=width, height=height, fps=fps, frames_count=max(frames_count, 0))

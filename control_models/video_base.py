@@ -1,0 +1,58 @@
+"""What the control tags on a `<Video>` share: `model_vid_stride` and a session per video.
+
+An image control turns one model output into regions (`regions`); a video control sees a whole video:
+`start_video` gives a fresh `VideoSession` that `model.py` feeds with each processed frame's output,
+in frame order, and asks for the regions at the end. The session holds everything that lives for one
+video (a tracker, per-frame probabilities), so two videos never share state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from backend.detections import Classification, Detections
+from backend.errors import LabelingConfigError
+from backend.settings import Settings
+from control_models.base import ControlModel
+
+
+class VideoSession(Protocol):
+    def add(self, frame: int, output: Detections | Classification, image: np.ndarray) -> None:
+        """One processed frame (1-based number), its model output and its pixels (BGR)."""
+
+    def regions(self, frames_count: int, fps: float) -> list[dict]:
+        """The regions for the whole video, once every frame has been added."""
+
+
+def parse_positive_int(attrs: Mapping[str, Any], name: str, default: int, control_name: str) -> int:
+    value = attrs.get(name)
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}"; it must be a whole number of at least 1, e.g. {name}="5"'
+        )
+    return number
+
+
+@dataclass
+class VideoControlModel(ControlModel):
+    object_tags: ClassVar[tuple[str, ...]] = ("Video",)
+
+    vid_stride: int = 1  # run the model on every vid_stride-th frame only
+
+    @classmethod
+    def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
+        stride = parse_positive_int(control.attr, "model_vid_stride", 1, control.name)
+        return super().from_control(control, settings, vid_stride=stride, **extra)
+
+    def start_video(self, class_names: Mapping[int, str]) -> VideoSession:
+        raise NotImplementedError

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Serve the backend with gunicorn (ASGI workers). Environment: PORT (9090), WORKERS (1), THREADS (8),
+# TIMEOUT (300 s per request), and every backend setting (see README).
+set -euo pipefail
+cd "$(dirname "$0")"
+python="${PYTHON:-python3}"
+if [ -z "${PYTHON:-}" ] && [ -x "${VENV_DIR:-.venv}/bin/python" ]; then python="${VENV_DIR:-.venv}/bin/python"; fi
+export THREADS="${THREADS:-8}"
+exec "$python" -m gunicorn 'backend.app:create_app()' \
+  --bind "${HOST:-0.0.0.0}:${PORT:-9090}" \
+  --workers "${WORKERS:-1}" \
+  --worker-class uvicorn_worker.UvicornWorker \
+  --timeout "${TIMEOUT:-300}" \
+  --graceful-timeout "${GRACEFUL_TIMEOUT:-120}" \
+  --log-level "$(echo "${LOG_LEVEL:-info}" | tr '[:upper:]' '[:lower:]')" \
+  --access-logfile -
