@@ -33,6 +33,7 @@ class LoadedModel:
     yolo: Any
     task: str  # detect | segment | classify | pose | obb
     class_names: dict[int, str]
+    threads: int = 1  # torch intra-op threads for CPU inference
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int, **kwargs: Any) -> list[Any]:
@@ -41,13 +42,30 @@ class LoadedModel:
         for start in range(0, len(images), batch_size):
             batch = list(images[start : start + batch_size])
             with self.lock:
+                self.use_all_threads()
                 results.extend(self.yolo.predict(batch, verbose=False, **kwargs))
         return results
 
     def stream(self, source: str, **kwargs: Any) -> Iterator[Any]:
         """Yield Ultralytics `Results` frame by frame (video), holding the lock for the whole video."""
         with self.lock:
-            yield from self.yolo.predict(source, stream=True, verbose=False, **kwargs)
+            self.use_all_threads()
+            for index, result in enumerate(self.yolo.predict(source, stream=True, verbose=False, **kwargs)):
+                if index == 0:
+                    self.use_all_threads()  # the predictor's set-up on the first frame capped them again
+                yield result
+
+    def use_all_threads(self) -> None:
+        """Give torch every core, in the calling thread.
+
+        Ultralytics caps torch at min(8, cores - 1) threads whenever it sets up a predictor (its
+        `select_device`), and OpenMP keeps the thread count per calling thread, so the count is set
+        here, right before each call, in the thread that runs it.
+        """
+        import torch
+
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
 
 class ModelRegistry:
@@ -56,7 +74,6 @@ class ModelRegistry:
         self._models: dict[Path, LoadedModel] = {}
         self._load_locks: dict[Path, threading.Lock] = {}
         self._registry_lock = threading.Lock()
-        self._torch_configured = False
         self.last_errors: dict[str, str] = {}
 
     # -- paths -------------------------------------------------------------------------------------
@@ -117,7 +134,6 @@ class ModelRegistry:
             self._download(model_path, path)
         if not path.is_file():
             raise ModelLoadError(f"model file '{model_path}' is not a file in MODEL_ROOT")
-        self._configure_torch()
         from ultralytics import YOLO
 
         logger.info("Loading model %s", path)
@@ -160,13 +176,3 @@ class ModelRegistry:
                 f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
                 "(no internet?); put the file into MODEL_ROOT"
             )
-
-    def _configure_torch(self) -> None:
-        """Use every core: Ultralytics caps torch at min(8, cores - 1) threads when it is imported."""
-        if self._torch_configured:
-            return
-        import torch
-        import ultralytics.utils  # noqa: F401  (its import sets the thread cap we override)
-
-        torch.set_num_threads(self._settings.effective_torch_threads)
-        self._torch_configured = True

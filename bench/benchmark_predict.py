@@ -1,0 +1,144 @@
+"""Throughput of /predict against raw Ultralytics, measured in one run on this machine.
+
+    python bench/benchmark_predict.py [--arch yolov8m] [--images 48] [--repeat 2]
+
+Prints images/s for:
+- raw Ultralytics with every core (torch threads = cores), one `predict` call per image;
+- raw Ultralytics with every core, batched calls;
+- the official example's setting: Ultralytics' default thread cap (min(8, cores - 1)), one call per image;
+- this backend through HTTP (`POST /predict` with all tasks, images read from disk by the backend);
+and the ratios against the first line. Weights are random (built from the YAML, as nothing can be
+downloaded here): speed depends on the architecture, not the weights; conf is the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import yaml  # noqa: E402
+
+CONF = 0.25
+
+
+def build_model(arch: str, target: Path) -> Path:
+    from ultralytics import YOLO
+    from ultralytics.utils import ROOT
+
+    names = yaml.safe_load((ROOT / "cfg" / "datasets" / "coco.yaml").read_text())["names"]
+    model = YOLO(f"{arch}.yaml")
+    model.model.names = {int(k): v for k, v in names.items()}
+    model.save(str(target))
+    return target
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    from ultralytics.utils import ASSETS
+
+    sources = [cv2.imread(str(ASSETS / "bus.jpg")), cv2.imread(str(ASSETS / "zidane.jpg"))]
+    paths = []
+    for i in range(count):
+        image = sources[i % 2]
+        if i % 4 >= 2:  # vary sizes a little, as real projects do
+            image = cv2.resize(image, None, fx=0.75, fy=0.75)
+        path = folder / f"image-{i:04d}.jpg"
+        cv2.imwrite(str(path), image)
+        paths.append(path)
+    return paths
+
+
+def timed(function, repeat: int) -> float:
+    """Best wall time of `repeat` runs (after one warm-up run outside the timing)."""
+    function()
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="yolov8m", help="Ultralytics architecture YAML name (default yolov8m)")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+    from fastapi.testclient import TestClient
+    from ultralytics import YOLO
+
+    from backend.app import create_app
+    from backend.settings import Settings
+
+    from ultralytics.utils import NUM_THREADS
+
+    cores = os.cpu_count() or 1
+    capped_threads = NUM_THREADS  # what Ultralytics sets when it sets up a predictor: min(8, cores - 1)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        model_root = work / "models"
+        model_root.mkdir()
+        weights = build_model(args.arch, model_root / f"{args.arch}.pt")
+        paths = make_images(work, args.images)
+        model = YOLO(str(weights))
+        model.predict(str(paths[0]), conf=CONF, verbose=False)  # predictor set-up caps threads; done once here
+
+        def raw_one_by_one(threads: int):
+            torch.set_num_threads(threads)
+            for path in paths:
+                model.predict(str(path), conf=CONF, verbose=False)
+
+        def raw_batched(threads: int):
+            torch.set_num_threads(threads)
+            for start in range(0, len(paths), 8):
+                model.predict([str(p) for p in paths[start : start + 8]], conf=CONF, verbose=False)
+
+        figures: dict[str, float] = {}
+        figures[f"raw Ultralytics, {cores} threads, one call per image"] = timed(
+            lambda: raw_one_by_one(cores), args.repeat
+        )
+        figures[f"raw Ultralytics, {cores} threads, batches of 8"] = timed(lambda: raw_batched(cores), args.repeat)
+        figures[f"official example setting, {capped_threads} thread(s), one call per image"] = timed(
+            lambda: raw_one_by_one(capped_threads), args.repeat
+        )
+
+        settings = Settings(
+            _env_file=None,
+            model_root=model_root,
+            media_cache_dir=work / "cache",
+            allow_custom_model_path=True,
+            allow_model_download=False,
+        )
+        config = (
+            '<View><Image name="image" value="$image"/>'
+            f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
+            '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
+        )
+        tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
+        with TestClient(create_app(settings)) as client:
+
+            def backend_predict():
+                response = client.post("/predict", json={"tasks": tasks, "label_config": config})
+                assert response.status_code == 200, response.text
+
+            figures["this backend, POST /predict with all tasks"] = timed(backend_predict, args.repeat)
+
+    baseline = next(iter(figures.values()))
+    print(f"\n{args.images} images, {args.arch} (random weights), conf={CONF}, {cores} cores, torch {torch.__version__}")
+    print(f"{'':<62} {'images/s':>9} {'vs raw':>7}")
+    for name, seconds in figures.items():
+        print(f"{name:<62} {args.images / seconds:>9.2f} {baseline / seconds:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
