@@ -55,8 +55,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     for file_name, (architecture, names_file) in DEFAULT_MODELS.items():
         build_model(architecture, _dataset_names(names_file), root / file_name)
-    if SHAPES_MODEL.exists():
-        shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
+    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
     return root
 
 
