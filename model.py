@@ -284,7 +284,8 @@ class YOLOBackend:
                 for control, model in runnable:
                     if control.value_key not in paths:
                         paths[control.value_key] = self._task_video(task, control.value_key)
-                    regions.extend(self._predict_video(paths[control.value_key], control, model))
+                    path = paths[control.value_key]
+                    regions.extend(self._predict_video(path, control, model, task["data"]))
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -296,8 +297,11 @@ class YOLOBackend:
             raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
         return self.media.local_path(url, task.get("id"), max_bytes=self.settings.max_video_bytes)
 
-    def _predict_video(self, path: Path, control: VideoControlModel, model: LoadedModel) -> list[dict]:
+    def _predict_video(
+        self, path: Path, control: VideoControlModel, model: LoadedModel, task_data: dict
+    ) -> list[dict]:
         reader = VideoReader(path, stride=control.vid_stride)
+        control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
         options = control.predict_options()
         for numbers, frames in reader.batches(self.settings.inference_batch_size):

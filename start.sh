@@ -6,6 +6,9 @@ cd "$(dirname "$0")"
 python="${PYTHON:-python3}"
 if [ -z "${PYTHON:-}" ] && [ -x "${VENV_DIR:-.venv}/bin/python" ]; then python="${VENV_DIR:-.venv}/bin/python"; fi
 export THREADS="${THREADS:-8}"
+# Ultralytics would pip-install a package named by a model file or wanted by an unreadable image at run
+# time; a server installs nothing while it runs.
+export YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-false}"
 exec "$python" -m gunicorn 'backend.app:create_app()' \
   --bind "${HOST:-0.0.0.0}:${PORT:-9090}" \
   --workers "${WORKERS:-1}" \

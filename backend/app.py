@@ -15,6 +15,8 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.auth import basic_auth_dependency
 from backend.errors import AuthError, BackendError
@@ -60,10 +62,12 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     app.state.backend = backend
     _install_error_handlers(app)
     _install_metrics(app, backend)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
+    # async: answered on the event loop, so it never waits for a thread that runs a prediction.
     @app.get("/", response_model=HealthResponse)
     @app.get("/health", response_model=HealthResponse)
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {
             "status": "UP",
             "model_class": type(backend).__name__,
@@ -101,6 +105,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Basic"} if isinstance(error, AuthError) else None
         return JSONResponse({"error": error.message}, status_code=error.status_code, headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, bodies that cannot be parsed: the same {"error"} shape as ours.
+        return JSONResponse(
+            {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = []
@@ -123,3 +134,49 @@ def _install_metrics(app: FastAPI, backend: YOLOBackend) -> None:
         route = request.scope.get("route")
         backend.metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code)
         return response
+
+
+class BodySizeLimit:
+    """Answer 413 to a request body over MAX_REQUEST_BYTES, declared (Content-Length) or chunked.
+
+    The body is read here, at most `max_bytes` of it kept, and handed to the app in one piece (FastAPI
+    reads it whole anyway). A body over the limit is drained, not kept, before the 413 goes out, so an
+    HTTP client still sending it reads the answer instead of a reset connection.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        too_large = False
+        more_body = True
+        while more_body:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            if not too_large:
+                body += message.get("body", b"")
+                too_large = len(body) > self.max_bytes
+                if too_large:
+                    body = bytearray()
+            more_body = message.get("more_body", False)
+        if too_large:
+            error = f"request body over the limit of {self.max_bytes} bytes (MAX_REQUEST_BYTES)"
+            await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the client to go away
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)

@@ -6,7 +6,7 @@ import base64
 import binascii
 import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
@@ -14,11 +14,11 @@ from backend.errors import AuthError
 from backend.settings import Settings
 
 
-def basic_auth_dependency(settings: Settings) -> Callable[[Request], None]:
+def basic_auth_dependency(settings: Settings) -> Callable[[Request], Awaitable[None]]:
     user = settings.basic_auth_user.encode()
     password = settings.basic_auth_pass.get_secret_value().encode()
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: never waits for a thread busy predicting
         if not (user and password):
             return
         header = request.headers.get("authorization", "")

@@ -80,7 +80,15 @@ class LabelStudioAuth:
                 "Label Studio refused the personal access token in LABEL_STUDIO_API_KEY "
                 f"(HTTP {response.status_code}); create a new one in Account & Settings"
             )
-        access = response.json().get("access", "")
+        try:
+            access = response.json()["access"]
+        except (ValueError, TypeError, KeyError):
+            access = None
+        if not isinstance(access, str) or not access:
+            raise LabelStudioAccessError(
+                f"Label Studio at {self.base_url} answered the token exchange without an access token; "
+                "is LABEL_STUDIO_URL the address of Label Studio?"
+            )
         self._access_token = access
         self._access_expiry = _jwt_expiry(access) or (time.time() + 240)
 

@@ -12,13 +12,15 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 import cv2
 import numpy as np
 import requests
+import urllib3
 
 from backend.errors import MediaError
 from backend.label_studio_api import LabelStudioAuth
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure-spi")
 _CHUNK = 1 << 16
+_MAX_REDIRECTS = 5
 
 
 class MediaLoader:
@@ -42,7 +45,7 @@ class MediaLoader:
     def load_image(self, url: str, task_id: int | None = None) -> np.ndarray:
         """The image at `url` as a BGR uint8 array (H, W, 3)."""
         path = self.local_path(url, task_id, max_bytes=self._settings.max_image_bytes)
-        check_image_pixels(path, self._settings.max_image_pixels)
+        check_image_pixels(path, self._settings.max_image_pixels, name=f"'{_short(url)}'")
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise MediaError(f"'{_short(url)}' is not an image that can be decoded")
@@ -53,18 +56,30 @@ class MediaLoader:
         if not isinstance(url, str) or not url.strip():
             raise MediaError("the task has no media URL")
         url = url.strip()
-        scheme = urlparse(url).scheme.lower()
+        try:
+            parsed = urlparse(url)
+            scheme, _ = parsed.scheme.lower(), parsed.port  # .port refuses a port out of range
+        except ValueError:  # "http://[::1", "http://host:99999/": urlparse refuses them
+            raise MediaError(f"'{_short(url)}' is not a valid URL") from None
         max_bytes = max_bytes or self._settings.max_video_bytes
         if scheme in ("http", "https"):
-            return self._cached_download(url, self._headers_for(url), max_bytes)
+            self._check_host(url)
+            return self._cached_download(url, self._headers_for(url), max_bytes, check_redirects=True)
         if url.startswith("/data/"):
             auth = self._label_studio(url)
             return self._cached_download(auth.base_url + url, auth.headers(), max_bytes)
         if scheme in CLOUD_SCHEMES:
             return self._presigned(url, task_id, max_bytes)
-        if scheme in ("", "file"):
-            return self._local_file(urlparse(url).path if scheme == "file" else url)
-        raise MediaError(f"media URL scheme '{scheme}' is not supported ('{_short(url)}')")
+        if scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise MediaError(f"'{_short(url)}' names another machine; a file URL must be local")
+            return self._local_file(unquote(parsed.path), max_bytes)
+        if scheme == "":
+            return self._local_file(url, max_bytes)
+        raise MediaError(
+            f"media URL scheme '{scheme}' is not supported ('{_short(url)}'); use http(s), "
+            "a Label Studio URL or a local path"
+        )
 
     # -- sources -----------------------------------------------------------------------------------
 
@@ -77,6 +92,19 @@ class MediaLoader:
             )
         return auth
 
+    def _check_host(self, url: str) -> None:
+        """With ALLOWED_MEDIA_HOSTS set, http(s) media comes only from those hosts and Label Studio's."""
+        allowed = self._settings.allowed_media_host_list
+        if not allowed:
+            return
+        host = (urlparse(url).hostname or "").lower()
+        auth = self._auth()
+        if auth is not None and auth.base_url and _same_host(url, auth.base_url):
+            return
+        if any(host == name or (name.startswith("*.") and host.endswith(name[1:])) for name in allowed):
+            return
+        raise MediaError(f"'{_short(url)}' is on host '{host}', which is not in ALLOWED_MEDIA_HOSTS")
+
     def _headers_for(self, url: str) -> dict[str, str]:
         """Label Studio's own URLs get its auth; other hosts never see the key."""
         auth = self._auth()
@@ -85,14 +113,14 @@ class MediaLoader:
         return {}
 
     def _presigned(self, uri: str, task_id: int | None, max_bytes: int) -> Path:
-        if task_id is None:
-            raise MediaError(f"'{_short(uri)}' needs the task id to be presigned by Label Studio")
+        if not isinstance(task_id, int) or isinstance(task_id, bool):
+            raise MediaError(f"'{_short(uri)}' needs the task's numeric id to be presigned by Label Studio")
         auth = self._label_studio(uri)
         encoded = base64.urlsafe_b64encode(uri.encode()).decode()
-        presign_url = f"{auth.base_url}/tasks/{int(task_id)}/presign/?fileuri={encoded}"
+        presign_url = f"{auth.base_url}/tasks/{task_id}/presign/?fileuri={encoded}"
         return self._cached_download(presign_url, auth.headers(), max_bytes, cache_key=uri)
 
-    def _local_file(self, path_text: str) -> Path:
+    def _local_file(self, path_text: str, max_bytes: int) -> Path:
         path = Path(path_text).expanduser()
         if not path.is_absolute():
             raise MediaError(f"'{_short(path_text)}' is neither a URL nor an absolute path")
@@ -102,12 +130,20 @@ class MediaLoader:
             raise MediaError(f"'{_short(path_text)}' is outside ALLOWED_LOCAL_ROOTS")
         if not resolved.is_file():
             raise MediaError(f"'{_short(path_text)}' does not exist on the backend's machine")
+        size = resolved.stat().st_size
+        if size > max_bytes:
+            raise MediaError(f"'{_short(path_text)}' is {size} bytes, over the limit of {max_bytes}")
         return resolved
 
     # -- cache -------------------------------------------------------------------------------------
 
     def _cached_download(
-        self, url: str, headers: dict[str, str], max_bytes: int, cache_key: str | None = None
+        self,
+        url: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        cache_key: str | None = None,
+        check_redirects: bool = False,
     ) -> Path:
         key = hashlib.sha256((cache_key or url).encode()).hexdigest()
         suffix = Path(urlparse(cache_key or url).path).suffix[:10]
@@ -118,31 +154,67 @@ class MediaLoader:
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
         try:
-            self._download(url, headers, partial, max_bytes)
+            self._download(url, headers, partial, max_bytes, check_redirects)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
         self._evict()
         return target
 
-    def _download(self, url: str, headers: dict[str, str], destination: Path, max_bytes: int) -> None:
+    def _download(
+        self, url: str, headers: dict[str, str], destination: Path, max_bytes: int, check_redirects: bool
+    ) -> None:
+        """Stream `url` into `destination`, within MAX_*_BYTES and DOWNLOAD_*_TIMEOUT.
+
+        Redirects are followed here, hop by hop: a hop to another origin loses `headers` (Label Studio's
+        key), and with `check_redirects` every hop must pass ALLOWED_MEDIA_HOSTS (Label Studio's own
+        redirects, to presigned storage URLs, are trusted). The body is read with `read1`, which returns as
+        soon as some bytes arrive, so a server dripping bytes meets the total deadline, not only the
+        per-read timeout.
+        """
         timeout = (self._settings.download_connect_timeout, self._settings.download_read_timeout)
+        deadline = time.monotonic() + self._settings.download_total_timeout
         try:
-            with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
+            response = self._follow_redirects(url, headers, timeout, check_redirects)
+            with response:
                 if response.status_code != 200:
                     raise MediaError(f"'{_short(url)}' answered HTTP {response.status_code}")
-                declared = int(response.headers.get("Content-Length") or 0)
-                if declared > max_bytes:
+                declared = _content_length(response)
+                if declared is not None and declared > max_bytes:
                     raise MediaError(f"'{_short(url)}' is {declared} bytes, over the limit of {max_bytes}")
                 received = 0
                 with open(destination, "wb") as file:
-                    for chunk in response.iter_content(_CHUNK):
+                    while chunk := response.raw.read1(_CHUNK, decode_content=True):
                         received += len(chunk)
                         if received > max_bytes:
                             raise MediaError(f"'{_short(url)}' is over the size limit of {max_bytes} bytes")
+                        if time.monotonic() > deadline:
+                            raise MediaError(
+                                f"'{_short(url)}' took longer than {self._settings.download_total_timeout:g} s "
+                                "to download (DOWNLOAD_TOTAL_TIMEOUT)"
+                            )
                         file.write(chunk)
-        except requests.RequestException as error:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
             raise MediaError(f"'{_short(url)}' could not be downloaded ({type(error).__name__})") from None
+
+    def _follow_redirects(
+        self, url: str, headers: dict[str, str], timeout: tuple[float, float], check_redirects: bool
+    ) -> requests.Response:
+        current, hop_headers = url, headers
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = requests.get(
+                current, headers=hop_headers, stream=True, timeout=timeout, allow_redirects=False
+            )
+            if not response.is_redirect:
+                return response
+            response.close()
+            current = urljoin(current, response.headers["Location"])
+            if urlparse(current).scheme.lower() not in ("http", "https"):
+                raise MediaError(f"'{_short(url)}' redirects to a URL that is not http(s)")
+            if check_redirects:
+                self._check_host(current)
+            hop_headers = headers if _same_origin(current, url) else {}
+        raise MediaError(f"'{_short(url)}' redirects more than {_MAX_REDIRECTS} times")
 
     def _evict(self) -> None:
         """Keep the cache under its byte budget, dropping least recently used files first."""
@@ -157,35 +229,81 @@ class MediaLoader:
                 total -= stat.st_size
 
 
-def check_image_pixels(path: Path, max_pixels: int) -> None:
-    """Refuse decompression bombs by reading only the image header."""
+def check_video_frames(frames_count: int, max_frames: int, name: str = "the video") -> None:
+    """Refuse a video with more than `max_frames` frames (MAX_VIDEO_FRAMES).
+
+    Call it with the container's frame count before decoding (a cheap refusal) and again with the running
+    count while decoding: a container may under-report its length, or not report it at all (0).
+
+    >>> check_video_frames(100, 100)  # at the limit: fine
+    """
+    if frames_count > max_frames:
+        raise MediaError(f"{name} has more than {max_frames} frames, over the limit (MAX_VIDEO_FRAMES)")
+
+
+def check_frame_pixels(width: int, height: int, max_pixels: int, name: str = "the video") -> None:
+    """Refuse a video whose frames are larger than MAX_IMAGE_PIXELS (each frame is decoded whole)."""
+    if width * height > max_pixels:
+        raise MediaError(f"{name} has frames of {width}x{height} pixels, over the limit of {max_pixels}")
+
+
+def check_image_pixels(path: Path, max_pixels: int, name: str = "the image") -> None:
+    """Refuse decompression bombs by reading only the image header.
+
+    A file whose header Pillow cannot read is refused too: its size cannot be checked, and OpenCV would
+    allocate whatever such a header declares.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except Image.DecompressionBombError:
-        raise MediaError("the image has too many pixels") from None
+    except Image.DecompressionBombError:  # Pillow's own guard, for gross cases
+        raise MediaError(f"{name} has too many pixels, over the limit of {max_pixels}") from None
     except Exception:
-        return  # not a format PIL knows; OpenCV decides below
+        raise MediaError(f"{name} is not an image that can be decoded") from None
     if width * height > max_pixels:
-        raise MediaError(f"the image is {width}x{height} pixels, over the limit of {max_pixels}")
+        raise MediaError(f"{name} is {width}x{height} pixels, over the limit of {max_pixels}")
 
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
+def _same_host(url: str, base_url: str) -> bool:
+    """Same host name, any port and scheme; the loopback names count as one host."""
+    try:
+        a, b = urlparse(url).hostname, urlparse(base_url).hostname
+    except ValueError:  # a hostname from /setup that is not a URL
+        return False
+    return ("localhost" if a in _LOOPBACK else a) == ("localhost" if b in _LOOPBACK else b)
+
+
+def _content_length(response: requests.Response) -> int | None:
+    """The declared body size, or None when absent or not a number (the byte count decides then)."""
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+
+
 def _same_origin(url: str, base_url: str) -> bool:
     """Same scheme, host and port; the loopback names count as one host (Label Studio mixes them)."""
-    a, b = urlparse(url), urlparse(base_url)
+    try:
+        a, b = urlparse(url), urlparse(base_url)
+        port_a, port_b = a.port, b.port
+    except ValueError:  # a hostname from /setup that is not a URL
+        return False
     host_a = "localhost" if a.hostname in _LOOPBACK else a.hostname
     host_b = "localhost" if b.hostname in _LOOPBACK else b.hostname
-    return (a.scheme, host_a, a.port) == (b.scheme, host_b, b.port)
+    return (a.scheme, host_a, port_a) == (b.scheme, host_b, port_b)
 
 
 def _short(url: str, limit: int = 120) -> str:
     """A URL for messages: without query (presigned secrets live there) and not too long."""
-    parsed = urlparse(url)
+    try:
+        path = urlparse(url).path
+    except ValueError:  # not a URL urlparse accepts: no query to keep either
+        path = ""
     # Local-files URLs keep their query: it holds the file name the user needs to see.
-    text = url if parsed.path.startswith("/data/local-files") else url.split("?", 1)[0]
+    text = url if path.startswith("/data/local-files") else url.split("?", 1)[0]
     return text if len(text) <= limit else text[: limit - 3] + "..."

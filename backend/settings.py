@@ -51,7 +51,19 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=50 * 1024**2, ge=1)
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1)
+    max_video_frames: int = Field(default=100_000, ge=1, description="Frames a video may have (decoded).")
+    download_total_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds one download may take in all (against slow drips)."
+    )
     allowed_local_roots: str = Field(default="", description="Colon-separated folders; empty allows any.")
+    allowed_media_hosts: str = Field(
+        default="",
+        description="Comma-separated host names (`*.example.com` for subdomains) media may come from; "
+        "empty allows any. Label Studio's own host is always allowed.",
+    )
+
+    # Requests
+    max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
 
     @field_validator("model_root", "media_cache_dir", mode="after")
     @classmethod
@@ -66,6 +78,10 @@ class Settings(BaseSettings):
     @property
     def allowed_local_root_paths(self) -> list[Path]:
         return [Path(p).expanduser().resolve() for p in self.allowed_local_roots.split(":") if p.strip()]
+
+    @property
+    def allowed_media_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_media_hosts.split(",") if h.strip()]
 
     @property
     def effective_torch_threads(self) -> int:

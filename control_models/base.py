@@ -10,6 +10,7 @@ The model call itself lives in `model.py`, so `regions` can be tested on hand-ma
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,16 +31,31 @@ def parse_bool(value: Any, default: bool = False) -> bool:
     return str(value).strip().lower() in TRUE_VALUES
 
 
-def parse_float(attrs: Mapping[str, Any], name: str, default: float, control_name: str) -> float:
+def parse_float(
+    attrs: Mapping[str, Any],
+    name: str,
+    default: float,
+    control_name: str,
+    low: float | None = None,
+    high: float | None = None,
+) -> float:
+    """A number attribute of a control tag; outside [low, high] (or nan, inf) is a config error."""
     value = attrs.get(name)
     if value is None or str(value).strip() == "":
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
         raise LabelingConfigError(
             f'<{control_name}> has {name}="{value}", which is not a number; write e.g. {name}="0.5"'
-        ) from None
+        )
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}"; it must be between {low} and {high}'
+        )
+    return number
 
 
 def predicted_names(label: str, attrs: Mapping[str, Any]) -> list[str]:
@@ -124,7 +140,7 @@ class ControlModel:
             value_key=value[1:],
             model_path=model_path or cls.default_model,
             score_threshold=parse_float(
-                attrs, "model_score_threshold", settings.model_score_threshold, control.name
+                attrs, "model_score_threshold", settings.model_score_threshold, control.name, 0.0, 1.0
             ),
             labels=labels,
             attrs=attrs,
@@ -137,10 +153,10 @@ class ControlModel:
         """Keyword arguments for Ultralytics' predict; controls with equal options share one call."""
         # Ultralytics drops boxes under `conf` inside NMS, cheaper than filtering afterwards.
         options: dict[str, Any] = {
-            "conf": parse_float(self.attrs, "model_conf", self.score_threshold, self.from_name)
+            "conf": parse_float(self.attrs, "model_conf", self.score_threshold, self.from_name, 0.0, 1.0)
         }
         if "model_iou" in self.attrs:
-            options["iou"] = parse_float(self.attrs, "model_iou", 0.7, self.from_name)
+            options["iou"] = parse_float(self.attrs, "model_iou", 0.7, self.from_name, 0.0, 1.0)
         return options
 
     # -- label mapping -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ video (a tracker, per-frame probabilities), so two videos never share state.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -18,6 +19,10 @@ from backend.detections import Classification, Detections
 from backend.errors import LabelingConfigError
 from backend.settings import Settings
 from control_models.base import ControlModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRAME_RATE = 24  # what Label Studio's <Video> assumes without frameRate
 
 
 class VideoSession(Protocol):
@@ -48,11 +53,41 @@ class VideoControlModel(ControlModel):
     object_tags: ClassVar[tuple[str, ...]] = ("Video",)
 
     vid_stride: int = 1  # run the model on every vid_stride-th frame only
+    video_frame_rate: str = ""  # the <Video frameRate="..."> attribute as written; "" is Label Studio's 24
 
     @classmethod
     def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
         stride = parse_positive_int(control.attr, "model_vid_stride", 1, control.name)
-        return super().from_control(control, settings, vid_stride=stride, **extra)
+        video_attrs = {key.lower(): value for key, value in dict(control.objects[0].attr).items()}
+        return super().from_control(
+            control,
+            settings,
+            vid_stride=stride,
+            video_frame_rate=str(video_attrs.get("framerate") or ""),
+            **extra,
+        )
+
+    def check_frame_rate(self, fps: float, task_data: Mapping[str, Any]) -> None:
+        """Warn when Label Studio will number this video's frames differently from its real frame rate.
+
+        Label Studio turns frame numbers into times with `<Video frameRate>` (24 unless set), while
+        the backend numbers the frames it decodes: with another rate, boxes land at the wrong moments.
+        """
+        written = self.video_frame_rate or str(DEFAULT_FRAME_RATE)
+        text = str(task_data.get(written[1:], "")) if written.startswith("$") else written
+        try:
+            declared = float(text)
+        except ValueError:
+            return
+        if declared > 0 and abs(declared - fps) > 0.01 * fps:
+            logger.warning(
+                '<Video name="%s"> plays at frameRate=%s in Label Studio, but the video has %.3f frames/s: '
+                'keyframes will be shown at the wrong times; set frameRate="%.3g" (or "$fps" from the task)',
+                self.to_name,
+                text,
+                fps,
+                fps,
+            )
 
     def start_video(self, class_names: Mapping[int, str]) -> VideoSession:
         raise NotImplementedError

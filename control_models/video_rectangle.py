@@ -43,6 +43,8 @@ class VideoRectangleModel(VideoControlModel):
 
     labels_from: str = ""  # name of the <Labels> tag whose labels this control predicts
     tracker_config: dict[str, Any] = field(default_factory=dict)
+    conf: float = 0.25
+    iou: float = 0.7
 
     @classmethod
     def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
@@ -50,16 +52,19 @@ class VideoRectangleModel(VideoControlModel):
         labels_tag = _labels_tag_for(interface, control)
         tracker_config = tracker_config_from_attrs(control.attr, settings.model_root, control.name)
         model = super().from_control(
-            control, settings, labels_from=labels_tag.name, tracker_config=tracker_config, **extra
+            control,
+            settings,
+            labels_from=labels_tag.name,
+            tracker_config=tracker_config,
+            conf=_fraction(control.attr, "model_conf", 0.25, control.name),
+            iou=_fraction(control.attr, "model_iou", 0.7, control.name),
+            **extra,
         )
         labels = {label: dict(tag.attr) for label, tag in (labels_tag.labels_attrs or {}).items()}
         return replace(model, labels=labels)
 
     def predict_options(self) -> dict[str, Any]:
-        return {
-            "conf": parse_float(self.attrs, "model_conf", 0.25, self.from_name),
-            "iou": parse_float(self.attrs, "model_iou", 0.7, self.from_name),
-        }
+        return {"conf": self.conf, "iou": self.iou}
 
     def start_video(self, class_names: Mapping[int, str]) -> TrackSession:
         return TrackSession(self, self.label_map(class_names), ObjectTracker(self.tracker_config))
@@ -124,6 +129,15 @@ class TrackSession:
             fps=fps,
             step=self._control.vid_stride,
         )
+
+
+def _fraction(attrs: Mapping[str, Any], name: str, default: float, control_name: str) -> float:
+    value = parse_float(attrs, name, default, control_name)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{attrs.get(name)}"; it must be between 0 and 1, e.g. {name}="{default}"'
+        )
+    return value
 
 
 def _labels_tag_for(interface: Any, control: Any) -> Any:

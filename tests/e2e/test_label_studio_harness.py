@@ -110,7 +110,8 @@ def test_upload_image_and_fetch_it(label_studio: LabelStudioServer, bus_jpg: Pat
 
     tasks = api.list_tasks(project["id"])
     assert len(tasks) == 2
-    urls = sorted(task["data"]["image"] for task in tasks)
+    # by file name: the random 8-hex prefix must not decide the order
+    urls = sorted((task["data"]["image"] for task in tasks), key=lambda url: url.rsplit("/", 1)[-1][9:])
     for url, name in zip(urls, ["bus.jpg", "bus2.jpg"], strict=True):
         # /data/upload/<project>/<8 hex>-<name>
         assert url.startswith(f"/data/upload/{project['id']}/"), url

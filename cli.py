@@ -1,0 +1,312 @@
+"""Predict Label Studio tasks in bulk, in this process, and upload the predictions.
+
+For jobs too long for Label Studio's predict timeout (long videos, whole projects): the same pipeline
+as the server (`YOLOBackend.predict`), run here, with each prediction uploaded through the Label
+Studio SDK as soon as it is made.
+
+    python cli.py --ls-url http://localhost:8080 --ls-api-key KEY --project 1 --tasks 1,2,3
+    python cli.py --project 1 --tasks tasks.json          # a list of ids, or of {"id", "data"} objects
+    python cli.py --project 1 --all-tasks                 # tasks without a prediction of this model version
+    python cli.py --project 1 --tasks 1,2 --dry-run predictions.json   # write, do not upload
+
+`LABEL_STUDIO_URL` and `LABEL_STUDIO_API_KEY` are the defaults of `--ls-url` and `--ls-api-key`; the
+API key may be a personal access token or a legacy token. Everything else (MODEL_ROOT, DEVICE, ...) is
+read from the environment as the server reads it. A task that fails is reported at the end and does not
+stop the others; the exit status is 1 when any task failed, 2 when nothing could run at all.
+`--all-tasks` skips tasks that already have a prediction of this model version, so an interrupted run
+continues where it stopped when started again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from tqdm import tqdm
+
+from backend.errors import BackendError, LabelingConfigError, ModelLoadError
+from backend.settings import Settings
+from model import YOLOBackend
+
+logger = logging.getLogger("cli")
+
+EXIT_OK, EXIT_TASKS_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
+
+
+@dataclass
+class Failure:
+    task_id: Any
+    reason: str
+
+
+# -- arguments -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="cli.py",
+        description="Run the YOLO backend on Label Studio tasks and upload the predictions.",
+    )
+    parser.add_argument("--ls-url", default=os.environ.get("LABEL_STUDIO_URL", ""), help="Label Studio URL")
+    parser.add_argument(
+        "--ls-api-key",
+        default=os.environ.get("LABEL_STUDIO_API_KEY", ""),
+        help="personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)",
+    )
+    parser.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--tasks", help='task ids "1,2,3", or a JSON file holding a list of ids or of {"id", "data"} objects'
+    )
+    which.add_argument(
+        "--all-tasks",
+        action="store_true",
+        help="every task of the project without a prediction of this model version (resumable)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        metavar="OUT.json",
+        type=Path,
+        help="write the predictions to this file instead of uploading",
+    )
+    parser.add_argument(
+        "--label-config",
+        metavar="CONFIG.xml",
+        type=Path,
+        help="use this labeling config instead of the project's (e.g. to try one with --dry-run)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="tasks per prediction call (default 1; more helps images)"
+    )
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    needs_label_studio = not (
+        args.dry_run and args.label_config and args.tasks and _holds_task_data(args.tasks)
+    )
+    if needs_label_studio and not (args.ls_url and args.ls_api_key):
+        parser.error("give --ls-url and --ls-api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    return args
+
+
+def read_task_spec(spec: str) -> list[int] | list[dict]:
+    """`--tasks`: "1,2,3", or a JSON file with [1, 2] or [{"id": 1, "data": {...}}, ...]."""
+    path = Path(spec)
+    if path.suffix.lower() == ".json" or path.is_file():
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{spec} cannot be read as JSON: {error}") from None
+    else:
+        try:
+            items = [int(part) for part in spec.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f'--tasks "{spec}" is neither a file nor task ids like 1,2,3') from None
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{spec} holds no tasks (expected a non-empty list)")
+    if all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+        return items
+    if all(isinstance(item, dict) and "id" in item and isinstance(item.get("data"), dict) for item in items):
+        return items
+    raise ValueError(f'{spec}: every item must be a task id, or every item an object with "id" and "data"')
+
+
+def _holds_task_data(spec: str) -> bool:
+    try:
+        return isinstance(read_task_spec(spec)[0], dict)
+    except ValueError:
+        return False
+
+
+# -- Label Studio ----------------------------------------------------------------------------------------
+
+
+class LabelStudioProject:
+    """The few Label Studio calls the CLI makes, through the SDK (which also renews access tokens)."""
+
+    def __init__(self, url: str, api_key: str, project_id: int):
+        from label_studio_sdk.client import LabelStudio
+
+        self.client = LabelStudio(base_url=url.rstrip("/"), api_key=api_key)
+        self.project_id = project_id
+
+    def label_config(self) -> str:
+        return self.client.projects.get(id=self.project_id).label_config or ""
+
+    def task(self, task_id: int) -> dict:
+        task = self.client.tasks.get(id=str(task_id))
+        return {"id": task.id, "data": dict(task.data or {})}
+
+    def tasks_without_prediction(self, model_version: str) -> list[dict]:
+        """Every task of the project with no prediction of `model_version`, fetched before any upload.
+
+        Label Studio filters server-side (Data Manager filter on prediction model versions), so a project
+        whose tasks are mostly done costs little; collecting the whole list first keeps the pages stable
+        while predictions are added.
+        """
+        query = {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:predictions_model_versions",
+                        "operator": "not_contains",
+                        "type": "List",
+                        "value": [model_version],
+                    }
+                ],
+            }
+        }
+        pages = self.client.tasks.list(
+            project=self.project_id, fields="task_only", query=json.dumps(query), page_size=100
+        )
+        return [{"id": task.id, "data": dict(task.data or {})} for task in pages]
+
+    def upload(self, prediction: dict) -> None:
+        self.client.predictions.create(
+            task=int(prediction["task"]),
+            result=prediction["result"],
+            score=prediction["score"],
+            model_version=prediction["model_version"],
+        )
+
+
+def describe(error: Exception) -> str:
+    """A one-line reason for an error from the SDK, httpx or the backend."""
+    if isinstance(error, BackendError):
+        return error.message
+    status = getattr(error, "status_code", None)
+    if status is not None:
+        body = getattr(error, "body", None)
+        detail = body.get("detail") or body if isinstance(body, dict) else body
+        return f"Label Studio answered HTTP {status}: {str(detail)[:300]}"
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def predict_and_deliver(
+    backend: YOLOBackend,
+    label_config: str,
+    tasks: list[dict],
+    deliver,
+    batch_size: int,
+    progress: tqdm,
+) -> list[Failure]:
+    """Predict `tasks` a batch at a time and hand each prediction to `deliver`; return the failures.
+
+    A task-level problem (its media, its upload) spoils that task only. A problem with the labeling
+    config or the models would spoil every task the same way, so the run stops there.
+    """
+    failures: list[Failure] = []
+    for position, batch in enumerate(batches(tasks, batch_size)):
+        try:
+            run = backend.predict(batch, label_config)
+        except (LabelingConfigError, ModelLoadError) as error:
+            remaining = tasks[position * batch_size :]
+            failures.extend(Failure(task["id"], error.message) for task in remaining)
+            progress.update(len(remaining))
+            break
+        except BackendError as error:
+            failures.extend(Failure(task["id"], error.message) for task in batch)
+            progress.update(len(batch))
+            continue
+        for name, message in run.control_errors.items():
+            logger.warning("Control %s made no predictions: %s", name, message)
+        for task, result in zip(batch, run.results(), strict=True):
+            if "error" in result:
+                failures.append(Failure(task["id"], result["error"]))
+                continue
+            try:
+                deliver({"task": task["id"], **result})
+            except Exception as error:  # an upload refused or cut off spoils this task only
+                failures.append(Failure(task["id"], f"upload failed: {describe(error)}"))
+        progress.update(len(batch))
+        progress.set_postfix(failed=len(failures))
+    return failures
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = (settings or Settings()).model_copy(
+        update={
+            "label_studio_url": args.ls_url.rstrip("/"),
+            "label_studio_api_key": SecretStr(args.ls_api_key),
+        }
+    )
+
+    try:
+        spec = read_task_spec(args.tasks) if args.tasks else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NOTHING_RAN
+
+    project = None
+    backend = YOLOBackend(settings)
+    failures: list[Failure] = []
+    try:
+        if args.ls_url and args.ls_api_key:
+            project = LabelStudioProject(args.ls_url, args.ls_api_key, args.project)
+        if args.label_config:
+            label_config = args.label_config.read_text(encoding="utf-8")
+        else:
+            label_config = project.label_config()
+        model_version = backend.model_version(label_config)
+
+        if args.all_tasks:
+            tasks = project.tasks_without_prediction(model_version)
+        elif spec and isinstance(spec[0], dict):
+            tasks = spec
+        else:
+            tasks = []
+            for task_id in tqdm(spec, desc="Fetching tasks", unit="task", leave=False):
+                try:
+                    tasks.append(project.task(task_id))
+                except Exception as error:
+                    failures.append(Failure(task_id, f"could not be fetched: {describe(error)}"))
+    except Exception as error:
+        print(f"error: {describe(error)}", file=sys.stderr)
+        backend.close()
+        return EXIT_NOTHING_RAN
+
+    predictions: list[dict] = []
+    deliver = predictions.append if args.dry_run else project.upload
+    total = len(tasks) + len(failures)
+    print(f"Model version {model_version}: {len(tasks)} task(s) to predict", file=sys.stderr)
+    try:
+        with tqdm(total=len(tasks), desc="Predicting", unit="task") as progress:
+            failures += predict_and_deliver(backend, label_config, tasks, deliver, args.batch_size, progress)
+    finally:
+        backend.close()
+        if args.dry_run:
+            args.dry_run.write_text(json.dumps(predictions, indent=1), encoding="utf-8")
+            print(f"Wrote {len(predictions)} prediction(s) to {args.dry_run}", file=sys.stderr)
+
+    done = total - len(failures)
+    print(f"{done} of {total} task(s) predicted" + (", not uploaded (dry run)" if args.dry_run else ""))
+    if failures:
+        print(f"{len(failures)} task(s) failed:")
+        for failure in failures:
+            print(f"  task {failure.task_id}: {failure.reason}")
+        return EXIT_TASKS_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""cli.py against a local stand-in for Label Studio's API that records every call.
+
+The stand-in answers what the SDK asks for (`/api/projects/<id>/`, `/api/tasks/<id>/`, `/api/tasks/` with
+pages and the Data Manager filter on prediction model versions, `POST /api/predictions/`,
+`/api/token/refresh/`) and serves uploaded media under `/data/upload/`, each behind the API key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+import numpy as np
+import pytest
+from label_studio_sdk.label_interface import LabelInterface
+
+import cli
+from tests.conftest import SHAPES_MODEL
+from tools.shapes import draw_shapes_image
+
+PROJECT = 7
+LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"
+CONFIG = """
+<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image" model_path="shapes-yolov8n.pt">
+    <Label value="Circle" predicted_values="circle"/><Label value="Square" predicted_values="square"/>
+    <Label value="Triangle" predicted_values="triangle"/>
+  </RectangleLabels>
+</View>"""
+
+
+def fake_jwt(token_type: str, lifetime: float = 3600) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    claims = {"token_type": token_type, "exp": int(time.time() + lifetime), "jti": f"{time.time_ns()}"}
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class LabelStudioStandIn:
+    """A tiny Label Studio: one project, its tasks and predictions; `calls` lists (method, path, query, body)."""
+
+    def __init__(self, tasks: list[dict], media: dict[str, Path], refresh_token: str = ""):
+        self.tasks = {task["id"]: task for task in tasks}
+        self.media = media
+        self.refresh_token = refresh_token
+        self.access_tokens: set[str] = set()
+        self.predictions: list[dict] = []
+        self.calls: list[tuple[str, str, dict, object]] = []
+        self.refuse_upload_for: set[int] = set()
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LabelStudioStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def paths(self, method: str) -> list[str]:
+        return [path for m, path, _, _ in self.calls if m == method]
+
+    def authorized(self, header: str) -> bool:
+        return header == f"Token {LEGACY_KEY}" or (
+            header.startswith("Bearer ") and header[len("Bearer ") :] in self.access_tokens
+        )
+
+    def _handler(self):
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def reply(self, status: int, body: object = None, raw: bytes | None = None) -> None:
+                data = raw if raw is not None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if raw is None else "image/jpeg")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self.route("GET")
+
+            def do_POST(self):
+                self.route("POST")
+
+            def route(self, method: str) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null") if length else None
+                with stand_in.lock:
+                    stand_in.calls.append((method, url.path, query, body))
+                if method == "POST" and url.path == "/api/token/refresh/":
+                    if body != {"refresh": stand_in.refresh_token} or not stand_in.refresh_token:
+                        return self.reply(401, {"detail": "Token is invalid or expired"})
+                    access = fake_jwt("access", 300)
+                    stand_in.access_tokens.add(access)
+                    return self.reply(200, {"access": access})
+                if not stand_in.authorized(self.headers.get("Authorization", "")):
+                    return self.reply(401, {"detail": "Authentication credentials were not provided."})
+                parts = [p for p in url.path.split("/") if p]
+                if method == "GET" and parts == ["api", "projects", str(PROJECT)]:
+                    return self.reply(200, {"id": PROJECT, "title": "videos", "label_config": CONFIG})
+                if method == "GET" and parts[:2] == ["api", "tasks"] and len(parts) == 3:
+                    task = stand_in.tasks.get(int(parts[2]))
+                    return self.reply(200, task) if task else self.reply(404, {"detail": "Not found."})
+                if method == "GET" and parts == ["api", "tasks"]:
+                    return self.list_tasks(query)
+                if method == "POST" and parts == ["api", "predictions"]:
+                    if body["task"] in stand_in.refuse_upload_for:
+                        return self.reply(400, {"detail": "result is not valid"})
+                    with stand_in.lock:
+                        prediction = {"id": len(stand_in.predictions) + 1, **body}
+                        stand_in.predictions.append(prediction)
+                    return self.reply(201, prediction)
+                if method == "GET" and parts[:2] == ["data", "upload"]:
+                    path = stand_in.media.get(url.path)
+                    return (
+                        self.reply(200, raw=path.read_bytes()) if path else self.reply(404, {"detail": "no"})
+                    )
+                return self.reply(404, {"detail": f"no route {method} {url.path}"})
+
+            def list_tasks(self, query: dict) -> None:
+                assert int(query["project"]) == PROJECT
+                tasks = sorted(stand_in.tasks.values(), key=lambda t: t["id"])
+                for item in json.loads(query.get("query", "{}")).get("filters", {}).get("items", []):
+                    assert item["filter"] == "filter:tasks:predictions_model_versions"
+                    assert item["operator"] == "not_contains" and isinstance(item["value"], list)
+                    done = {
+                        p["task"]
+                        for p in stand_in.predictions
+                        if any(v in p["model_version"] for v in item["value"])
+                    }
+                    tasks = [t for t in tasks if t["id"] not in done]
+                page, size = int(query.get("page", 1)), int(query.get("page_size", 100))
+                chunk = tasks[(page - 1) * size : page * size]
+                if page > 1 and not chunk:
+                    return self.reply(404, {"detail": "Invalid page."})  # as Label Studio answers
+                return self.reply(200, {"tasks": chunk, "total": len(tasks)})
+
+        return Handler
+
+
+@pytest.fixture
+def images(tmp_path, model_root) -> dict[str, Path]:
+    """Three shapes images, one of them missing; the shapes detector in MODEL_ROOT."""
+    if not (model_root / SHAPES_MODEL.name).exists():
+        shutil.copy(SHAPES_MODEL, model_root / SHAPES_MODEL.name)
+    rng = np.random.default_rng(4242)
+    paths = {}
+    for name in ("first", "second"):
+        image, _ = draw_shapes_image(rng, n_shapes=3)
+        paths[name] = tmp_path / f"{name}.png"
+        cv2.imwrite(str(paths[name]), image)
+    paths["missing"] = tmp_path / "missing.png"
+    return paths
+
+
+@pytest.fixture
+def project_tasks(images) -> list[dict]:
+    return [
+        {"id": 1, "project": PROJECT, "data": {"image": str(images["first"])}},
+        {"id": 2, "project": PROJECT, "data": {"image": str(images["missing"])}},
+        {"id": 3, "project": PROJECT, "data": {"image": "/data/upload/7/second.png"}},
+    ]
+
+
+@pytest.fixture
+def label_studio(project_tasks, images):
+    with LabelStudioStandIn(project_tasks, {"/data/upload/7/second.png": images["second"]}) as stand_in:
+        yield stand_in
+
+
+def run_cli(make_settings, label_studio, *args: str, key: str = LEGACY_KEY) -> int:
+    argv = ["--ls-url", label_studio.url, "--ls-api-key", key, "--project", str(PROJECT), *args]
+    return cli.main(argv, settings=make_settings())
+
+
+def test_task_ids_are_predicted_uploaded_and_failures_reported(make_settings, label_studio, capsys):
+    status = run_cli(make_settings, label_studio, "--tasks", "1,2,3,99")
+    out = capsys.readouterr().out
+    assert status == 1
+    uploaded = {p["task"]: p for p in label_studio.predictions}
+    assert sorted(uploaded) == [1, 3]  # task 3's image came from Label Studio itself, with the key
+    for prediction in uploaded.values():
+        assert prediction["model_version"].startswith("yolo-")
+        assert len(prediction["result"]) == 3  # the three shapes of each image
+        assert 0.5 <= prediction["score"] <= 1.0
+        assert LabelInterface(CONFIG).validate_prediction(prediction, return_errors=True) == []
+    assert "2 of 4 task(s) predicted" in out
+    assert "task 2: " in out and "does not exist" in out
+    assert "task 99: could not be fetched" in out and "404" in out
+    assert ("GET", "/data/upload/7/second.png") in [(m, p) for m, p, _, _ in label_studio.calls]
+
+
+def test_same_predictions_as_the_server(make_settings, make_client, label_studio, project_tasks):
+    assert run_cli(make_settings, label_studio, "--tasks", "1") == 0
+    response = make_client().post("/predict", json={"tasks": [project_tasks[0]], "label_config": CONFIG})
+    served = response.json()["results"][0]
+    (uploaded,) = label_studio.predictions
+    assert uploaded["model_version"] == served["model_version"]
+    strip = lambda regions: [{k: v for k, v in r.items() if k != "id"} for r in regions]  # noqa: E731
+    assert strip(uploaded["result"]) == strip(served["result"]) and len(served["result"]) == 3
+
+
+def test_all_tasks_skips_tasks_done_by_this_model_version_and_resumes(make_settings, label_studio, capsys):
+    label_studio.refuse_upload_for = {3}
+    assert run_cli(make_settings, label_studio, "--all-tasks") == 1  # 2: missing image, 3: upload refused
+    assert "task 3: upload failed: Label Studio answered HTTP 400" in capsys.readouterr().out
+    assert [p["task"] for p in label_studio.predictions] == [1]
+
+    label_studio.refuse_upload_for = set()
+    label_studio.tasks[2]["data"]["image"] = label_studio.tasks[1]["data"]["image"]  # fixed by the user
+    assert run_cli(make_settings, label_studio, "--all-tasks") == 0
+    assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]  # 1 is not predicted twice
+
+    assert run_cli(make_settings, label_studio, "--all-tasks") == 0
+    assert "0 task(s) to predict" in capsys.readouterr().err
+    assert len(label_studio.predictions) == 3
+
+
+def test_dry_run_writes_predictions_and_uploads_nothing(make_settings, label_studio, project_tasks, tmp_path):
+    tasks_file = tmp_path / "tasks.json"
+    tasks_file.write_text(json.dumps([project_tasks[0], project_tasks[2]]))
+    out = tmp_path / "predictions.json"
+    assert run_cli(make_settings, label_studio, "--tasks", str(tasks_file), "--dry-run", str(out)) == 0
+    written = json.loads(out.read_text())
+    assert [p["task"] for p in written] == [1, 3]
+    assert all({"model_version", "score", "result"} <= set(p) for p in written)
+    assert label_studio.paths("POST") == []
+    assert not any(path.startswith("/api/tasks/") for path in label_studio.paths("GET"))  # data was given
+
+
+def test_personal_access_token_is_exchanged_for_access_tokens(make_settings, label_studio):
+    label_studio.refresh_token = fake_jwt("refresh")
+    assert run_cli(make_settings, label_studio, "--tasks", "1,3", key=label_studio.refresh_token) == 0
+    assert sorted(p["task"] for p in label_studio.predictions) == [1, 3]
+    assert "/api/token/refresh/" in label_studio.paths("POST")
+
+
+def test_wrong_key_stops_before_any_prediction(make_settings, label_studio, capsys):
+    assert run_cli(make_settings, label_studio, "--tasks", "1", key="f" * 40) == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    assert label_studio.predictions == []
+
+
+def test_bad_labeling_config_stops_the_run(make_settings, label_studio, tmp_path, capsys):
+    config = tmp_path / "config.xml"
+    config.write_text(CONFIG.replace('model_path="shapes-yolov8n.pt"', 'model_path="nope.pt"'))
+    status = run_cli(make_settings, label_studio, "--tasks", "1,3", "--label-config", str(config))
+    out = capsys.readouterr().out
+    assert status == 1 and "task 1: " in out and "task 3: " in out and "nope.pt" in out
+    assert label_studio.predictions == []
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [("1,x", "neither a file nor task ids"), ("[]", "holds no tasks"), ('[{"id": 1}]', "every item")],
+)
+def test_bad_task_lists_are_refused(make_settings, label_studio, tmp_path, capsys, tasks, message):
+    if tasks.startswith("["):
+        path = tmp_path / "tasks.json"
+        path.write_text(tasks)
+        tasks = str(path)
+    assert run_cli(make_settings, label_studio, "--tasks", tasks) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_help_runs():
+    result = subprocess.run(
+        [sys.executable, "cli.py", "--help"], cwd=Path(cli.__file__).parent, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--all-tasks" in result.stdout and "--dry-run" in result.stdout

@@ -1,0 +1,408 @@
+"""Property-based fuzzing of /predict, /setup and /webhook bodies: never a 5xx, never a hang.
+
+Bodies are random JSON shapes, random bytes, labeling configs built from Label Studio's tags with
+random attributes (model paths that escape, thresholds that are not numbers, ...) and task data with
+every kind of media URL. Nothing reaches the network: ALLOWED_MEDIA_HOSTS names a host no example
+uses, LABEL_STUDIO_URL is unset, and local media is limited to a folder with one small image and one
+small video. Each endpoint gets `MAX_EXAMPLES` examples (under a minute in all on two cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))  # e.g. FUZZ_EXAMPLES=2000 for a deeper run
+SLOWEST_ANSWER_S = 30.0
+STATUSES: dict[str, Counter] = defaultdict(Counter)  # how far the examples got, per path
+
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,  # no .hypothesis folder in the checkout; failures print their example
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="module")
+def media_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fuzz-media")
+    cv2.imwrite(str(root / "small.png"), np.full((48, 64, 3), 120, np.uint8))
+    writer = cv2.VideoWriter(str(root / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    return root
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(model_root, media_root, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from backend.app import create_app
+    from backend.settings import Settings
+
+    app_settings = Settings(
+        _env_file=None,
+        model_root=model_root,
+        media_cache_dir=tmp_path_factory.mktemp("fuzz-cache"),
+        allow_custom_model_path=True,
+        allow_model_download=False,
+        label_studio_url="",
+        label_studio_api_key="",
+        allowed_local_roots=str(media_root),
+        allowed_media_hosts="only-this-host.invalid",
+        download_connect_timeout=1.0,
+        download_read_timeout=1.0,
+        max_request_bytes=1024 * 1024,
+        inference_batch_size=2,
+    )
+    with TestClient(create_app(app_settings)) as client:
+        yield client
+
+
+def check_answer(response, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    assert response.status_code < 500, response.text
+    assert elapsed < SLOWEST_ANSWER_S, f"answer took {elapsed:.1f} s"
+    body = response.json()
+    if response.status_code >= 400:
+        assert isinstance(body.get("error"), str) and body["error"], body
+    assert "Traceback" not in response.text
+
+
+def post(client, path: str, body) -> None:
+    started = time.perf_counter()
+    if isinstance(body, bytes):
+        response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = client.post(path, json=body)
+    STATUSES[path][response.status_code] += 1
+    check_answer(response, started)
+
+
+# -- strategies ---------------------------------------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+CONTROL_TAGS = [
+    "RectangleLabels",
+    "PolygonLabels",
+    "BrushLabels",
+    "KeyPointLabels",
+    "Choices",
+    "Taxonomy",
+    "VideoRectangle",
+    "TimelineLabels",
+    "Labels",
+    "TextArea",
+]
+OBJECT_TAGS = ["Image", "Video", "Text", "Audio", "HyperText"]
+names = st.sampled_from(["image", "video", "label", "x", "", "image video"]) | st.text(max_size=8)
+attribute_values = {
+    "name": names,
+    "toName": names,
+    "value": st.sampled_from(["$image", "$video", "$x", "image", "$", ""]) | st.text(max_size=10),
+    "model_path": st.sampled_from(
+        [
+            "yolov8m.pt",
+            "yolov8n-cls.pt",
+            "yolov8n-seg.pt",
+            "yolov8n-pose.pt",
+            "yolov8n-obb.pt",
+            "shapes-yolov8n.pt",
+            "missing.pt",
+            "../outside.pt",
+            "/etc/passwd",
+            "a/../../b.pt",
+            ".",
+            "",
+            "C:\\models\\x.pt",
+            "models/../yolov8m.pt",
+        ]
+    )
+    | st.text(max_size=12),
+    "model_score_threshold": st.sampled_from(["0.5", "0", "1", "-1", "2", "nan", "inf", "abc", ""]),
+    "model_point_threshold": st.sampled_from(["0.5", "-3", "x"]),
+    "model_obb": st.sampled_from(["true", "false", "yes", "maybe", ""]),
+    "model_skip": st.sampled_from(["true", "false", "1", ""]),
+    "model_add_bboxes": st.sampled_from(["true", "false", "?"]),
+    "model_index": st.sampled_from(["0", "1", "-1", "99999", "x", ""]),
+    "model_vid_stride": st.sampled_from(["1", "0", "-2", "1e9", "x"]),
+    "model_tracker": st.sampled_from(["botsort", "bytetrack", "../../etc/passwd", "missing", ""]),
+    "choice": st.sampled_from(["single", "multiple", "other"]),
+    "predicted_values": st.sampled_from(["person", "bus,car", "", ",,,"]) | st.text(max_size=12),
+    "frameRate": st.sampled_from(["24", "0", "-1", "abc"]),
+}
+
+
+def element(tag: str, attributes: dict[str, str], children: list[str]) -> str:
+    attrs = "".join(f" {key}={quoteattr(value)}" for key, value in attributes.items())
+    return f"<{tag}{attrs}>{''.join(children)}</{tag}>" if children else f"<{tag}{attrs}/>"
+
+
+def tag_with_attributes(tags, children=st.just([])):
+    return st.builds(
+        element,
+        tags,
+        st.dictionaries(st.sampled_from(sorted(attribute_values)), st.just(None), max_size=5).flatmap(
+            lambda keys: st.fixed_dictionaries({k: attribute_values[k] for k in keys})
+        ),
+        children,
+    )
+
+
+labels = tag_with_attributes(st.sampled_from(["Label", "Choice"]))
+controls = tag_with_attributes(st.sampled_from(CONTROL_TAGS), st.lists(labels, max_size=4))
+objects = tag_with_attributes(st.sampled_from(OBJECT_TAGS))
+xml_configs = st.lists(objects | controls, max_size=5).map(lambda parts: f"<View>{''.join(parts)}</View>")
+label_configs = (
+    xml_configs
+    | st.text(max_size=60)
+    | st.text(alphabet="<>/=\"' ViewImagRctLbs$", max_size=80)
+    | xml_configs.map(lambda c: c[: len(c) // 2])  # cut off
+)
+
+
+def media_urls(media_root: Path):
+    return st.sampled_from(
+        [
+            str(media_root / "small.png"),
+            str(media_root / "clip.mp4"),
+            f"file://{media_root}/small.png",
+            str(media_root / ".." / "outside.png"),
+            "/etc/passwd",
+            "/data/upload/1/a.jpg",
+            "/data/local-files/?d=x/y.png",
+            "s3://bucket/key.jpg",
+            "gs://b/k",
+            "ftp://h/x.png",
+            "gopher://h/",
+            "file://other-host/x.png",
+            "http://[::1",
+            "http://127.0.0.1:99999/x",
+            "http://127.0.0.1:1/x.png",
+            "https://example.com/x.jpg",
+            "data:image/png;base64,AAAA",
+            "",
+            "   ",
+        ]
+    ) | st.text(max_size=40)
+
+
+def tasks(media_root: Path):
+    data = st.dictionaries(
+        st.sampled_from(["image", "video", "x", "text"]) | st.text(max_size=6),
+        media_urls(media_root) | json_values,
+        max_size=3,
+    )
+    task = st.fixed_dictionaries(
+        {"data": data | json_values},
+        optional={"id": scalars, "meta": json_values, "annotations": json_values, "predictions": json_values},
+    )
+    return st.lists(task | json_values, max_size=4)
+
+
+def well_formed_tasks(media_root: Path):
+    """Objects with a `data.image`, mostly a usable URL: the requests that reach media and models."""
+    task = st.fixed_dictionaries(
+        {
+            "id": st.integers(min_value=1, max_value=10**9) | scalars,
+            "data": st.fixed_dictionaries(
+                {"image": media_urls(media_root) | st.just(str(media_root / "small.png")) | scalars},
+                optional={"video": media_urls(media_root), "x": json_values},
+            ),
+        }
+    )
+    return st.lists(task, min_size=1, max_size=4)
+
+
+# -- the properties -----------------------------------------------------------------------------------------
+
+
+def test_predict_never_answers_5xx(fuzz_client, media_root):
+    @FUZZ_SETTINGS
+    @given(
+        body=st.fixed_dictionaries(
+            {"tasks": tasks(media_root) | json_values, "label_config": label_configs | json_values},
+            optional={"project": json_values, "params": json_values},
+        )
+        | json_values
+        | st.binary(max_size=200)
+    )
+    def run(body):
+        post(fuzz_client, "/predict", body)
+
+    run()
+
+
+def test_predict_with_valid_configs_never_answers_5xx(fuzz_client, media_root):
+    """Configs that parse, so the examples reach the models, the media and the converters."""
+    image_control = st.sampled_from(
+        ["RectangleLabels", "PolygonLabels", "BrushLabels", "KeyPointLabels", "Choices"]
+    )
+    config = st.builds(
+        lambda tag, attrs, label: element(
+            "View",
+            {},
+            [
+                '<Image name="image" value="$image"/>',
+                element(tag, {"name": "c", "toName": "image", **attrs}, [label]),
+            ],
+        ),
+        image_control,
+        st.dictionaries(
+            st.sampled_from(
+                ["model_path", "model_score_threshold", "model_obb", "model_index", "model_add_bboxes"]
+            ),
+            st.just(None),
+            max_size=3,
+        ).flatmap(lambda keys: st.fixed_dictionaries({k: attribute_values[k] for k in keys})),
+        st.sampled_from(
+            ['<Label value="person"/>', '<Choice value="bus" predicted_values="minibus"/>', "<Label/>"]
+        ),
+    )
+
+    @FUZZ_SETTINGS
+    @given(config=config, tasks=well_formed_tasks(media_root))
+    def run(config, tasks):
+        post(fuzz_client, "/predict", {"tasks": tasks, "label_config": config})
+
+    STATUSES["/predict"].clear()
+    run()
+    print(dict(STATUSES["/predict"]))
+    assert STATUSES["/predict"][200] >= MAX_EXAMPLES // 5, "too few examples reached the models"
+
+
+def test_predict_with_valid_video_configs_never_answers_5xx(fuzz_client, media_root):
+    """Video configs that parse, with tasks naming videos, images and worse as their video."""
+    config = st.builds(
+        lambda tag, attrs, label: element(
+            "View",
+            {},
+            [
+                '<Video name="video" value="$video"/>',
+                element(tag, {"name": "c", "toName": "video", **attrs}, [label]),
+            ],
+        ),
+        st.sampled_from(["VideoRectangle", "TimelineLabels"]),
+        st.dictionaries(
+            st.sampled_from(
+                ["model_path", "model_score_threshold", "model_tracker", "model_vid_stride", "frameRate"]
+            ),
+            st.just(None),
+            max_size=3,
+        ).flatmap(lambda keys: st.fixed_dictionaries({k: attribute_values[k] for k in keys})),
+        st.sampled_from(
+            ['<Label value="person"/>', '<Label value="dark" predicted_values="x"/>', "<Label/>"]
+        ),
+    )
+    task = st.fixed_dictionaries(
+        {
+            "id": st.integers(min_value=1, max_value=10**9) | scalars,
+            "data": st.fixed_dictionaries(
+                {"video": media_urls(media_root) | st.just(str(media_root / "clip.mp4")) | scalars},
+                optional={"frameRate": scalars},
+            ),
+        }
+    )
+
+    @FUZZ_SETTINGS
+    @given(config=config, tasks=st.lists(task, min_size=1, max_size=3))
+    def run(config, tasks):
+        post(fuzz_client, "/predict", {"tasks": tasks, "label_config": config})
+
+    STATUSES["/predict"].clear()
+    run()
+    print(dict(STATUSES["/predict"]))
+
+
+def test_setup_never_answers_5xx(fuzz_client):
+    @FUZZ_SETTINGS
+    @given(
+        body=st.fixed_dictionaries(
+            {},
+            optional={
+                "project": json_values,
+                "schema": label_configs | json_values,
+                "hostname": st.sampled_from(["http://localhost:8080", "http://[::1", "", "not a url"])
+                | st.text(max_size=20)
+                | json_values,
+                "access_token": st.text(max_size=20) | json_values,
+                "extra_params": json_values,
+            },
+        )
+        | json_values
+        | st.binary(max_size=200)
+    )
+    def run(body):
+        post(fuzz_client, "/setup", body)
+
+    run()
+
+
+def test_webhook_never_answers_5xx(fuzz_client):
+    actions = st.sampled_from(
+        [
+            "ANNOTATION_CREATED",
+            "ANNOTATION_UPDATED",
+            "ANNOTATIONS_DELETED",
+            "START_TRAINING",
+            "PROJECT_UPDATED",
+        ]
+    )
+
+    @FUZZ_SETTINGS
+    @given(
+        body=st.fixed_dictionaries(
+            {},
+            optional={
+                "action": actions | st.text(max_size=20) | json_values,
+                "project": st.fixed_dictionaries({}, optional={"id": scalars, "label_config": label_configs})
+                | json_values,
+                "annotation": json_values,
+                "task": json_values,
+            },
+        )
+        | json_values
+        | st.binary(max_size=200)
+    )
+    def run(body):
+        post(fuzz_client, "/webhook", body)
+
+    run()
+
+
+def test_fuzzed_server_still_predicts(fuzz_client, media_root):
+    config = (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="r" toName="image" '
+        'model_score_threshold="0.0001"><Label value="person"/></RectangleLabels></View>'
+    )
+    body = {"tasks": [{"id": 1, "data": {"image": str(media_root / "small.png")}}], "label_config": config}
+    response = fuzz_client.post(
+        "/predict", content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200 and "result" in response.json()["results"][0]

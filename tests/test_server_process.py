@@ -1,0 +1,163 @@
+"""The real server, as `./start.sh` runs it (gunicorn, uvicorn workers): shutdown, body limits, logs.
+
+On SIGTERM gunicorn stops accepting connections and lets in-flight requests finish within
+GRACEFUL_TIMEOUT; a prediction running at that moment still gets its 200.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import PROJECT_ROOT
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
+    'model_score_threshold="0.0001"><Label value="person"/><Label value="bus"/></RectangleLabels></View>'
+)
+USER, PASSWORD = "annotator", "server-secret-4e7d1a9b"
+AUTH = (USER, PASSWORD)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(model_root, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WORKERS": "1",
+        "THREADS": "2",
+        "GRACEFUL_TIMEOUT": "60",
+        "LOG_LEVEL": "DEBUG",
+        "MODEL_ROOT": str(model_root),
+        "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
+        "ALLOW_MODEL_DOWNLOAD": "false",
+        "YOLO_OFFLINE": "1",
+        "LABEL_STUDIO_URL": "",
+        "LABEL_STUDIO_API_KEY": "",
+        "BASIC_AUTH_USER": USER,
+        "BASIC_AUTH_PASS": PASSWORD,
+        "MAX_REQUEST_BYTES": "200000",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            ["./start.sh"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if requests.get(f"{url}/health", auth=AUTH, timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:  # not bound yet, or the worker still imports
+                pass
+            assert time.monotonic() < deadline, "the server did not start:\n" + log_path.read_text()
+            time.sleep(0.5)
+        yield process, url, log_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def predict_body(image: Path, count: int) -> dict:
+    return {"tasks": [{"id": i, "data": {"image": str(image)}} for i in range(count)], "label_config": CONFIG}
+
+
+@pytest.mark.slow
+def test_sigterm_lets_an_inflight_prediction_finish(server, bus_image):
+    process, url, log_path = server
+    warm = requests.post(f"{url}/predict", json=predict_body(bus_image, 1), auth=AUTH, timeout=120)
+    assert warm.status_code == 200, warm.text  # the model is loaded: what follows is inference only
+
+    answer: dict = {}
+
+    def long_predict():
+        try:
+            answer["response"] = requests.post(
+                f"{url}/predict", json=predict_body(bus_image, 64), auth=AUTH, timeout=120
+            )
+        except Exception as error:  # reported below
+            answer["error"] = error
+
+    started = time.monotonic()
+    client = threading.Thread(target=long_predict)
+    client.start()
+    time.sleep(1.5)  # the request is in, inference runs
+    process.send_signal(signal.SIGTERM)
+    client.join(timeout=120)
+    code = process.wait(timeout=90)
+    log = log_path.read_text()
+    assert "error" not in answer, (answer.get("error"), log[-3000:])
+    response = answer["response"]
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"]) == 64 and all("result" in r for r in response.json()["results"])
+    assert time.monotonic() - started > 2.0, "the prediction was too short to be cut off; use more tasks"
+    assert code == 0, log[-3000:]
+    assert "Handling signal: term" in log
+    assert PASSWORD not in log
+
+
+@pytest.mark.slow
+def test_body_limit_and_auth_on_the_real_server(server, bus_image):
+    process, url, log_path = server
+    host, port = url.removeprefix("http://").split(":")
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+    # Declared length over the limit: the client sends it all and still reads the 413.
+    big = predict_body(bus_image, 1)
+    big["tasks"][0]["data"]["padding"] = "x" * 300_000
+    declared = requests.post(f"{url}/predict", json=big, auth=AUTH, timeout=60)
+    assert declared.status_code == 413 and "MAX_REQUEST_BYTES" in declared.json()["error"]
+
+    # Chunked, no Content-Length: counted as it arrives.
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    chunks = [json.dumps(predict_body(bus_image, 1))[:-1].encode() + b', "padding": "']
+    chunks += [b"y" * 50_000] * 6 + [b'"}']
+    connection.request(
+        "POST",
+        "/predict",
+        body=iter(chunks),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        encode_chunked=True,
+    )
+    chunked = connection.getresponse()
+    assert chunked.status == 413 and b"MAX_REQUEST_BYTES" in chunked.read()
+    connection.close()
+
+    # Wrong credentials: 401, and neither password reaches the log.
+    wrong = requests.post(
+        f"{url}/predict", json=predict_body(bus_image, 1), auth=(USER, "wrong-pw-8c2e"), timeout=60
+    )
+    assert wrong.status_code == 401
+    ok = requests.post(f"{url}/predict", json=predict_body(bus_image, 1), auth=AUTH, timeout=120)
+    assert ok.status_code == 200 and "result" in ok.json()["results"][0]
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=90)
+    log = log_path.read_text()
+    assert '"POST /predict HTTP/1.1" 413' in log and '"POST /predict HTTP/1.1" 401' in log
+    for secret in (PASSWORD, "wrong-pw-8c2e", token):
+        assert secret not in log
