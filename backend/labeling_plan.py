@@ -61,7 +61,7 @@ def build_plan(label_config: str, settings: Settings) -> LabelingPlan:
         supported = sorted({c.control_tag for c in CONTROL_MODELS})
         raise LabelingConfigError(
             "the labeling config has no control tag this backend can predict for "
-            f"(found: {', '.join(seen_tags) or 'none'}; supported on <Image>: {', '.join(supported)}; "
+            f"(found: {', '.join(seen_tags) or 'none'}; supported: {', '.join(supported)}; "
             'tags with model_skip="true" are left out)'
         )
     return LabelingPlan(config_hash=config_hash(label_config), controls=tuple(controls))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -56,15 +56,6 @@ class LoadedModel:
                 for index, output in zip(batch, outputs, strict=True):
                     results[index] = output
         return results
-
-    def stream(self, source: str, **kwargs: Any) -> Iterator[Any]:
-        """Yield Ultralytics `Results` frame by frame (video), holding the lock for the whole video."""
-        with self.lock:
-            self.use_all_threads()
-            for index, result in enumerate(self.yolo.predict(source, stream=True, verbose=False, **kwargs)):
-                if index == 0:
-                    self.use_all_threads()  # the predictor's set-up on the first frame capped them again
-                yield result
 
     def use_all_threads(self) -> None:
         """Give torch every core, in the calling thread.

@@ -34,6 +34,8 @@ def build_model(yaml_name: str, names: dict[int, str], target: Path) -> Path:
     model = YOLO(yaml_name)
     model.model.names = names
     model.model.yaml["nc"] = len(names)
+    # Released weights remember their training size (classifiers 224, others 640); predict uses it.
+    model.ckpt = {"train_args": {"imgsz": 224 if model.task == "classify" else 640, "task": model.task}}
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     return target
