@@ -142,7 +142,9 @@ class YOLOBackend:
             "PROJECT_UPDATED",
         }
         if event not in known:
+            logger.info("Webhook event %s ignored", event)
             return {"status": "ignored", "message": f"event '{event}' is not one this backend handles"}
+        logger.info("Webhook event %s received", event)
         return {"status": "ok", "event": event}
 
     # -- Label Studio access --------------------------------------------------------------------------

@@ -16,4 +16,5 @@ exec "$python" -m gunicorn 'backend.app:create_app()' \
   --timeout "${TIMEOUT:-300}" \
   --graceful-timeout "${GRACEFUL_TIMEOUT:-120}" \
   --log-level "$(echo "${LOG_LEVEL:-info}" | tr '[:upper:]' '[:lower:]')" \
+  --no-control-socket \
   --access-logfile -
