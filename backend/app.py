@@ -40,6 +40,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger().setLevel(level.upper())
+    # urllib3's DEBUG lines hold whole URLs, presigned storage signatures included; our own messages
+    # name every failed download (without the query) instead.
+    logging.getLogger("urllib3").setLevel(max(logging.getLogger().level, logging.INFO))
 
 
 def create_app(settings: Settings | None = None, backend: YOLOBackend | None = None) -> FastAPI:

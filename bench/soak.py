@@ -11,7 +11,7 @@ wrong basic auth, /setup, /webhook, /health, /metrics).
 
 Every kind has the status it must get; anything else counts as an error of its class. Prints requests
 served, errors by class, latency (p50, p95, max) per kind and overall, and the server's RSS (master and
-workers) after warm-up, every minute, and at the end. Exit status 1 when any request got an unexpected
+workers) after warm-up, every 30 s, and at the end. Exit status 1 when any request got an unexpected
 answer or RSS grew by more than 10 %.
 """
 
@@ -242,13 +242,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_rss(master: psutil.Process) -> int:
-    processes = [master, *master.children(recursive=True)]
-    total = 0
-    for process in processes:
+def server_rss(master: psutil.Process) -> tuple[int, int]:
+    """RSS in bytes and thread count, summed over the gunicorn master and its workers."""
+    rss = threads = 0
+    for process in [master, *master.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):  # a process that just ended
-            total += process.memory_info().rss
-    return total
+            rss += process.memory_info().rss
+            threads += process.num_threads()
+    return rss, threads
 
 
 def start_server(world: World, args: argparse.Namespace) -> tuple[subprocess.Popen, str, Path]:
@@ -361,8 +362,8 @@ def main() -> int:
         thread.start()
     for thread in warmers:
         thread.join()
-    rss_start = server_rss(master)
-    rss_samples = [(0.0, rss_start)]
+    rss_start, _ = server_rss(master)
+    rss_samples = [(0.0, *server_rss(master))]
     counting = True
     stop_at = time.monotonic() + args.minutes * 60
 
@@ -371,12 +372,12 @@ def main() -> int:
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):
-        time.sleep(min(60.0, max(1.0, stop_at - time.monotonic())))
-        rss_samples.append((time.monotonic() - began, server_rss(master)))
+        time.sleep(min(30.0, max(1.0, stop_at - time.monotonic())))
+        rss_samples.append((time.monotonic() - began, *server_rss(master)))
     for thread in threads:
         thread.join()
     duration = time.monotonic() - began
-    rss_end = server_rss(master)
+    rss_end, _ = server_rss(master)
 
     process.send_signal(signal.SIGTERM)
     try:
@@ -414,8 +415,8 @@ def main() -> int:
     print(f"'Unhandled error' (5xx) in the server log: {server_errors}")
     growth = (rss_end - rss_start) / rss_start
     print(
-        "server RSS MiB: "
-        + ", ".join(f"{t / 60:.1f} min {rss / 2**20:.0f}" for t, rss in rss_samples)
+        "server RSS MiB (threads): "
+        + ", ".join(f"{t / 60:.1f} min {rss / 2**20:.0f} ({threads})" for t, rss, threads in rss_samples)
         + f"; start {rss_start / 2**20:.0f}, end {rss_end / 2**20:.0f} ({growth:+.1%})"
     )
     shutil.rmtree(root, ignore_errors=True)

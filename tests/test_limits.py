@@ -765,5 +765,5 @@ def test_health_answers_at_once_while_a_long_prediction_runs(make_client, bus_im
     still_running = worker.is_alive()
     worker.join()
     assert still_running, "the prediction ended before /health was measured; give it more tasks"
-    assert max(latencies) < 0.5, latencies  # Label Studio allows 1 s
+    assert max(latencies) < 1.0, latencies  # ML_TIMEOUT_HEALTH: Label Studio gives up after 1 s
     assert answer["response"].status_code == 200 and len(answer["response"].json()["results"]) == 48

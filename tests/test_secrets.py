@@ -70,6 +70,12 @@ def test_no_secret_in_logs_or_answers(make_client, bus_image, captured_logs, cap
         env_pat = client(label_studio_url=label_studio.url, label_studio_api_key=PERSONAL_ACCESS_TOKEN)
         assert "result" in post(env_pat, "/predict", predict_body).json()["results"][0]
         assert label_studio.refreshes == 1
+        # A cloud URI, presigned by Label Studio: a redirect to a URL with a signature in its query.
+        presigned = {**predict_body, "tasks": [{"id": 5, "data": {"image": "s3://bucket/bus.jpg"}}]}
+        assert "result" in post(env_pat, "/predict", presigned).json()["results"][0]
+        assert any(
+            path.startswith("/external/bucket/bus.jpg?X-Amz-Signature") for path, _ in label_studio.requests
+        )
 
         # 2. No key in the environment: /setup brings hostname and access_token; media use them.
         from_setup = client()
@@ -116,7 +122,9 @@ def test_no_secret_in_logs_or_answers(make_client, bus_image, captured_logs, cap
 
     output = capfd.readouterr()
     log = "\n".join([captured_logs.text, output.out, output.err])
-    assert "Loading model" in log and "/data/upload/1/bus.jpg" in log  # the log did capture the requests
+    assert "Loading model" in log and "HTTP Request: POST http://testserver/predict" in log
+    assert any(record.levelno == logging.DEBUG for record in captured_logs.records)
+    assert "X-Amz-Signature" not in log  # the presigned URL's signature
     secrets = [
         PERSONAL_ACCESS_TOKEN,
         *label_studio.access_tokens,
