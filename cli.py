@@ -242,6 +242,10 @@ def predict_and_deliver(
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     args = parse_args(argv)
+    # As start.sh does for the server: load weight files without unpickling arbitrary code, and never
+    # pip-install at run time. Ultralytics reads both when it is first imported, which happens later.
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = (settings or Settings()).model_copy(
         update={

@@ -26,7 +26,7 @@ from backend.detections import from_ultralytics
 from backend.errors import BackendError, BadRequestError, LabelingConfigError, ModelLoadError
 from backend.label_studio_api import LabelStudioAuth
 from backend.labeling_plan import LabelingPlan, PlanCache, config_hash
-from backend.media import MediaLoader
+from backend.media import MediaLoader, check_frame_pixels, check_video_frames
 from backend.metrics import Metrics
 from backend.model_registry import LoadedModel, ModelRegistry
 from backend.settings import Settings
@@ -291,6 +291,10 @@ class YOLOBackend:
             except BackendError as error:
                 outcome.error = error.message
                 continue
+            except Exception as error:  # a decoder crash on one hostile video must not fail the request
+                logger.exception("Unexpected error while predicting the video of task %s", task.get("id"))
+                outcome.error = f"the video could not be processed ({type(error).__name__})"
+                continue
             outcome.regions.extend(regions)
 
     def _task_video(self, task: dict, value_key: str) -> Path:
@@ -303,10 +307,14 @@ class YOLOBackend:
         self, path: Path, control: VideoControlModel, model: LoadedModel, task_data: dict
     ) -> list[dict]:
         reader = VideoReader(path, stride=control.vid_stride)
+        name = f"the video of '{task_data.get(control.value_key)}'"
+        check_frame_pixels(reader.info.width, reader.info.height, self.settings.max_image_pixels, name)
+        check_video_frames(reader.info.frames_count, self.settings.max_video_frames, name)
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
         options = control.predict_options()
         for numbers, frames in reader.batches(self.settings.inference_batch_size):
+            check_video_frames(reader.frames_count, self.settings.max_video_frames, name)  # headers may lie
             results = model.predict(
                 frames,
                 batch_size=self.settings.inference_batch_size,

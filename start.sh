@@ -9,6 +9,9 @@ export THREADS="${THREADS:-8}"
 # Ultralytics would pip-install a package named by a model file or wanted by an unreadable image at run
 # time; a server installs nothing while it runs.
 export YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-false}"
+# Load weight files with torch's weights-only unpickler and Ultralytics' list of known classes: a .pt
+# file that would run code when unpickled is refused instead (422, "references types outside ...").
+export ULTRALYTICS_SAFE_LOAD="${ULTRALYTICS_SAFE_LOAD:-true}"
 exec "$python" -m gunicorn 'backend.app:create_app()' \
   --bind "${HOST:-0.0.0.0}:${PORT:-9090}" \
   --workers "${WORKERS:-1}" \

@@ -1,6 +1,6 @@
 """Soak test: the real server under a mix of good and hostile requests for minutes; not part of CI.
 
-    python bench/soak.py [--minutes 10] [--warmup 30] [--clients 8] [--threads 8] [--workers 1]
+    python bench/soak.py [--minutes 10] [--warmup 120] [--clients 8] [--threads 8] [--workers 1]
 
 Starts `./start.sh` (gunicorn, uvicorn workers) on a free port with a private MODEL_ROOT (the shapes
 detector plus a corrupt weight file) and a private media folder, and a small HTTP media server of its
@@ -310,7 +310,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8, help="THREADS of the server")
     parser.add_argument("--workers", type=int, default=1, help="WORKERS of the server")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds of the mix before measuring")
+    parser.add_argument(
+        "--warmup", type=float, default=120.0, help="seconds of the mix before measuring (allocator warm-up)"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="soak-"))

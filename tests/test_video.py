@@ -424,3 +424,15 @@ def test_a_frame_rate_label_studio_would_get_wrong_is_logged(
     with caplog.at_level("WARNING"):
         control.check_frame_rate(FPS, task_data)
     assert ("frameRate" in caplog.text) is warns
+
+
+def test_videos_over_the_frame_or_pixel_limit_are_refused_per_task(make_client, video_models, shapes_video):
+    client = make_client(max_video_frames=10)
+    body = predict(client, tracking_config(), shapes_video)
+    (refused,) = body["results"]
+    assert "result" not in refused and "more than 10 frames" in refused["error"]
+    client = make_client(max_image_pixels=100 * 100)
+    (refused,) = predict(client, tracking_config(), shapes_video)["results"]
+    assert "result" not in refused and "pixels, over the limit" in refused["error"]
+    (accepted,) = predict(make_client(), tracking_config(), shapes_video)["results"]
+    assert len(accepted["result"]) == 2
