@@ -23,8 +23,8 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cv2  # noqa: E402
-import yaml  # noqa: E402
+import cv2
+import yaml
 
 CONF = 0.25
 
@@ -67,8 +67,12 @@ def timed(function, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="yolov8m", help="Ultralytics architecture YAML name (default yolov8m)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--arch", default="yolov8m", help="Ultralytics architecture YAML name (default yolov8m)"
+    )
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
@@ -76,11 +80,10 @@ def main() -> None:
     import torch
     from fastapi.testclient import TestClient
     from ultralytics import YOLO
+    from ultralytics.utils import NUM_THREADS
 
     from backend.app import create_app
     from backend.settings import Settings
-
-    from ultralytics.utils import NUM_THREADS
 
     cores = os.cpu_count() or 1
     capped_threads = NUM_THREADS  # what Ultralytics sets when it sets up a predictor: min(8, cores - 1)
@@ -91,7 +94,9 @@ def main() -> None:
         weights = build_model(args.arch, model_root / f"{args.arch}.pt")
         paths = make_images(work, args.images)
         model = YOLO(str(weights))
-        model.predict(str(paths[0]), conf=CONF, verbose=False)  # predictor set-up caps threads; done once here
+        model.predict(
+            str(paths[0]), conf=CONF, verbose=False
+        )  # predictor set-up caps threads; done once here
 
         def raw_one_by_one(threads: int):
             torch.set_num_threads(threads)
@@ -107,7 +112,9 @@ def main() -> None:
         figures[f"raw Ultralytics, {cores} threads, one call per image"] = timed(
             lambda: raw_one_by_one(cores), args.repeat
         )
-        figures[f"raw Ultralytics, {cores} threads, batches of 8"] = timed(lambda: raw_batched(cores), args.repeat)
+        figures[f"raw Ultralytics, {cores} threads, batches of 8"] = timed(
+            lambda: raw_batched(cores), args.repeat
+        )
         figures[f"official example setting, {capped_threads} thread(s), one call per image"] = timed(
             lambda: raw_one_by_one(capped_threads), args.repeat
         )
@@ -134,7 +141,9 @@ def main() -> None:
             figures["this backend, POST /predict with all tasks"] = timed(backend_predict, args.repeat)
 
     baseline = next(iter(figures.values()))
-    print(f"\n{args.images} images, {args.arch} (random weights), conf={CONF}, {cores} cores, torch {torch.__version__}")
+    print(
+        f"\n{args.images} images, {args.arch} (random weights), conf={CONF}, {cores} cores, torch {torch.__version__}"
+    )
     print(f"{'':<62} {'images/s':>9} {'vs raw':>7}")
     for name, seconds in figures.items():
         print(f"{name:<62} {args.images / seconds:>9.2f} {baseline / seconds:>6.2f}x")
