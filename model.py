@@ -214,7 +214,6 @@ class YOLOBackend:
         results = model.predict(
             [images[i] for i in positions],
             batch_size=self.settings.inference_batch_size,
-            device=self.settings.device or None,
             **dict(options),
         )
         with_masks = any(c.needs_masks for c in group)
@@ -318,8 +317,7 @@ class YOLOBackend:
             results = model.predict(
                 frames,
                 batch_size=self.settings.inference_batch_size,
-                device=self.settings.device or None,
-                **options,
+                    **options,
             )
             for number, frame, result in zip(numbers, frames, results, strict=True):
                 session.add(number, from_ultralytics(result), frame)

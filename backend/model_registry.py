@@ -34,6 +34,7 @@ class LoadedModel:
     task: str  # detect | segment | classify | pose | obb
     class_names: dict[int, str]
     threads: int = 1  # torch intra-op threads for CPU inference
+    device: str = ""  # Ultralytics device string; empty lets Ultralytics choose
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int, **kwargs: Any) -> list[Any]:
@@ -43,6 +44,10 @@ class LoadedModel:
         the smallest stride-aligned rectangle, but pads a mixed batch to full squares (up to ~1.8x the
         pixels for 16:9 images).
         """
+        if self.device:
+            # Only when set: a device argument that differs from the predictor's (None vs "") makes
+            # Ultralytics rebuild the predictor, deep-copying the model, on every call.
+            kwargs["device"] = self.device
         by_shape: dict[tuple, list[int]] = {}
         for index, image in enumerate(images):
             by_shape.setdefault(image.shape, []).append(index)
@@ -155,6 +160,8 @@ class ModelRegistry:
             yolo=yolo,
             task=str(yolo.task),
             class_names={int(k): str(v) for k, v in names.items()},
+            threads=self._settings.effective_torch_threads,
+            device=self._settings.device,
         )
 
     def _download(self, model_path: str, path: Path) -> None:

@@ -1,0 +1,67 @@
+"""The inference path uses the whole machine and keeps Ultralytics' predictor between calls."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import cv2
+import torch
+
+from backend.model_registry import ModelRegistry
+
+
+def test_inference_runs_with_every_core_in_the_calling_thread(make_settings, bus_image):
+    registry = ModelRegistry(make_settings(torch_threads=0))
+    model = registry.get("yolov8m.pt")
+    assert model.threads == (os.cpu_count() or 1)
+    seen = []
+    original = model.yolo.predict
+
+    def recording_predict(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    model.yolo.predict = recording_predict
+    image = cv2.imread(str(bus_image))
+
+    def worker():
+        torch.set_num_threads(1)  # what Ultralytics leaves after setting up a predictor
+        model.predict([image, image], batch_size=1, conf=0.25)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [os.cpu_count() or 1] * 2
+
+
+def test_the_predictor_is_set_up_once_not_per_call(make_settings, bus_image, monkeypatch):
+    """Ultralytics rebuilds (and deep-copies) its predictor when a setup argument such as `device`
+    differs from the last call's; an empty DEVICE must not cause that on every call."""
+    from ultralytics.engine.predictor import BasePredictor
+
+    model = ModelRegistry(make_settings(device="")).get("yolov8m.pt")
+    image = cv2.imread(str(bus_image))
+    model.predict([image], batch_size=1, conf=0.25)
+    setups = []
+    original = BasePredictor.setup_model
+    monkeypatch.setattr(
+        BasePredictor, "setup_model", lambda self, *a, **k: setups.append(1) or original(self, *a, **k)
+    )
+    for _ in range(3):
+        model.predict([image], batch_size=1, conf=0.25)
+    assert setups == []
+
+
+def test_images_of_one_shape_share_a_batch(make_settings, bus_image, zidane_image):
+    model = ModelRegistry(make_settings()).get("yolov8m.pt")
+    bus, zidane = cv2.imread(str(bus_image)), cv2.imread(str(zidane_image))
+    batches = []
+    original = model.yolo.predict
+    model.yolo.predict = lambda images, **kwargs: (
+        batches.append([i.shape for i in images]) or original(images, **kwargs)
+    )
+    results = model.predict([bus, zidane, bus, zidane, bus], batch_size=8, conf=0.25)
+    assert sorted(len(batch) for batch in batches) == [2, 3]
+    assert all(len(set(batch)) == 1 for batch in batches)
+    assert [r.orig_shape for r in results] == [bus.shape[:2], zidane.shape[:2]] * 2 + [bus.shape[:2]]
