@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -192,6 +192,16 @@ class ControlModel:
 
     def regions(self, output: Detections | Classification, class_names: Mapping[int, str]) -> list[dict]:
         raise NotImplementedError
+
+    def regions_per_detection(
+        self,
+        output: Detections,
+        class_names: Mapping[int, str],
+        make_region: Callable[[int, str], dict | None],
+    ) -> list[dict]:
+        """`make_region(index, label)` for every kept detection; None (nothing drawable) is left out."""
+        regions = (make_region(i, label) for i, label in self.kept_detections(output, class_names))
+        return [region for region in regions if region is not None]
 
     def kept_detections(self, output: Detections, class_names: Mapping[int, str]) -> list[tuple[int, str]]:
         """(index, label) of the detections that pass the threshold and map to a label."""

@@ -19,14 +19,14 @@ class BrushLabelsModel(ControlModel):
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.masks is None:
             return []
-        regions = (
-            brush_region(
+        return self.regions_per_detection(
+            output,
+            class_names,
+            lambda i, label: brush_region(
                 from_name=self.from_name,
                 to_name=self.to_name,
                 label=label,
                 mask=output.masks[i],
                 score=float(output.scores[i]),
-            )
-            for i, label in self.kept_detections(output, class_names)
+            ),
         )
-        return [region for region in regions if region is not None]

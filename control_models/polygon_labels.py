@@ -18,8 +18,10 @@ class PolygonLabelsModel(ControlModel):
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.polygons is None:
             return []
-        regions = (
-            polygon_region(
+        return self.regions_per_detection(
+            output,
+            class_names,
+            lambda i, label: polygon_region(
                 from_name=self.from_name,
                 to_name=self.to_name,
                 label=label,
@@ -27,7 +29,5 @@ class PolygonLabelsModel(ControlModel):
                 score=float(output.scores[i]),
                 image_width=output.image_width,
                 image_height=output.image_height,
-            )
-            for i, label in self.kept_detections(output, class_names)
+            ),
         )
-        return [region for region in regions if region is not None]

@@ -21,8 +21,10 @@ class RectangleLabelsModel(ControlModel):
         return super().matches(control) and not parse_bool(control.attr.get("model_obb"))
 
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
-        return [
-            rectangle_region(
+        return self.regions_per_detection(
+            output,
+            class_names,
+            lambda i, label: rectangle_region(
                 from_name=self.from_name,
                 to_name=self.to_name,
                 label=label,
@@ -30,6 +32,5 @@ class RectangleLabelsModel(ControlModel):
                 score=float(output.scores[i]),
                 image_width=output.image_width,
                 image_height=output.image_height,
-            )
-            for i, label in self.kept_detections(output, class_names)
-        ]
+            ),
+        )

@@ -22,8 +22,10 @@ class OrientedRectangleLabelsModel(ControlModel):
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.xywhr is None:
             return []
-        regions = (
-            oriented_rectangle_region(
+        return self.regions_per_detection(
+            output,
+            class_names,
+            lambda i, label: oriented_rectangle_region(
                 from_name=self.from_name,
                 to_name=self.to_name,
                 label=label,
@@ -31,7 +33,5 @@ class OrientedRectangleLabelsModel(ControlModel):
                 score=float(output.scores[i]),
                 image_width=output.image_width,
                 image_height=output.image_height,
-            )
-            for i, label in self.kept_detections(output, class_names)
+            ),
         )
-        return [region for region in regions if region is not None]
