@@ -317,7 +317,7 @@ class YOLOBackend:
             results = model.predict(
                 frames,
                 batch_size=self.settings.inference_batch_size,
-                    **options,
+                **options,
             )
             for number, frame, result in zip(numbers, frames, results, strict=True):
                 session.add(number, from_ultralytics(result), frame)
