@@ -129,3 +129,19 @@ def client(make_client):
 def image_size(path: Path) -> tuple[int, int]:
     height, width = cv2.imread(str(path)).shape[:2]
     return width, height
+
+
+def assert_nearly_equal(actual, expected, tolerance: float = 1e-3, where: str = "") -> None:
+    """Equal structures whose floats may differ by `tolerance` (several torch threads vary the last bits)."""
+    if isinstance(expected, float) or isinstance(actual, float):
+        assert abs(actual - expected) <= tolerance, f"{where}: {actual} != {expected}"
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys differ"
+        for key in expected:
+            assert_nearly_equal(actual[key], expected[key], tolerance, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: lengths differ"
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_nearly_equal(a, e, tolerance, f"{where}[{index}]")
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
