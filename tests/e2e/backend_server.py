@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from .label_studio import free_port
+from .label_studio import free_port, stop_process_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_SCRIPT = PROJECT_ROOT / "start.sh"
@@ -125,16 +124,7 @@ class BackendServer:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
-            with contextlib.suppress(ProcessLookupError):  # workers that outlived the master
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process, grace_seconds=30)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

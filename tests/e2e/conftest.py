@@ -53,17 +53,7 @@ def label_studio() -> Iterator[LabelStudioServer]:
         )
     if problem:
         pytest.fail(problem, pytrace=False)
-    server = LabelStudioServer(venv)
-    try:
-        server.start()
-    except LabelStudioStartError as error:
-        problem = str(error)
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(LabelStudioServer(venv), LabelStudioStartError)
 
 
 @pytest.fixture(scope="session")
@@ -91,10 +81,15 @@ def yolo_backend(
         },
         python=sys.executable,
     )
+    yield from _serve(server, BackendStartError)
+
+
+def _serve(server, start_error: type[Exception]) -> Iterator:
+    """Start `server` for a session fixture (a failed start fails the tests with its log), stop it after."""
     problem = None
     try:
         server.start()
-    except BackendStartError as error:
+    except start_error as error:
         problem = str(error)
     if problem:
         pytest.fail(problem, pytrace=False)

@@ -169,6 +169,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port found")
 
 
+def stop_process_group(process: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM the process group `process` leads, SIGKILL it after `grace_seconds`, and kill any child
+    that outlived the leader (same process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 def jwt_payload(token: str) -> dict[str, Any] | None:
     """Decode (without verifying) a JWT's payload; ``None`` if ``token`` is not a JWT."""
     parts = token.split(".")
@@ -698,17 +713,7 @@ class LabelStudioServer:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
-            # children that outlived the leader (same process group)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process, grace_seconds=15)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
