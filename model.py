@@ -12,8 +12,9 @@ of keeping an empty prediction.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from converters.image_regions import prediction_score
 
 logger = logging.getLogger(__name__)
 
+_MAX_SETUP_PROJECTS = 256
 GroupKey = tuple[str, str, tuple]  # (model path, data key, predict options)
 
 
@@ -91,25 +93,43 @@ class YOLOBackend:
             if settings.label_studio_url
             else None
         )
-        self._setup_auth: LabelStudioAuth | None = None
+        # Credentials /setup brought, per Label Studio project (used when the environment has none).
+        self._setup_auths: OrderedDict[str, LabelStudioAuth] = OrderedDict()
+        self._setup_auths_lock = threading.Lock()
         self.media = MediaLoader(settings, self.label_studio_auth)
         self._downloads = ThreadPoolExecutor(settings.download_workers, thread_name_prefix="media")
 
     # -- label-studio-ml verbs ------------------------------------------------------------------------
 
-    def setup(self, label_config: str, hostname: str | None = None, access_token: str | None = None) -> str:
-        """Remember how to reach Label Studio; answer the model version. Never loads a model."""
+    def setup(
+        self,
+        label_config: str,
+        hostname: str | None = None,
+        access_token: str | None = None,
+        project: Any = None,
+    ) -> str:
+        """Remember how this project reaches Label Studio; answer the model version. Never loads a model."""
         if hostname and access_token and not self.settings.label_studio_api_key.get_secret_value():
-            self._setup_auth = LabelStudioAuth(hostname, access_token)
+            with self._setup_auths_lock:
+                key = project_key(project) or ""
+                self._setup_auths.pop(key, None)
+                self._setup_auths[key] = LabelStudioAuth(hostname, access_token)
+                while len(self._setup_auths) > _MAX_SETUP_PROJECTS:
+                    self._setup_auths.popitem(last=False)
         return self.model_version(label_config)
 
     def model_version(self, label_config: str) -> str:
         """Equal in /setup and /predict for the same config: Label Studio compares them."""
         return f"{self.settings.model_version}-{config_hash(label_config)}"
 
-    def predict(self, tasks: Sequence[Any], label_config: str) -> PredictionRun:
+    def predict(self, tasks: Sequence[Any], label_config: str, project: Any = None) -> PredictionRun:
+        """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7)."""
         plan = self.plans.get(label_config)
-        checked = _checked_tasks(tasks)
+        # Tasks carry their project id; the request's is the fallback (copies: the caller's stay as they are).
+        checked = [
+            {**task, "project": project_key(project)} if task.get("project") is None else task
+            for task in _checked_tasks(tasks)
+        ]
         run = PredictionRun(
             model_version=self.model_version(label_config),
             tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
@@ -149,11 +169,16 @@ class YOLOBackend:
 
     # -- Label Studio access --------------------------------------------------------------------------
 
-    def label_studio_auth(self) -> LabelStudioAuth | None:
-        """Environment first (LABEL_STUDIO_URL/API_KEY); else what /setup brought."""
+    def label_studio_auth(self, project: Any = None) -> LabelStudioAuth | None:
+        """Environment first (LABEL_STUDIO_URL/API_KEY); else what this project's /setup brought, else
+        the most recent /setup's."""
         if self._env_auth is not None and self._env_auth.configured:
             return self._env_auth
-        return self._setup_auth or self._env_auth
+        with self._setup_auths_lock:
+            auth = self._setup_auths.get(project_key(project) or "")
+            if auth is None and self._setup_auths:
+                auth = next(reversed(self._setup_auths.values()))
+        return auth or self._env_auth
 
     # -- images ---------------------------------------------------------------------------------------
 
@@ -254,7 +279,7 @@ class YOLOBackend:
         url = task["data"].get(value_key)
         if url is None:
             raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
-        return self.media.load_image(url, task.get("id"))
+        return self.media.load_image(url, task.get("id"), project=project_key(task.get("project")))
 
     # -- videos ---------------------------------------------------------------------------------------
 
@@ -300,7 +325,12 @@ class YOLOBackend:
         url = task["data"].get(value_key)
         if url is None:
             raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
-        return self.media.local_path(url, task.get("id"), max_bytes=self.settings.max_video_bytes)
+        return self.media.local_path(
+            url,
+            task.get("id"),
+            max_bytes=self.settings.max_video_bytes,
+            project=project_key(task.get("project")),
+        )
 
     def _predict_video(
         self, path: Path, control: VideoControlModel, model: LoadedModel, task_data: dict
@@ -325,6 +355,14 @@ class YOLOBackend:
 
     def close(self) -> None:
         self._downloads.shutdown(wait=False, cancel_futures=True)
+
+
+def project_key(project: Any) -> str | None:
+    """Label Studio's project id from what it sends: "7.1795316247" in /setup and /predict, 7 in tasks."""
+    if project is None or isinstance(project, bool):
+        return None
+    text = str(project).strip().split(".", 1)[0]
+    return text or None
 
 
 def _result_or_error(future: Future) -> np.ndarray | BackendError:

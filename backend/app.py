@@ -80,12 +80,14 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
 
     @app.post("/setup", response_model=SetupResponse)
     def setup(body: SetupRequest) -> dict[str, Any]:
-        version = backend.setup(body.schema_, hostname=body.hostname, access_token=body.access_token)
+        version = backend.setup(
+            body.schema_, hostname=body.hostname, access_token=body.access_token, project=body.project
+        )
         return {"model_version": version}
 
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     def predict(body: PredictRequest) -> dict[str, Any]:
-        run = backend.predict(body.tasks, body.label_config)
+        run = backend.predict(body.tasks, body.label_config, project=body.project)
         response: dict[str, Any] = {"results": run.results(), "model_version": run.model_version}
         if run.control_errors:
             response["errors"] = run.control_errors

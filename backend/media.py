@@ -34,25 +34,34 @@ _MAX_REDIRECTS = 5
 
 
 class MediaLoader:
-    def __init__(self, settings: Settings, auth: Callable[[], LabelStudioAuth | None]):
+    def __init__(self, settings: Settings, auth: Callable[[str | None], LabelStudioAuth | None]):
         self._settings = settings
-        self._auth = auth  # called per download: /setup may bring Label Studio's address later
+        # Called per download with the task's project: /setup may bring Label Studio's address later,
+        # and each project its own.
+        self._auth = auth
         self._cache_dir = settings.media_cache_dir
         self._cache_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------------
 
-    def load_image(self, url: str, task_id: int | None = None) -> np.ndarray:
+    def load_image(self, url: str, task_id: int | None = None, project: str | None = None) -> np.ndarray:
         """The image at `url` as a BGR uint8 array (H, W, 3)."""
-        path = self.local_path(url, task_id, max_bytes=self._settings.max_image_bytes)
+        path = self.local_path(url, task_id, max_bytes=self._settings.max_image_bytes, project=project)
         check_image_pixels(path, self._settings.max_image_pixels, name=f"'{_short(url)}'")
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise MediaError(f"'{_short(url)}' is not an image that can be decoded")
         return image
 
-    def local_path(self, url: str, task_id: int | None = None, max_bytes: int | None = None) -> Path:
-        """A local file holding the media at `url`, downloading it (once) when it is remote."""
+    def local_path(
+        self, url: str, task_id: int | None = None, max_bytes: int | None = None, project: str | None = None
+    ) -> Path:
+        """A local file holding the media at `url`, downloading it (once) when it is remote.
+
+        `project` (Label Studio's project id) picks the Label Studio credentials when they come from
+        that project's /setup rather than from the environment.
+        """
+        auth = self._auth(project)
         if not isinstance(url, str) or not url.strip():
             raise MediaError("the task has no media URL")
         url = url.strip()
@@ -63,13 +72,15 @@ class MediaLoader:
             raise MediaError(f"'{_short(url)}' is not a valid URL") from None
         max_bytes = max_bytes or self._settings.max_video_bytes
         if scheme in ("http", "https"):
-            self._check_host(url)
-            return self._cached_download(url, self._headers_for(url), max_bytes, check_redirects=True)
+            self._check_host(url, auth)
+            return self._cached_download(
+                url, _headers_for(url, auth), max_bytes, check_hop=lambda hop: self._check_host(hop, auth)
+            )
         if url.startswith("/data/"):
-            auth = self._label_studio(url)
+            auth = _label_studio(url, auth)
             return self._cached_download(auth.base_url + url, auth.headers(), max_bytes)
         if scheme in CLOUD_SCHEMES:
-            return self._presigned(url, task_id, max_bytes)
+            return self._presigned(url, task_id, max_bytes, auth)
         if scheme == "file":
             if parsed.netloc not in ("", "localhost"):
                 raise MediaError(f"'{_short(url)}' names another machine; a file URL must be local")
@@ -83,39 +94,22 @@ class MediaLoader:
 
     # -- sources -----------------------------------------------------------------------------------
 
-    def _label_studio(self, url: str) -> LabelStudioAuth:
-        auth = self._auth()
-        if auth is None or not auth.base_url:
-            raise MediaError(
-                f"'{_short(url)}' is a Label Studio URL, but LABEL_STUDIO_URL is not set "
-                "(set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend)"
-            )
-        return auth
-
-    def _check_host(self, url: str) -> None:
+    def _check_host(self, url: str, auth: LabelStudioAuth | None) -> None:
         """With ALLOWED_MEDIA_HOSTS set, http(s) media comes only from those hosts and Label Studio's."""
         allowed = self._settings.allowed_media_host_list
         if not allowed:
             return
         host = (urlparse(url).hostname or "").lower()
-        auth = self._auth()
         if auth is not None and auth.base_url and _same_host(url, auth.base_url):
             return
         if any(host == name or (name.startswith("*.") and host.endswith(name[1:])) for name in allowed):
             return
         raise MediaError(f"'{_short(url)}' is on host '{host}', which is not in ALLOWED_MEDIA_HOSTS")
 
-    def _headers_for(self, url: str) -> dict[str, str]:
-        """Label Studio's own URLs get its auth; other hosts never see the key."""
-        auth = self._auth()
-        if auth is not None and auth.base_url and _same_origin(url, auth.base_url):
-            return auth.headers()
-        return {}
-
-    def _presigned(self, uri: str, task_id: int | None, max_bytes: int) -> Path:
+    def _presigned(self, uri: str, task_id: int | None, max_bytes: int, auth: LabelStudioAuth | None) -> Path:
         if not isinstance(task_id, int) or isinstance(task_id, bool):
             raise MediaError(f"'{_short(uri)}' needs the task's numeric id to be presigned by Label Studio")
-        auth = self._label_studio(uri)
+        auth = _label_studio(uri, auth)
         encoded = base64.urlsafe_b64encode(uri.encode()).decode()
         presign_url = f"{auth.base_url}/tasks/{task_id}/presign/?fileuri={encoded}"
         return self._cached_download(presign_url, auth.headers(), max_bytes, cache_key=uri)
@@ -143,7 +137,7 @@ class MediaLoader:
         headers: dict[str, str],
         max_bytes: int,
         cache_key: str | None = None,
-        check_redirects: bool = False,
+        check_hop: Callable[[str], None] | None = None,
     ) -> Path:
         key = hashlib.sha256((cache_key or url).encode()).hexdigest()
         suffix = Path(urlparse(cache_key or url).path).suffix[:10]
@@ -154,7 +148,7 @@ class MediaLoader:
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
         try:
-            self._download(url, headers, partial, max_bytes, check_redirects)
+            self._download(url, headers, partial, max_bytes, check_hop)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
@@ -162,12 +156,17 @@ class MediaLoader:
         return target
 
     def _download(
-        self, url: str, headers: dict[str, str], destination: Path, max_bytes: int, check_redirects: bool
+        self,
+        url: str,
+        headers: dict[str, str],
+        destination: Path,
+        max_bytes: int,
+        check_hop: Callable[[str], None] | None,
     ) -> None:
         """Stream `url` into `destination`, within MAX_*_BYTES and DOWNLOAD_*_TIMEOUT.
 
         Redirects are followed here, hop by hop: a hop to another origin loses `headers` (Label Studio's
-        key), and with `check_redirects` every hop must pass ALLOWED_MEDIA_HOSTS (Label Studio's own
+        key), and with `check_hop` every hop must pass ALLOWED_MEDIA_HOSTS (Label Studio's own
         redirects, to presigned storage URLs, are trusted). The body is read with `read1`, which returns as
         soon as some bytes arrive, so a server dripping bytes meets the total deadline, not only the
         per-read timeout.
@@ -175,7 +174,7 @@ class MediaLoader:
         timeout = (self._settings.download_connect_timeout, self._settings.download_read_timeout)
         deadline = time.monotonic() + self._settings.download_total_timeout
         try:
-            response = self._follow_redirects(url, headers, timeout, check_redirects)
+            response = self._follow_redirects(url, headers, timeout, check_hop)
             with response:
                 if response.status_code != 200:
                     raise MediaError(f"'{_short(url)}' answered HTTP {response.status_code}")
@@ -198,7 +197,11 @@ class MediaLoader:
             raise MediaError(f"'{_short(url)}' could not be downloaded ({type(error).__name__})") from None
 
     def _follow_redirects(
-        self, url: str, headers: dict[str, str], timeout: tuple[float, float], check_redirects: bool
+        self,
+        url: str,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+        check_hop: Callable[[str], None] | None,
     ) -> requests.Response:
         current, hop_headers = url, headers
         for _ in range(_MAX_REDIRECTS + 1):
@@ -211,8 +214,8 @@ class MediaLoader:
             current = urljoin(current, response.headers["Location"])
             if urlparse(current).scheme.lower() not in ("http", "https"):
                 raise MediaError(f"'{_short(url)}' redirects to a URL that is not http(s)")
-            if check_redirects:
-                self._check_host(current)
+            if check_hop is not None:
+                check_hop(current)
             hop_headers = headers if _same_origin(current, url) else {}
         raise MediaError(f"'{_short(url)}' redirects more than {_MAX_REDIRECTS} times")
 
@@ -227,6 +230,22 @@ class MediaLoader:
                     break
                 path.unlink(missing_ok=True)
                 total -= stat.st_size
+
+
+def _label_studio(url: str, auth: LabelStudioAuth | None) -> LabelStudioAuth:
+    if auth is None or not auth.base_url:
+        raise MediaError(
+            f"'{_short(url)}' is a Label Studio URL, but LABEL_STUDIO_URL is not set "
+            "(set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend)"
+        )
+    return auth
+
+
+def _headers_for(url: str, auth: LabelStudioAuth | None) -> dict[str, str]:
+    """Label Studio's own URLs get its auth; other hosts never see the key."""
+    if auth is not None and auth.base_url and _same_origin(url, auth.base_url):
+        return auth.headers()
+    return {}
 
 
 def check_video_frames(frames_count: int, max_frames: int, name: str = "the video") -> None:

@@ -404,12 +404,14 @@ def test_redirects_are_checked_hop_by_hop(make_client, media_server, small_png):
 
 
 def test_host_patterns(make_settings):
-    media = MediaLoader(make_settings(allowed_media_hosts="*.example.org,cdn.example.com"), lambda: None)
+    media = MediaLoader(
+        make_settings(allowed_media_hosts="*.example.org,cdn.example.com"), lambda project=None: None
+    )
     for url in ("https://a.example.org/x.jpg", "http://b.a.example.org/x.jpg", "https://CDN.example.com/x"):
-        media._check_host(url)
+        media._check_host(url, None)
     for url in ("https://example.org/x", "https://evil-example.org/x", "https://cdn.example.com.evil/x"):
         with pytest.raises(MediaError, match="not in ALLOWED_MEDIA_HOSTS"):
-            media._check_host(url)
+            media._check_host(url, None)
 
 
 def test_label_studio_host_is_always_allowed(make_client, bus_image):

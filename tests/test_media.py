@@ -102,7 +102,7 @@ def stand_in(bus_image: Path):
 
 
 def loader(make_settings, auth: LabelStudioAuth | None) -> MediaLoader:
-    return MediaLoader(make_settings(), lambda: auth)
+    return MediaLoader(make_settings(), lambda project=None: auth)
 
 
 def test_personal_access_tokens_are_told_from_legacy_ones():
@@ -182,3 +182,36 @@ def test_setup_credentials_are_used_when_the_environment_has_none(make_client, s
     body = client.post("/predict", json={"tasks": [task], "label_config": config}).json()
     assert body["results"][0]["result"]
     assert stand_in.requests[0] == ("/data/upload/1/bus.jpg", f"Token {LEGACY_TOKEN}")
+
+
+def test_each_project_uses_the_label_studio_its_setup_named(make_client, bus_image):
+    """Two Label Studio projects (here: two instances) behind one backend without LABEL_STUDIO_URL."""
+    config = (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="r" toName="image" '
+        'model_score_threshold="0.0001"><Label value="person"/></RectangleLabels></View>'
+    )
+    client = make_client()
+    with (
+        StandInLabelStudio(bus_image.read_bytes()) as first,
+        StandInLabelStudio(bus_image.read_bytes()) as second,
+    ):
+        for project, server in (("1.100", first), ("2.200", second)):
+            setup = {
+                "project": project,
+                "schema": config,
+                "hostname": server.url,
+                "access_token": LEGACY_TOKEN,
+            }
+            assert client.post("/setup", json=setup).status_code == 200
+        for project in ("1.100", "2.200"):
+            task = {
+                "id": 5,
+                "project": int(project.split(".")[0]),
+                "data": {"image": f"/data/upload/{project}/bus.jpg"},
+            }
+            body = client.post(
+                "/predict", json={"tasks": [task], "label_config": config, "project": project}
+            ).json()
+            assert body["results"][0]["result"]
+        assert [path for path, _ in first.requests] == ["/data/upload/1.100/bus.jpg"]
+        assert [path for path, _ in second.requests] == ["/data/upload/2.200/bus.jpg"]
