@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -25,6 +25,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 import cli
 from tests.conftest import SHAPES_MODEL, assert_nearly_equal
+from tests.local_http import LocalHTTPServer
 from tools.shapes import draw_shapes_image
 
 PROJECT = 7
@@ -47,7 +48,7 @@ def fake_jwt(token_type: str, lifetime: float = 3600) -> str:
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
-class LabelStudioStandIn:
+class LabelStudioStandIn(LocalHTTPServer):
     """A tiny Label Studio: one project, its tasks and predictions; `calls` lists (method, path, query, body)."""
 
     def __init__(self, tasks: list[dict], media: dict[str, Path], refresh_token: str = ""):
@@ -59,17 +60,7 @@ class LabelStudioStandIn:
         self.calls: list[tuple[str, str, dict, object]] = []
         self.refuse_upload_for: set[int] = set()
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LabelStudioStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(self._handler())
 
     def paths(self, method: str) -> list[str]:
         return [path for m, path, _, _ in self.calls if m == method]

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import cv2
@@ -26,6 +26,7 @@ import pytest
 from backend.errors import MediaError
 from backend.media import MediaLoader, check_frame_pixels, check_video_frames
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL
+from tests.local_http import LocalHTTPServer
 
 CONFIG = (
     '<View><Image name="image" value="$image"/>'
@@ -76,7 +77,7 @@ def png_header_only(width: int, height: int) -> bytes:
 # -- a media server that misbehaves on request ---------------------------------------------------------
 
 
-class MediaServer:
+class MediaServer(LocalHTTPServer):
     """Serves `routes[path](handler)`; handlers below send honest, lying, endless or dripping bodies."""
 
     def __init__(self, routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]):
@@ -100,18 +101,7 @@ class MediaServer:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     route(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(Handler)
 
 
 def send(body: bytes, length: int | None = None):

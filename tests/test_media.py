@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -15,6 +14,7 @@ import pytest
 from backend.errors import MediaError
 from backend.label_studio_api import LabelStudioAuth, is_personal_access_token
 from backend.media import MediaLoader
+from tests.local_http import LocalHTTPServer
 
 LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
@@ -29,7 +29,7 @@ def fake_jwt(claims: dict) -> str:
 PERSONAL_ACCESS_TOKEN = fake_jwt({"token_type": "refresh", "exp": time.time() + 10**8, "user_id": 1})
 
 
-class StandInLabelStudio:
+class StandInLabelStudio(LocalHTTPServer):
     """Serves one image under /data/upload and /data/local-files, presigns cloud URIs, exchanges PATs."""
 
     def __init__(self, image: bytes, access_lifetime: float = 300.0):
@@ -82,17 +82,7 @@ class StandInLabelStudio:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(Handler)
 
 
 @pytest.fixture
