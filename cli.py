@@ -32,8 +32,8 @@ from typing import Any
 from pydantic import SecretStr
 from tqdm import tqdm
 
-from backend.errors import BackendError, LabelingConfigError, ModelLoadError
-from backend.settings import Settings
+from core.errors import BackendError, LabelingConfigError, ModelLoadError
+from core.settings import Settings
 from model import YOLOBackend
 
 logger = logging.getLogger("cli")

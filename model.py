@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,18 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from backend.detections import from_ultralytics
-from backend.errors import BackendError, BadRequestError, LabelingConfigError, ModelLoadError
-from backend.label_studio_api import LabelStudioAuth
-from backend.labeling_plan import LabelingPlan, PlanCache, config_hash
-from backend.media import MediaLoader, check_frame_pixels, check_video_frames
-from backend.metrics import Metrics
-from backend.model_registry import LoadedModel, ModelRegistry
-from backend.settings import Settings
-from backend.video import VideoReader
 from control_models import ControlModel
+from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
+from core.errors import BackendError, BadRequestError, LabelingConfigError, ModelLoadError
+from core.settings import Settings
+from inference.detections import from_ultralytics
+from inference.model_registry import LoadedModel, ModelRegistry
+from media.label_studio_api import LabelStudioAuth
+from media.loader import MediaLoader, check_frame_pixels, check_video_frames
+from media.video import VideoReader
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +57,9 @@ class PredictionRun:
     tasks: list[TaskOutcome]
     control_errors: dict[str, str]
 
+    def failed_tasks(self) -> int:
+        return sum(outcome.error is not None for outcome in self.tasks)
+
     def results(self) -> list[dict]:
         results = []
         for outcome in self.tasks:
@@ -82,11 +83,9 @@ class YOLOBackend:
         self,
         settings: Settings,
         registry: ModelRegistry | None = None,
-        metrics: Metrics | None = None,
     ):
         self.settings = settings
         self.registry = registry or ModelRegistry(settings)
-        self.metrics = metrics or Metrics()
         self.plans = PlanCache(settings)
         self._env_auth = (
             LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
@@ -138,16 +137,10 @@ class YOLOBackend:
         image_controls = [c for c in plan.controls if "Image" in c.object_tags]
         video_controls = [c for c in plan.controls if "Video" in c.object_tags]
         _require_data_keys(checked, image_controls + video_controls)
-        started = time.perf_counter()
         self._predict_images(checked, image_controls, run)
         self._predict_videos(checked, video_controls, run)
         if run.control_errors and len(run.control_errors) == len(plan.controls):
             raise ModelLoadError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
-        self.metrics.observe_prediction(
-            tasks=len(checked),
-            failed=sum(outcome.error is not None for outcome in run.tasks),
-            seconds=time.perf_counter() - started,
-        )
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:

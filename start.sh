@@ -12,7 +12,7 @@ export YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-false}"
 # Load weight files with torch's weights-only unpickler and Ultralytics' list of known classes: a .pt
 # file that would run code when unpickled is refused instead (422, "references types outside ...").
 export ULTRALYTICS_SAFE_LOAD="${ULTRALYTICS_SAFE_LOAD:-true}"
-exec "$python" -m gunicorn 'backend.app:create_app()' \
+exec "$python" -m gunicorn 'server.app:create_app()' \
   --bind "${HOST:-0.0.0.0}:${PORT:-9090}" \
   --workers "${WORKERS:-1}" \
   --worker-class uvicorn_worker.UvicornWorker \

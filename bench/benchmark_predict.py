@@ -82,8 +82,8 @@ def main() -> None:
     from ultralytics import YOLO
     from ultralytics.utils import NUM_THREADS
 
-    from backend.app import create_app
-    from backend.settings import Settings
+    from core.settings import Settings
+    from server.app import create_app
 
     cores = os.cpu_count() or 1
     capped_threads = NUM_THREADS  # what Ultralytics sets when it sets up a predictor: min(8, cores - 1)

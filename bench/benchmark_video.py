@@ -87,7 +87,7 @@ def model_file(name: str, model_root: Path) -> str:
 
 
 def run_case(case: str, model: str, frames: int, size: str, stride: int) -> dict:
-    from backend.settings import Settings
+    from core.settings import Settings
     from model import YOLOBackend
 
     width, height = (int(v) for v in size.split("x"))

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from backend.detections import Classification, Detections
-from backend.errors import LabelingConfigError
-from backend.settings import Settings
+from core.errors import LabelingConfigError
+from core.settings import Settings
+from inference.detections import Classification, Detections
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from xml.etree.ElementTree import Element
 
 from defusedxml.ElementTree import fromstring
 
-from backend.detections import Classification
-from backend.settings import Settings
 from control_models.base import ControlModel
 from converters.image_regions import choices_region, taxonomy_region
+from core.settings import Settings
+from inference.detections import Classification
 
 
 @dataclass

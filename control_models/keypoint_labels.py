@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from backend.detections import Detections
-from backend.errors import LabelingConfigError
-from backend.settings import Settings
 from control_models.base import ControlModel, build_label_map, parse_bool, parse_float
 from converters.image_regions import keypoint_region, new_region_id, rectangle_region
+from core.errors import LabelingConfigError
+from core.settings import Settings
+from inference.detections import Detections
 
 logger = logging.getLogger(__name__)
 

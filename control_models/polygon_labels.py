@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from backend.detections import Detections
 from control_models.base import ControlModel
 from converters.image_regions import polygon_region
+from inference.detections import Detections
 
 
 class PolygonLabelsModel(ControlModel):

@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backend.detections import Classification
-from backend.errors import LabelingConfigError
-from backend.settings import Settings
 from control_models.base import ControlModel, parse_bool
 from control_models.video_base import VideoControlModel
 from converters.video_regions import timeline_regions
+from core.errors import LabelingConfigError
+from core.settings import Settings
+from inference.detections import Classification
 
 
 @dataclass

@@ -15,10 +15,10 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from backend.detections import Classification, Detections
-from backend.errors import LabelingConfigError
-from backend.settings import Settings
 from control_models.base import ControlModel
+from core.errors import LabelingConfigError
+from core.settings import Settings
+from inference.detections import Classification, Detections
 
 logger = logging.getLogger(__name__)
 

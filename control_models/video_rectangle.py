@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backend.detections import Detections
-from backend.errors import LabelingConfigError
-from backend.settings import Settings
-from backend.tracking import SUPPORTED_TRACKERS, ObjectTracker, builtin_tracker_yaml, read_tracker_yaml
 from control_models.base import ControlModel, parse_float
 from control_models.video_base import VideoControlModel
 from converters.video_regions import video_rectangle_regions
+from core.errors import LabelingConfigError
+from core.settings import Settings
+from inference.detections import Detections
+from inference.tracking import SUPPORTED_TRACKERS, ObjectTracker, builtin_tracker_yaml, read_tracker_yaml
 
 DEFAULT_TRACKER = "botsort"
 _TRUE = ("true", "1", "yes", "on")

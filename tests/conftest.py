@@ -81,7 +81,7 @@ def zidane_image(assets: Path) -> Path:
 @pytest.fixture
 def make_settings(model_root: Path, tmp_path: Path):
     """Settings for tests: the offline model root, a private media cache, no env leaking in."""
-    from backend.settings import Settings
+    from core.settings import Settings
 
     def make(**overrides):
         values = {
@@ -106,7 +106,7 @@ def make_client(make_settings):
     """A TestClient over a fresh app; keyword arguments override settings."""
     from fastapi.testclient import TestClient
 
-    from backend.app import create_app
+    from server.app import create_app
 
     clients = []
 

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.detections import Classification, Detections
-from backend.errors import LabelingConfigError
-from backend.labeling_plan import PlanCache, build_plan, config_hash
 from control_models.base import build_label_map
 from control_models.brush_labels import BrushLabelsModel
 from control_models.choices import ChoicesModel, TaxonomyModel
 from control_models.keypoint_labels import KeyPointLabelsModel
+from control_models.labeling_plan import PlanCache, build_plan, config_hash
 from control_models.polygon_labels import PolygonLabelsModel
 from control_models.rectangle_labels import RectangleLabelsModel
 from control_models.rectangle_labels_obb import OrientedRectangleLabelsModel
+from core.errors import LabelingConfigError
+from inference.detections import Classification, Detections
 
 COCO_LIKE = {0: "person", 1: "bicycle", 2: "car", 5: "bus", 7: "truck"}
 
@@ -161,7 +161,7 @@ def test_model_path_needs_allow_custom_model_path(make_settings):
 
 
 def test_plan_cache_parses_each_config_once(make_settings, monkeypatch):
-    import backend.labeling_plan as labeling_plan
+    import control_models.labeling_plan as labeling_plan
 
     calls = []
     original = labeling_plan.build_plan

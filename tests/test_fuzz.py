@@ -49,8 +49,8 @@ def media_root(tmp_path_factory) -> Path:
 def fuzz_client(model_root, media_root, tmp_path_factory):
     from fastapi.testclient import TestClient
 
-    from backend.app import create_app
-    from backend.settings import Settings
+    from core.settings import Settings
+    from server.app import create_app
 
     app_settings = Settings(
         _env_file=None,

@@ -8,7 +8,7 @@ import threading
 import cv2
 import torch
 
-from backend.model_registry import ModelRegistry
+from inference.model_registry import ModelRegistry
 
 
 def test_inference_runs_with_every_core_in_the_calling_thread(make_settings, bus_image):

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.errors import MediaError
-from backend.media import MediaLoader, check_frame_pixels, check_video_frames
+from core.errors import MediaError
+from media.loader import MediaLoader, check_frame_pixels, check_video_frames
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL
 from tests.local_http import LocalHTTPServer
 

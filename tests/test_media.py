@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from backend.errors import MediaError
-from backend.label_studio_api import LabelStudioAuth, is_personal_access_token
-from backend.media import MediaLoader
+from core.errors import MediaError
+from media.label_studio_api import LabelStudioAuth, is_personal_access_token
+from media.loader import MediaLoader
 from tests.local_http import LocalHTTPServer
 
 LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"

@@ -145,8 +145,8 @@ def test_no_secret_in_logs_or_answers(make_client, bus_image, captured_logs, cap
 
 
 def test_settings_and_auth_objects_do_not_show_secrets(make_settings):
-    from backend.label_studio_api import LabelStudioAuth
-    from backend.schemas import PredictRequest, SetupRequest
+    from media.label_studio_api import LabelStudioAuth
+    from server.schemas import PredictRequest, SetupRequest
 
     settings = make_settings(label_studio_api_key=LEGACY_TOKEN, basic_auth_pass=BASIC_PASSWORD)
     setup = SetupRequest(schema="<View/>", access_token=SETUP_TOKEN_UNREACHABLE)

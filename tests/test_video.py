@@ -415,7 +415,7 @@ def test_timeline_and_tracking_together(video_client, shapes_video):
 def test_a_frame_rate_label_studio_would_get_wrong_is_logged(
     make_settings, caplog, video_attrs, task_data, warns
 ):
-    from backend.labeling_plan import build_plan
+    from control_models.labeling_plan import build_plan
 
     config = tracking_config().replace(
         '<Video name="video" value="$video"/>', f'<Video name="video" value="$video" {video_attrs}/>'

@@ -1,13 +1,14 @@
 """The HTTP protocol Label Studio speaks to an ML backend, on FastAPI.
 
 `create_app(settings, backend)` builds the application; gunicorn calls it as a factory
-(`gunicorn 'backend.app:create_app()'`), tests call it with their own settings and model registry.
+(`gunicorn 'server.app:create_app()'`), tests call it with their own settings and model registry.
 Routes are thin: check the body, call one method of `YOLOBackend`, shape the answer.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,11 +17,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.auth import basic_auth_dependency
-from backend.errors import AuthError, BackendError
-from backend.schemas import (
+from core.errors import AuthError, BackendError
+from core.settings import Settings
+from model import YOLOBackend
+from server.auth import basic_auth_dependency
+from server.body_limit import BodySizeLimit
+from server.metrics import Metrics
+from server.schemas import (
     HealthResponse,
     PredictRequest,
     PredictResponse,
@@ -28,8 +32,6 @@ from backend.schemas import (
     SetupResponse,
     WebhookRequest,
 )
-from backend.settings import Settings
-from model import YOLOBackend
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
         dependencies=[Depends(basic_auth_dependency(settings))],
     )
     app.state.backend = backend
+    metrics = Metrics()
     _install_error_handlers(app)
-    _install_metrics(app, backend)
+    _install_metrics(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     # async: answered on the event loop, so it never waits for a thread that runs a prediction.
@@ -87,7 +90,11 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
 
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     def predict(body: PredictRequest) -> dict[str, Any]:
+        started = time.perf_counter()
         run = backend.predict(body.tasks, body.label_config, project=body.project)
+        metrics.observe_prediction(
+            tasks=len(run.tasks), failed=run.failed_tasks(), seconds=time.perf_counter() - started
+        )
         response: dict[str, Any] = {"results": run.results(), "model_version": run.model_version}
         if run.control_errors:
             response["errors"] = run.control_errors
@@ -98,8 +105,8 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
         return backend.fit(body.action, body.model_dump())
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
-        return backend.metrics.prometheus(loaded_models=len(backend.registry.loaded()))
+    def prometheus_metrics() -> str:
+        return metrics.prometheus(loaded_models=len(backend.registry.loaded()))
 
     return app
 
@@ -132,56 +139,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error; the backend log has the details"}, status_code=500)
 
 
-def _install_metrics(app: FastAPI, backend: YOLOBackend) -> None:
+def _install_metrics(app: FastAPI, metrics: Metrics) -> None:
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
         response = await call_next(request)
         route = request.scope.get("route")
-        backend.metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code)
+        metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code)
         return response
-
-
-class BodySizeLimit:
-    """Answer 413 to a request body over MAX_REQUEST_BYTES, declared (Content-Length) or chunked.
-
-    The body is read here, at most `max_bytes` of it kept, and handed to the app in one piece (FastAPI
-    reads it whole anyway). A body over the limit is drained, not kept, before the 413 goes out, so an
-    HTTP client still sending it reads the answer instead of a reset connection.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body = bytearray()
-        too_large = False
-        more_body = True
-        while more_body:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            if not too_large:
-                body += message.get("body", b"")
-                too_large = len(body) > self.max_bytes
-                if too_large:
-                    body = bytearray()
-            more_body = message.get("more_body", False)
-        if too_large:
-            error = f"request body over the limit of {self.max_bytes} bytes (MAX_REQUEST_BYTES)"
-            await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
-            return
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: wait for the client to go away
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)

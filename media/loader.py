@@ -22,9 +22,9 @@ import numpy as np
 import requests
 import urllib3
 
-from backend.errors import MediaError
-from backend.label_studio_api import LabelStudioAuth
-from backend.settings import Settings
+from core.errors import MediaError
+from core.settings import Settings
+from media.label_studio_api import LabelStudioAuth
 
 logger = logging.getLogger(__name__)
 

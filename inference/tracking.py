@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from backend.detections import Detections
+from inference.detections import Detections
 
 # Trackers that need nothing but boxes and the frame (ReID and the newer trackers hook the predictor).
 SUPPORTED_TRACKERS = ("botsort", "bytetrack")

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.errors import LabelingConfigError
-from backend.settings import Settings
 from control_models import CONTROL_MODELS, ControlModel
 from control_models.base import parse_bool
+from core.errors import LabelingConfigError
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

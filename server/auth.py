@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from backend.errors import AuthError
-from backend.settings import Settings
+from core.errors import AuthError
+from core.settings import Settings
 
 
 def basic_auth_dependency(settings: Settings) -> Callable[[Request], Awaitable[None]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.errors import MediaError
+from core.errors import MediaError
 
 logger = logging.getLogger(__name__)
 

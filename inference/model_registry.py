@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.errors import ModelLoadError
-from backend.settings import Settings
+from core.errors import ModelLoadError
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from backend.errors import LabelStudioAccessError
+from core.errors import LabelStudioAccessError
 
 # Renew an access token this many seconds before Label Studio would refuse it.
 _RENEW_MARGIN_S = 30.0

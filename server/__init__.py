@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, bodies, auth, metrics. Imports `model.py` and below; nothing imports it."""
