@@ -103,3 +103,36 @@ def test_models_lists_weight_files_in_model_root(client, model_root):
     names = [f["name"] for f in body["files"]]
     assert "shapes-yolov8n.pt" in names and "yolov8n-cls.pt" in names
     assert body["model_root"] == str(model_root.resolve())
+
+
+VIDEO_CONFIG = (
+    '<View><Video name="video" value="$video" frameRate="10"/><Labels name="labels" toName="video">'
+    '<Label value="circle"/><Label value="square"/></Labels>'
+    '<VideoRectangle name="box" toName="video" model_path="shapes-yolov8n.pt"/></View>'
+)
+
+
+@pytest.fixture(scope="module")
+def shapes_mp4(tmp_path_factory) -> bytes:
+    from tools.shapes import draw_scene
+
+    path = tmp_path_factory.mktemp("ui-video") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (224, 160))
+    for i in range(8):
+        shapes = [("circle", (20.0 + 6 * i, 30.0, 76.0 + 6 * i, 86.0), (40, 200, 40))]
+        writer.write(draw_scene(224, 160, shapes))
+    writer.release()
+    return path.read_bytes()
+
+
+def test_video_upload_gets_tracks_and_the_video_limit(make_client, shapes_mp4):
+    files = {"file": ("clip.mp4", shapes_mp4, "video/mp4")}
+    client = make_client(max_image_bytes=10)  # a video is held to MAX_VIDEO_BYTES, not MAX_IMAGE_BYTES
+    response = client.post("/ui/predict", data={"label_config": VIDEO_CONFIG}, files=files)
+    assert response.status_code == 200, response.text
+    tracks = [r for r in response.json()["result"] if r["type"] == "videorectangle"]
+    assert tracks and tracks[0]["value"]["labels"] == ["circle"] and tracks[0]["value"]["framesCount"] == 8
+
+    client = make_client(max_video_bytes=len(shapes_mp4) - 1)
+    response = client.post("/ui/predict", data={"label_config": VIDEO_CONFIG}, files=files)
+    assert response.status_code == 413 and "MAX_VIDEO_BYTES" in response.json()["error"]

@@ -50,8 +50,8 @@ function el(tag, attrs = {}, text = "") {
 
 function colorOf(label) {
   let hash = 0;
-  for (const ch of String(label)) hash = (hash * 31 + ch.charCodeAt(0)) % 360;
-  return `hsl(${hash}, 80%, 45%)`;
+  for (const ch of String(label)) hash = (hash * 31 + ch.charCodeAt(0)) % 997;
+  return `hsl(${(hash * 137) % 360}, 80%, 45%)`;
 }
 
 function say(kind, text) {
@@ -183,15 +183,14 @@ function draw() {
   const svg = $("stage").querySelector("svg");
   if (!answer || !svg || !media) return;
   svg.replaceChildren();
-  const W = media.naturalWidth || media.videoWidth;
-  const H = media.naturalHeight || media.videoHeight;
-  if (!W || !H) return;
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const shown = answer.result.filter(visible);
   const tracks = answer.result.filter((r) => r.type === "videorectangle");
   const frameRate = tracks.length ? tracks[0].value.framesCount / tracks[0].value.duration : configFrameRate();
   const frame = media.tagName === "VIDEO" ? Math.floor(media.currentTime * frameRate) + 1 : 0;
-  for (const region of shown) {
+  const W = media.naturalWidth || media.videoWidth;
+  const H = media.naturalHeight || media.videoHeight;
+  svg.setAttribute("viewBox", `0 0 ${W || 100} ${H || 100}`);
+  for (const region of W && H ? shown : []) { // no size yet (or a file the browser cannot show): lists only
     if (region.type === "videorectangle") {
       const v = frameRegion(region, frame);
       if (v) svg.append(box(region, v, W, H));
@@ -233,12 +232,14 @@ function showMedia(file) {
   const url = URL.createObjectURL(file);
   media = file.type.startsWith("video/") ? el("video", { src: url, controls: "", muted: "" }) : el("img", { src: url, alt: file.name });
   media.addEventListener(media.tagName === "VIDEO" ? "loadedmetadata" : "load", draw);
+  media.addEventListener("error", () => say("warning", "This browser cannot show the file; the regions are listed below."));
   if (media.tagName === "VIDEO") {
     const follow = () => { draw(); media.requestVideoFrameCallback?.(follow); };
     media.addEventListener("seeked", draw);
     media.addEventListener("play", follow);
   }
   $("stage").replaceChildren(media, el("svg", { id: "overlay" }));
+  draw();
 }
 
 async function predict() {

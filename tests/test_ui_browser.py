@@ -1,0 +1,131 @@
+"""The try-it page in a real headless Chromium (Debian's, driven by Playwright; scripts/test.sh installs it).
+
+A real uvicorn server with the shapes model: upload a generated shapes image, see the boxes and labels
+drawn, move the threshold slider, break the config. Screenshots land in pytest's tmp dir (path printed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.test_server_process import free_port
+from tests.test_ui import SHAPES_CONFIG
+from tools.shapes import draw_shapes_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+AUTH = {"username": "annotator", "password": "browser-secret-51c2"}
+
+
+@pytest.fixture
+def server_url(make_settings):
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = make_settings(basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(server_url):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), "Debian chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(http_credentials=AUTH, viewport={"width": 1200, "height": 760})
+        page = context.new_page()
+        page.goto(f"{server_url}/ui")
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def shapes_file(tmp_path: Path) -> Path:
+    image, truth = draw_shapes_image(np.random.default_rng(1234), width=480, height=360, n_shapes=3)
+    path = tmp_path / "shapes.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def set_threshold(page, value: float) -> None:
+    page.eval_on_selector(
+        "#threshold", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(value)
+    )
+
+
+def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes_file, tmp_path):
+    page.wait_for_selector("#models li.model")
+    assert "shapes-yolov8n.pt" in page.inner_text("#models")
+    assert page.is_hidden("#jobs-section")  # no /jobs route on this backend: no jobs section
+    assert page.input_value("#config").startswith("<View>")  # an example is prefilled
+
+    page.fill("#config", SHAPES_CONFIG)
+    page.set_input_files("#file", str(shapes_file))
+    page.click("#run")
+    page.wait_for_selector("#overlay .region")
+    regions = page.locator("#overlay .region")
+    labels = [regions.nth(i).get_attribute("data-label") for i in range(regions.count())]
+    assert len(labels) >= 2 and set(labels) <= {"circle", "square", "triangle"}, labels
+    assert "model_version yolo-" in page.inner_text("#version")
+    warning = page.inner_text("#messages .warning")
+    assert "Dog" in warning and "circle, square, triangle" in warning
+    texts = page.locator("#overlay text").all_text_contents()
+    assert any(text.split()[0] in labels and float(text.split()[1]) > 0 for text in texts), texts
+    shot = tmp_path / "ui-regions.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+    scores = sorted(float(s) for s in page.locator("#regions tbody td:nth-child(4)").all_inner_texts())
+    set_threshold(page, (scores[0] + scores[-1]) / 2 if scores[0] < scores[-1] else scores[0])
+    page.wait_for_function(f"document.querySelectorAll('#overlay .region').length < {len(labels)}")
+    set_threshold(page, 1)
+    page.wait_for_function("document.querySelectorAll('#overlay .region').length === 0")
+    assert page.inner_text("#threshold-value") == "1.00"
+
+    page.fill("#config", SHAPES_CONFIG.replace("</View>", ""))
+    page.click("#run")
+    page.wait_for_selector("#messages .error")
+    assert "not a valid labeling config" in page.inner_text("#messages .error")
+    assert page.locator("#overlay .region").count() == 0
+    shot = tmp_path / "ui-config-error.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+
+def test_brush_rle_decodes_in_the_page_like_the_sdk(page):
+    """The page's JS decoder of Label Studio's brush RLE gives the SDK's pixels back."""
+    from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+    mask = np.zeros((23, 37), dtype=np.uint8)
+    mask[3:17, 5:30] = 255
+    mask[10, :] = 255
+    rle = mask2rle(mask)
+    decoded = page.evaluate("rle => Array.from(decodeRLE(rle))", rle)
+    assert decoded == decode_rle(rle).tolist()
+    assert np.array_equal(np.array(decoded, dtype=np.uint8).reshape(23, 37, 4)[:, :, 3], mask)
