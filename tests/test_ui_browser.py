@@ -39,7 +39,9 @@ def server_url(make_settings):
 
     settings = make_settings(basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -55,7 +57,9 @@ def server_url(make_settings):
 def page(server_url):
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM.is_file(), "Debian chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    assert CHROMIUM.is_file(), (
+        "Debian chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(http_credentials=AUTH, viewport={"width": 1200, "height": 760})
@@ -67,7 +71,7 @@ def page(server_url):
 
 @pytest.fixture
 def shapes_file(tmp_path: Path) -> Path:
-    image, truth = draw_shapes_image(np.random.default_rng(1234), width=480, height=360, n_shapes=3)
+    image, _ = draw_shapes_image(np.random.default_rng(1234), width=480, height=360, n_shapes=3)
     path = tmp_path / "shapes.png"
     cv2.imwrite(str(path), image)
     return path
@@ -129,3 +133,29 @@ def test_brush_rle_decodes_in_the_page_like_the_sdk(page):
     decoded = page.evaluate("rle => Array.from(decodeRLE(rle))", rle)
     assert decoded == decode_rle(rle).tolist()
     assert np.array_equal(np.array(decoded, dtype=np.uint8).reshape(23, 37, 4)[:, :, 3], mask)
+
+
+def test_video_upload_draws_the_track_on_the_frame_shown(page, tmp_path):
+    from tests.test_ui import VIDEO_CONFIG
+    from tools.shapes import draw_scene
+
+    path = tmp_path / "clip.webm"  # VP8: every Chromium build plays it
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 10.0, (224, 160))
+    for i in range(8):
+        writer.write(
+            draw_scene(224, 160, [("circle", (20.0 + 6 * i, 30.0, 76.0 + 6 * i, 86.0), (40, 200, 40))])
+        )
+    writer.release()
+
+    page.fill("#config", VIDEO_CONFIG)
+    page.set_input_files("#file", str(path))
+    page.click("#run")
+    page.wait_for_selector("#overlay .region[data-type=videorectangle][data-label=circle]")
+    first_x = float(page.get_attribute("#overlay .region rect", "x"))
+    page.eval_on_selector("video", "v => { v.currentTime = v.duration * 0.9; }")
+    page.wait_for_function(
+        f"Number(document.querySelector('#overlay .region rect')?.getAttribute('x')) > {first_x}"
+    )
+    shot = tmp_path / "ui-video.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
