@@ -8,6 +8,7 @@ resolve, so it never becomes a local path task and never lands under MODEL_ROOT.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import uuid
@@ -81,9 +82,23 @@ def model_files(root: Path) -> list[dict[str, Any]]:
     found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES]
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [
-        {"name": p.relative_to(root).as_posix(), "bytes": p.stat().st_size, "modified": p.stat().st_mtime}
+        {
+            "name": p.relative_to(root).as_posix(),
+            "bytes": p.stat().st_size,
+            "modified": p.stat().st_mtime,
+            "metrics": _metrics_beside(p),
+        }
         for p in found[:_MAX_LISTED_MODELS]
     ]
+
+
+def _metrics_beside(weights: Path) -> dict[str, Any] | None:
+    """A trained version's metrics.json, kept in the folder of its weights (None for other files)."""
+    try:
+        metrics = json.loads((weights.parent / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def _safe_name(file_name: str) -> str:

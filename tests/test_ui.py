@@ -136,3 +136,33 @@ def test_video_upload_gets_tracks_and_the_video_limit(make_client, shapes_mp4):
     client = make_client(max_video_bytes=len(shapes_mp4) - 1)
     response = client.post("/ui/predict", data={"label_config": VIDEO_CONFIG}, files=files)
     assert response.status_code == 413 and "MAX_VIDEO_BYTES" in response.json()["error"]
+
+
+def test_models_show_trained_versions_with_their_metrics(make_client, tmp_path):
+    version = tmp_path / "trained" / "7" / "label" / "v1-20260101T000000"
+    version.mkdir(parents=True)
+    (version / "best.pt").write_bytes(b"weights")
+    (version / "metrics.json").write_text('{"map50_95": 0.81}')
+    (tmp_path / "notes.txt").write_text("not a model")
+    files = make_client(model_root=tmp_path).get("/ui/models").json()["files"]
+    assert files == [
+        {
+            "name": "trained/7/label/v1-20260101T000000/best.pt",
+            "bytes": 7,
+            "modified": files[0]["modified"],
+            "metrics": {"map50_95": 0.81},
+        }
+    ]
+
+
+def test_missing_model_file_is_reported(client, shapes_png):
+    missing = SHAPES_CONFIG.replace("shapes-yolov8n.pt", "missing-model.pt")
+    response = upload(client, shapes_png, config=missing)
+    assert response.status_code == 422 and "missing-model.pt" in response.json()["error"]
+    both = SHAPES_CONFIG.replace(
+        "</View>",
+        '<PolygonLabels name="poly" toName="image" model_path="missing-model.pt">'
+        '<Label value="circle"/></PolygonLabels></View>',
+    )
+    body = upload(client, shapes_png, config=both).json()
+    assert "missing-model.pt" in body["control_errors"]["poly"] and body["result"]

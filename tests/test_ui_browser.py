@@ -31,26 +31,34 @@ CHROMIUM_ARGS = [
 AUTH = {"username": "annotator", "password": "browser-secret-51c2"}
 
 
-@pytest.fixture
-def server_url(make_settings):
+def serve(app):
+    """Run `app` on a real uvicorn server in a thread; yields its URL."""
     import uvicorn
 
-    from server.app import create_app
-
-    settings = make_settings(basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"])
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def app(make_settings):
+    from server.app import create_app
+
+    return create_app(make_settings(basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"]))
+
+
+@pytest.fixture
+def server_url(app):
+    yield from serve(app)
 
 
 @pytest.fixture
@@ -120,6 +128,19 @@ def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes
     shot = tmp_path / "ui-config-error.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
+
+
+def test_jobs_section_shows_training_progress_when_the_backend_has_jobs(app, page):
+    @app.get("/jobs")  # stands in for the training loop's route (the shape of its `Job.public()`)
+    def jobs():
+        job = {"id": "job-1", "project": "7", "control": "label", "state": "running", "phase": "training"}
+        return {"jobs": [{**job, "epoch": 3, "epochs": 10, "metrics": {"map50": 0.5}, "version": "v2"}]}
+
+    page.reload()
+    page.wait_for_selector("#jobs li.job")
+    text = page.inner_text("#jobs")
+    assert "job-1" in text and "running" in text and "epoch 3/10" in text and "map50" in text
+    assert page.get_attribute("#jobs progress", "value") == "0.3"
 
 
 def test_brush_rle_decodes_in_the_page_like_the_sdk(page):

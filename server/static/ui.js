@@ -286,7 +286,9 @@ async function loadModels() {
   const list = el("ul");
   for (const file of data.files) {
     const loaded = data.loaded[file.name] ? ` (loaded: ${data.loaded[file.name]})` : "";
-    list.append(el("li", { class: "model" }, `${file.name}, ${(file.bytes / 1e6).toFixed(1)} MB${loaded}`));
+    const item = el("li", { class: "model" }, `${file.name}, ${(file.bytes / 1e6).toFixed(1)} MB${loaded}`);
+    if (file.metrics) item.append(el("code", {}, ` ${JSON.stringify(file.metrics)}`));
+    list.append(item);
   }
   for (const [name, error] of Object.entries(data.errors)) list.append(el("li", { class: "error" }, `${name}: ${error}`));
   $("models").replaceChildren(el("div", {}, `MODEL_ROOT: ${data.model_root}`), list);
@@ -300,11 +302,14 @@ async function loadJobs() {
   const jobs = Array.isArray(data) ? data : (data && (data.jobs || data.items)) || [];
   const list = el("ul");
   for (const job of jobs) {
-    const item = el("li", { class: "job" }, `${job.id ?? job.job_id ?? ""} ${job.status ?? job.state ?? ""} `);
-    const progress = Number(job.progress);
+    const where = [job.project && `project ${job.project}`, job.control, job.version].filter(Boolean).join(" / ");
+    const item = el("li", { class: "job" }, `${job.id ?? ""} ${where}: ${job.state ?? job.status ?? ""} ${job.phase ?? ""} `);
+    const progress = job.epochs ? job.epoch / job.epochs : Number(job.progress);
     if (Number.isFinite(progress)) item.append(el("progress", { max: 1, value: progress > 1 ? progress / 100 : progress }));
-    if (job.error) item.append(el("span", { class: "error" }, ` ${job.error}`));
-    if (job.metrics) item.append(el("code", {}, ` ${JSON.stringify(job.metrics)}`));
+    if (job.epochs) item.append(` epoch ${job.epoch}/${job.epochs}`);
+    if (job.message) item.append(el("div", {}, job.message));
+    if (job.error) item.append(el("div", { class: "error" }, job.error));
+    if (job.metrics && Object.keys(job.metrics).length) item.append(el("code", {}, JSON.stringify(job.metrics)));
     list.append(item);
   }
   $("jobs").replaceChildren(jobs.length ? list : el("div", {}, "No training jobs yet."));
