@@ -195,3 +195,57 @@ def test_every_example_config_is_one_the_backend_plans_for(page, make_settings):
         tags |= {type(control).__name__ for control in plan.controls}
         assert plan.controls, name
     assert tags == {model.__name__ for model in CONTROL_MODELS}  # one example per control tag, OBB too
+
+
+def test_every_region_type_is_drawn(page, shapes_file):
+    """Regions of each kind, made by the backend's own converters, drawn over an uploaded image."""
+    from converters import image_regions as make
+    from converters.video_regions import timeline_regions
+
+    w, h, common = 480, 360, {"from_name": "c", "to_name": "image"}
+    size = {"image_width": w, "image_height": h}
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[100:200, 50:150] = 1
+    probs = np.array([[0.9], [0.9], [0.1]])
+    regions = [
+        make.oriented_rectangle_region(
+            **common, **size, label="obb", xywhr=np.array([240, 180, 100, 40, 0.5]), score=0.9
+        ),
+        make.polygon_region(
+            **common, **size, label="poly", points=np.array([[10, 10], [100, 10], [50, 90]]), score=0.8
+        ),
+        make.brush_region(**common, label="brush", mask=mask, score=0.7),
+        make.keypoint_region(**common, **size, label="nose", x=300, y=50, score=0.6, point_size=1.0),
+        make.choices_region(**common, choices=["cat"], score=0.95),
+        make.taxonomy_region(**common, paths=[["Animal", "Dog"]], score=0.5),
+        *timeline_regions(
+            from_name="t", to_name="video", probs=probs, labels=["run"], threshold=0.5, frames_count=3
+        ),
+    ]
+    page.set_input_files("#file", str(shapes_file))
+    page.evaluate(
+        "regions => { answer = {result: regions}; showMedia(document.querySelector('#file').files[0]); }",
+        regions,
+    )
+    page.wait_for_selector("#overlay .region[data-type=brushlabels]")
+    drawn = {
+        el.get_attribute("data-type"): el.get_attribute("data-label") for el in page.locator(".region").all()
+    }
+    assert drawn == {
+        "rectanglelabels": "obb",
+        "polygonlabels": "poly",
+        "brushlabels": "brush",
+        "keypointlabels": "nose",
+        "choices": "cat",
+        "taxonomy": "Animal / Dog",
+        "timelinelabels": "run",
+    }
+    assert "rotate(" in page.get_attribute("#overlay .region[data-type=rectanglelabels]", "transform")
+    brush = page.get_attribute("#overlay image", "href")
+    assert brush.startswith("data:image/png;base64,") and len(brush) > 200
+    set_threshold(page, 0.75)
+    page.wait_for_function("!document.querySelector('.region[data-type=brushlabels]')")
+    remaining = {el.get_attribute("data-type") for el in page.locator(".region").all()}
+    assert remaining == {"rectanglelabels", "polygonlabels", "choices", "timelinelabels"}
+    page.screenshot(path=str(shapes_file.parent / "ui-all-types.png"), full_page=True)
+    print(f"screenshot: {shapes_file.parent / 'ui-all-types.png'}")
