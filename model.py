@@ -31,7 +31,7 @@ from core.settings import Settings
 from inference.detections import from_ultralytics
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
-from media.loader import MediaLoader, check_frame_pixels, check_video_frames
+from media.loader import MediaLoader
 from media.video import VideoReader
 
 logger = logging.getLogger(__name__)
@@ -371,15 +371,17 @@ class YOLOBackend:
     def _predict_video(
         self, path: Path, control: VideoControlModel, model: LoadedModel, task_data: dict
     ) -> list[dict]:
-        reader = VideoReader(path, stride=control.vid_stride)
-        name = f"the video of '{task_data.get(control.value_key)}'"
-        check_frame_pixels(reader.info.width, reader.info.height, self.settings.max_image_pixels, name)
-        check_video_frames(reader.info.frames_count, self.settings.max_video_frames, name)
+        reader = VideoReader(
+            path,
+            stride=control.vid_stride,
+            max_frames=self.settings.max_video_frames,
+            max_pixels=self.settings.max_image_pixels,
+            name=f"the video of '{task_data.get(control.value_key)}'",
+        )
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
         options = control.predict_options()
         for numbers, frames in reader.batches(self.settings.inference_batch_size):
-            check_video_frames(reader.frames_count, self.settings.max_video_frames, name)  # headers may lie
             results = model.predict(
                 frames,
                 batch_size=self.settings.inference_batch_size,
