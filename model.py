@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from control_models import ControlModel
-from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
+from control_models.labeling_plan import PlanCache, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
 from core.errors import BackendError, BadRequestError, LabelingConfigError, ModelLoadError
@@ -463,4 +463,4 @@ def _require_data_keys(tasks: list[dict], controls: list[ControlModel]) -> None:
             )
 
 
-__all__ = ["LabelingPlan", "PredictionRun", "TaskOutcome", "YOLOBackend"]
+__all__ = ["PredictionRun", "TaskOutcome", "YOLOBackend"]
