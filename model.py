@@ -183,7 +183,7 @@ class YOLOBackend:
         models = self._load_models(groups, run)
         if not models:
             return
-        chunk_size = max(self.settings.inference_batch_size, 1)
+        chunk_size = max(model.batch_size for model in models.values())
         for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size):
             for key in value_keys:
                 for position, image in enumerate(images[key]):
@@ -229,11 +229,7 @@ class YOLOBackend:
         ]
         if not positions:
             return
-        results = model.predict(
-            [images[i] for i in positions],
-            batch_size=self.settings.inference_batch_size,
-            **dict(options),
-        )
+        results = model.predict([images[i] for i in positions], **dict(options))
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
             output = from_ultralytics(result, with_masks=with_masks)
@@ -280,7 +276,7 @@ class YOLOBackend:
         """Per task: fetch its video once, then stream it through each video control's model.
 
         Frames are decoded a batch at a time (`VideoReader`), each batch is one model call under that
-        model's lock (so image requests interleave with a long video), and every control gets a fresh
+        model's scheduler (so image requests take turns with a long video), and every control gets a fresh
         session (its tracker, its probabilities) per video: no state passes between videos or requests.
         A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
         """
@@ -335,13 +331,9 @@ class YOLOBackend:
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
         options = control.predict_options()
-        for numbers, frames in reader.batches(self.settings.inference_batch_size):
+        for numbers, frames in reader.batches(model.batch_size):
             check_video_frames(reader.frames_count, self.settings.max_video_frames, name)  # headers may lie
-            results = model.predict(
-                frames,
-                batch_size=self.settings.inference_batch_size,
-                **options,
-            )
+            results = model.predict(frames, **options)
             for number, frame, result in zip(numbers, frames, results, strict=True):
                 session.add(number, from_ultralytics(result), frame)
         return session.regions(reader.frames_count, reader.info.fps)

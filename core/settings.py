@@ -39,7 +39,15 @@ class Settings(BaseSettings):
 
     # Inference
     torch_threads: int = Field(default=0, ge=0, description="0 means every core of the machine.")
-    inference_batch_size: int = Field(default=8, ge=1)
+    inference_batch_size: int = Field(
+        default=0, ge=0, description="Most images per model call; 0: 32 on a CUDA GPU, 8 on CPU."
+    )
+    batch_latency_factor: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="A batch may take this many times a one-image call: how long a request may wait "
+        "behind another request's batch on the same model.",
+    )
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 
     # Media

@@ -2,7 +2,8 @@
 
 Models load lazily, on first use, one instance per weight file, so the server starts and answers
 `/health` without any weights on disk. Ultralytics predictors keep per-call state and are not
-thread-safe, so every call into one model holds that model's lock; different models run in parallel.
+thread-safe, so calls into one model take turns through its `FairScheduler` (one batch at a time,
+requests served in turn); different models run in parallel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from core.errors import ModelLoadError
 from core.settings import Settings
+from inference.scheduler import BatchSizer, FairScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ _MAX_REMEMBERED_ERRORS = 50
 
 @dataclass
 class LoadedModel:
-    """A YOLO model and the lock that serialises calls into it."""
+    """A YOLO model and the scheduler through which concurrent requests take turns on it."""
 
     name: str  # as the labeling config names it, relative to MODEL_ROOT
     yolo: Any
@@ -35,32 +37,33 @@ class LoadedModel:
     class_names: dict[int, str]
     threads: int = 1  # torch intra-op threads for CPU inference
     device: str = ""  # Ultralytics device string; empty lets Ultralytics choose
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    half: bool = False  # FP16 inference (on a CUDA device)
+    batch_size: int = 8  # most images per model call
+    scheduler: FairScheduler = field(default_factory=lambda: FairScheduler(BatchSizer()))
 
-    def predict(self, images: Sequence[np.ndarray], batch_size: int, **kwargs: Any) -> list[Any]:
-        """Run the model on BGR images in batches of `batch_size`; one Ultralytics `Results` per image.
+    def predict(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run the model on BGR images, at most `batch_size` per call; one Ultralytics `Results` per image.
 
         Images of one shape go into a batch together: Ultralytics letterboxes a batch of equal shapes to
         the smallest stride-aligned rectangle, but pads a mixed batch to full squares (up to ~1.8x the
-        pixels for 16:9 images).
+        pixels for 16:9 images). Concurrent calls take turns batch by batch (`FairScheduler`).
         """
         if self.device:
             # Only when set: a device argument that differs from the predictor's (None vs "") makes
             # Ultralytics rebuild the predictor, deep-copying the model, on every call.
             kwargs["device"] = self.device
-        by_shape: dict[tuple, list[int]] = {}
-        for index, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(index)
-        results: list[Any] = [None] * len(images)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start : start + batch_size]
-                with self.lock:
-                    self.use_all_threads()
-                    outputs = self.yolo.predict([images[i] for i in batch], verbose=False, **kwargs)
-                for index, output in zip(batch, outputs, strict=True):
-                    results[index] = output
-        return results
+        if self.half:
+            kwargs["half"] = True
+
+        def run_batch(batch: list[np.ndarray]) -> list[Any]:
+            self.use_all_threads()
+            return self.yolo.predict(batch, verbose=False, **kwargs)
+
+        return self.scheduler.run(
+            images, run_batch, group_of=lambda image: image.shape, max_batch=batch_size or self.batch_size
+        )
 
     def use_all_threads(self) -> None:
         """Give torch every core, in the calling thread.
@@ -155,6 +158,7 @@ class ModelRegistry:
         names = getattr(yolo, "names", None) or {}
         if isinstance(names, list | tuple):
             names = dict(enumerate(names))
+        cuda = uses_cuda(self._settings.device)
         return LoadedModel(
             name=model_path,
             yolo=yolo,
@@ -162,6 +166,9 @@ class ModelRegistry:
             class_names={int(k): str(v) for k, v in names.items()},
             threads=self._settings.effective_torch_threads,
             device=self._settings.device,
+            half=cuda,
+            batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
+            scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
         )
 
     def _download(self, model_path: str, path: Path) -> None:
@@ -185,3 +192,15 @@ class ModelRegistry:
                 f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
                 "(no internet?); put the file into MODEL_ROOT"
             )
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether Ultralytics runs on a CUDA GPU for this DEVICE ("0", "cuda:1", "0,1"; empty: if present)."""
+    device = device.strip().lower()
+    if device in ("cpu", "mps") or device.startswith(("cpu", "mps")):
+        return False
+    if device:
+        return True
+    import torch
+
+    return torch.cuda.is_available()
