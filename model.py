@@ -37,7 +37,7 @@ from media.video import VideoReader
 logger = logging.getLogger(__name__)
 
 _MAX_SETUP_PROJECTS = 256
-GroupKey = tuple[str, str, tuple]  # (model path, data key, predict options)
+GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
 
 
 @dataclass
@@ -191,7 +191,7 @@ class YOLOBackend:
                         outcome = run.tasks[chunk_start + position]
                         outcome.error = outcome.error or image.message
             for key, model in models.items():
-                _, value_key, options = key
+                _, _, value_key, options = key
                 self._infer_group(model, options, groups[key], images[value_key], chunk_start, run)
 
     def _load_models(
@@ -201,7 +201,7 @@ class YOLOBackend:
         models: dict[GroupKey, LoadedModel] = {}
         for key, group in groups.items():
             try:
-                model = self.registry.get(key[0])
+                model = self.registry.get(key[0], model_format=key[1])
                 for control in group:
                     _check_task(control, model)
                 models[key] = model
@@ -365,7 +365,7 @@ def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[Control
     groups: dict[GroupKey, list[ControlModel]] = defaultdict(list)
     for control in controls:
         options = tuple(sorted(control.predict_options().items()))
-        groups[(control.model_path, control.value_key, options)].append(control)
+        groups[(control.model_path, control.model_format, control.value_key, options)].append(control)
     return dict(groups)
 
 

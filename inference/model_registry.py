@@ -81,8 +81,8 @@ class LoadedModel:
 class ModelRegistry:
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._models: dict[Path, LoadedModel] = {}
-        self._load_locks: dict[Path, threading.Lock] = {}
+        self._models: dict[tuple[Path, str], LoadedModel] = {}
+        self._load_locks: dict[tuple[Path, str], threading.Lock] = {}
         self._registry_lock = threading.Lock()
         self.last_errors: dict[str, str] = {}
 
@@ -112,20 +112,21 @@ class ModelRegistry:
         """Names and tasks of the models loaded so far (cheap: for /health)."""
         return {model.name: model.task for model in list(self._models.values())}
 
-    def get(self, model_path: str) -> LoadedModel:
-        """The loaded model for `model_path`, loading it on first use."""
+    def get(self, model_path: str, model_format: str = "pt") -> LoadedModel:
+        """The loaded model for `model_path` in `model_format` (pt | openvino-int8), loaded on first use."""
         try:
             path = self.resolve(model_path)
-            model = self._models.get(path)
+            key = (path, model_format)
+            model = self._models.get(key)
             if model is not None:
                 return model
             with self._registry_lock:
-                load_lock = self._load_locks.setdefault(path, threading.Lock())
+                load_lock = self._load_locks.setdefault(key, threading.Lock())
             with load_lock:
-                model = self._models.get(path)
+                model = self._models.get(key)
                 if model is None:
-                    model = self._load(model_path, path)
-                    self._models[path] = model
+                    model = self._load(model_path, path, model_format)
+                    self._models[key] = model
         except ModelLoadError as error:
             self._remember_error(model_path, error.message)
             raise
@@ -139,7 +140,7 @@ class ModelRegistry:
         while len(self.last_errors) > _MAX_REMEMBERED_ERRORS:
             self.last_errors.pop(next(iter(self.last_errors)))
 
-    def _load(self, model_path: str, path: Path) -> LoadedModel:
+    def _load(self, model_path: str, path: Path, model_format: str) -> LoadedModel:
         if not path.exists():
             self._download(model_path, path)
         if not path.is_file():
@@ -155,12 +156,14 @@ class ModelRegistry:
                 f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model "
                 f"({type(error).__name__})"
             ) from None
+        if model_format == "openvino-int8":
+            yolo = self._int8(model_path, path, yolo)
         names = getattr(yolo, "names", None) or {}
         if isinstance(names, list | tuple):
             names = dict(enumerate(names))
         cuda = uses_cuda(self._settings.device)
         return LoadedModel(
-            name=model_path,
+            name=model_path if model_format == "pt" else f"{model_path} ({model_format})",
             yolo=yolo,
             task=str(yolo.task),
             class_names={int(k): str(v) for k, v in names.items()},
@@ -170,6 +173,32 @@ class ModelRegistry:
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
             scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
         )
+
+    def _int8(self, model_path: str, path: Path, pt_model: Any) -> Any:
+        """The calibrated INT8 OpenVINO export of a `.pt` (made and checked on first use), loaded."""
+        if path.suffix != ".pt":
+            raise ModelLoadError(f"model_format openvino-int8 needs a .pt model; '{model_path}' is not one")
+        from ultralytics import YOLO
+
+        from inference.int8_export import cached_or_export
+
+        imgsz = int(pt_model.overrides.get("imgsz") or 640)
+        try:
+            folder, check = cached_or_export(
+                path, self._settings.int8_calibration_dir, imgsz, self._settings.int8_max_drop
+            )
+        except ModelLoadError:
+            raise
+        except Exception as error:  # exporter or NNCF failure: the .pt stays usable with MODEL_FORMAT=pt
+            logger.exception("INT8 export of %s failed", path)
+            raise ModelLoadError(
+                f"the INT8 export of '{model_path}' failed ({type(error).__name__}: {error}); "
+                "use model_format pt"
+            ) from None
+        logger.info(
+            "Serving %s as INT8 (%s: %.3f, .pt %.3f)", folder, check.metric, check.int8_score, check.pt_score
+        )
+        return YOLO(str(folder), task=pt_model.task)
 
     def _download(self, model_path: str, path: Path) -> None:
         """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""
