@@ -5,9 +5,8 @@
 The shapes detector (models/shapes-yolov8n.pt, trained at 224 px) is exported the way the backend
 does it (`inference.int8_export.cached_or_export`: Ultralytics' exporter with NNCF calibration on
 generated shapes images, then the accuracy check on held-out labelled images). Prints:
-- images/s of raw PyTorch (every core; one call per image and batches of 8, the better one is the
-  baseline) and of the INT8 model (one call per image, as the backend calls it), and the ratio
-  (target >= 1.4x);
+- images/s of raw PyTorch and of the INT8 model (every core; one call per image and lists of 8), and
+  the ratio of the better of each (target >= 1.4x);
 - mAP50-95 of both on the held-out images (target: within 1 point);
 - the export's wall time and the process RSS before and after loading each model.
 `--arch-640` adds a yolov8n at 640 px with random weights (speed only: its accuracy means nothing).
@@ -92,6 +91,8 @@ def compare(name: str, weights: Path, calibration: Path, images: list[np.ndarray
     int8.predict(images[0], imgsz=imgsz, verbose=False)
     rss_int8 = rss_mib()
     int8_one = images_per_second(int8, images, 1, imgsz)
+    int8_batched = images_per_second(int8, images, 8, imgsz)
+    best_int8 = max(int8_one, int8_batched)
 
     print(
         f"\n{name}: {len(images)} images at {imgsz} px, {cores} cores, torch {torch.__version__}, "
@@ -99,10 +100,9 @@ def compare(name: str, weights: Path, calibration: Path, images: list[np.ndarray
     )
     print(f"  raw PyTorch, one call per image     {pt_one:8.2f} images/s")
     print(f"  raw PyTorch, batches of 8           {pt_batched:8.2f} images/s")
-    print(
-        f"  OpenVINO INT8, one call per image   {int8_one:8.2f} images/s   {int8_one / best_pt:.2f}x best PyTorch "
-        "(target >= 1.4x)"
-    )
+    print(f"  OpenVINO INT8, one call per image   {int8_one:8.2f} images/s")
+    print(f"  OpenVINO INT8, lists of 8           {int8_batched:8.2f} images/s")
+    print(f"  best INT8 / best PyTorch            {best_int8 / best_pt:8.2f}x (target >= 1.4x)")
     print(
         f"  accuracy ({check.metric}, {check.held_out_images} held-out images): .pt {check.pt_score:.3f}, "
         f"INT8 {check.int8_score:.3f}, drop {check.drop_points:.2f} points (target <= 1)"
@@ -141,6 +141,7 @@ def main() -> None:
             from benchmark_predict import build_model, make_images
 
             detector = build_model("yolov8n", work / "models" / "yolov8n.pt")
+            (work / "photos").mkdir()
             photos = [cv2.imread(str(p)) for p in make_images(work / "photos", 32)]
             photo_calibration = work / "photo-calibration"
             (photo_calibration / "images").mkdir(parents=True)

@@ -1,10 +1,10 @@
 """Latency of single-task requests while a bulk request runs on the same model, measured in one run.
 
-    python bench/fairness.py [--arch yolov8m] [--bulk 32] [--singles 12] [--think 2.0]
+    python bench/fairness.py [--arch yolov8m] [--bulk 32] [--singles 5] [--think 1.0] [--rounds 3]
 
 A teammate opens one task at a time (a single-task /predict, then `--think` seconds of looking at it)
 while another client's bulk request of `--bulk` tasks runs (Retrieve Predictions), back to back, on
-the same model. Requests go through `YOLOBackend.predict` from their own threads, as the server's
+the same model, in rounds of (idle singles, bulk alone, bulk with singles). Requests go through `YOLOBackend.predict` from their own threads, as the server's
 request threads call it. Prints:
 - the single-task latency p50/p90/p95 on an idle server and under the bulk load, and their ratios
   (target: p90 under load <= 3x idle);
@@ -43,15 +43,32 @@ def describe(values: list[float]) -> str:
     )
 
 
+def loaded_phase(request, single, bulk_tasks: list[dict], think: float) -> tuple[list[float], float]:
+    """One bulk request, and a teammate's single-task requests (`think` seconds apart) while it runs."""
+    latencies: list[float] = []
+    bulk_seconds: list[float] = []
+    bulk_thread = threading.Thread(target=lambda: bulk_seconds.append(request(bulk_tasks)))
+    bulk_thread.start()
+    pause = threading.Event()
+    pause.wait(min(think, 0.5))  # the bulk request starts first
+    number = 0
+    while bulk_thread.is_alive():
+        latencies.append(single(number))
+        number += 1
+        pause.wait(think)
+    bulk_thread.join()
+    return latencies, bulk_seconds[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--arch", default="yolov8m")
     parser.add_argument("--bulk", type=int, default=32, help="tasks in the bulk request")
-    parser.add_argument("--singles", type=int, default=12, help="single-task requests on the idle server")
-    parser.add_argument("--think", type=float, default=2.0, help="seconds between a teammate's requests")
-    parser.add_argument("--bulk-runs", type=int, default=3, help="bulk requests back to back under load")
+    parser.add_argument("--singles", type=int, default=5, help="single-task requests per idle phase")
+    parser.add_argument("--think", type=float, default=1.0, help="seconds between a teammate's requests")
+    parser.add_argument("--rounds", type=int, default=3, help="idle phase, bulk alone, bulk under load")
     args = parser.parse_args()
 
     import torch
@@ -92,37 +109,29 @@ def main() -> None:
             path = paths[number % len(paths)]
             return request([{"id": 1000 + number, "data": {"image": str(path)}}])
 
-        request(bulk_tasks[:4])  # warm-up: predictor set-up, images cached
+        # Warm-up: predictor set-up, and oneDNN's kernels for every image shape and batch size used.
+        request(bulk_tasks)
         for number in range(4):
             single(number)
 
-        idle = [single(n) for n in range(args.singles)]
-        bulk_alone = min(request(bulk_tasks) for _ in range(2))
-
+        # Rounds alternate idle and loaded phases, so a change in the machine's load (it may be shared)
+        # falls on both sides of each ratio.
+        idle: list[float] = []
         under_load: list[float] = []
+        bulk_alone: list[float] = []
         bulk_loaded: list[float] = []
-        bulk_running = threading.Event()
-        bulk_running.set()
-
-        def bulk_client() -> None:
-            for _ in range(args.bulk_runs):
-                bulk_loaded.append(request(bulk_tasks))
-            bulk_running.clear()
-
-        bulk_thread = threading.Thread(target=bulk_client)
-        bulk_thread.start()
-        number = 0
-        pause = threading.Event()
-        pause.wait(0.5)  # let the bulk request start first
-        while bulk_running.is_set():
-            under_load.append(single(number))
-            number += 1
-            pause.wait(args.think)
-        bulk_thread.join()
+        for _ in range(args.rounds):
+            idle.extend(single(n) for n in range(args.singles))
+            bulk_alone.append(request(bulk_tasks))
+            loaded_singles, loaded_bulk = loaded_phase(request, single, bulk_tasks, args.think)
+            under_load.extend(loaded_singles)
+            bulk_loaded.append(loaded_bulk)
         backend.close()
 
+    if os.environ.get("FAIRNESS_VERBOSE"):
+        print("idle", [round(x, 3) for x in idle], "\nloaded", [round(x, 3) for x in under_load])
     idle_p90, load_p90 = percentile(idle, 0.9), percentile(under_load, 0.9)
-    alone_rate = args.bulk / bulk_alone
+    alone_rate = args.bulk / statistics.mean(bulk_alone)
     loaded_rate = args.bulk / statistics.mean(bulk_loaded)
     singles_share = sum(under_load) / sum(bulk_loaded)  # upper bound: a single's latency includes waiting
     print(
@@ -136,7 +145,7 @@ def main() -> None:
         f"p90 ratio {load_p90 / idle_p90:.2f}x (target <= 3x), "
         f"p95 ratio {percentile(under_load, 0.95) / percentile(idle, 0.95):.2f}x"
     )
-    print(f"bulk alone:        {alone_rate:6.2f} images/s (best of 2)")
+    print(f"bulk alone:        {alone_rate:6.2f} images/s (mean of {len(bulk_alone)})")
     print(
         f"bulk under load:   {loaded_rate:6.2f} images/s (mean of {len(bulk_loaded)}), "
         f"ratio {loaded_rate / alone_rate:.2f} (target >= 0.90); singles' latency was "

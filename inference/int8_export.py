@@ -2,7 +2,7 @@
 
 On CPUs, an INT8 model quantised by NNCF on a few dozen of the user's own images runs well ahead of
 FP32 PyTorch (VNNI/AMX CPUs gain most), where FP32 exports do not. The export (Ultralytics' exporter,
-`format=openvino, int8=True`) goes into a cache beside the `.pt`:
+`format=openvino, quantize=8`, formerly `int8=True`) goes into a cache beside the `.pt`:
 
     <stem>-<first 12 hex of the .pt's sha256>_int8_openvino_model/
 
@@ -121,7 +121,7 @@ def _export_and_check(
     started = time.perf_counter()
     exported = Path(
         model.export(
-            format="openvino", int8=True, data=str(calibration_yaml), imgsz=imgsz, batch=1, verbose=False
+            format="openvino", quantize=8, data=str(calibration_yaml), imgsz=imgsz, batch=1, verbose=False
         )
     )
     export_seconds = time.perf_counter() - started

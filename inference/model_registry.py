@@ -55,7 +55,7 @@ class LoadedModel:
             # Ultralytics rebuild the predictor, deep-copying the model, on every call.
             kwargs["device"] = self.device
         if self.half:
-            kwargs["half"] = True
+            kwargs["quantize"] = 16  # FP16 compute (Ultralytics' name for it since `half` was deprecated)
 
         def run_batch(batch: list[np.ndarray]) -> list[Any]:
             self.use_all_threads()

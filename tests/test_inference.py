@@ -104,5 +104,5 @@ def test_cuda_devices_get_half_precision_and_larger_batches(make_settings, monke
     calls = []
     gpu.yolo.predict = lambda images, **kwargs: calls.append(kwargs) or [None] * len(images)
     gpu.predict([np.zeros((32, 32, 3), np.uint8)])
-    assert calls[0]["half"] is True
+    assert calls[0]["quantize"] == 16
     assert ModelRegistry(make_settings(device="0", inference_batch_size=4)).get("yolov8m.pt").batch_size == 4
