@@ -169,7 +169,7 @@ class ModelRegistry:
             class_names={int(k): str(v) for k, v in names.items()},
             threads=self._settings.effective_torch_threads,
             device=self._settings.device,
-            half=cuda,
+            half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
             scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
         )
