@@ -37,7 +37,7 @@ from media.video import VideoReader
 logger = logging.getLogger(__name__)
 
 _MAX_SETUP_PROJECTS = 256
-GroupKey = tuple[str, str, tuple]  # (model path, data key, predict options)
+GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
 
 
 @dataclass
@@ -209,7 +209,7 @@ class YOLOBackend:
         models = self._load_models(groups, run)
         if not models:
             return
-        chunk_size = max(self.settings.inference_batch_size, 1)
+        chunk_size = max(model.batch_size for model in models.values())
         for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
                 for position, image in enumerate(images[key]):
@@ -217,7 +217,7 @@ class YOLOBackend:
                         outcome = run.tasks[chunk_start + position]
                         outcome.error = outcome.error or image.message
             for key, model in models.items():
-                _, value_key, options = key
+                _, _, value_key, options = key
                 self._infer_group(model, options, groups[key], images[value_key], chunk_start, run)
 
     def _load_models(
@@ -227,7 +227,7 @@ class YOLOBackend:
         models: dict[GroupKey, LoadedModel] = {}
         for key, group in groups.items():
             try:
-                model = self.registry.get(key[0])
+                model = self.registry.get(key[0], model_format=key[1])
                 for control in group:
                     _check_task(control, model)
                 models[key] = model
@@ -257,11 +257,7 @@ class YOLOBackend:
         ]
         if not positions:
             return
-        results = model.predict(
-            [images[i] for i in positions],
-            batch_size=self.settings.inference_batch_size,
-            **dict(options),
-        )
+        results = model.predict([images[i] for i in positions], **dict(options))
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
             output = from_ultralytics(result, with_masks=with_masks)
@@ -321,7 +317,7 @@ class YOLOBackend:
         """Per task: fetch its video once, then stream it through each video control's model.
 
         Frames are decoded a batch at a time (`VideoReader`), each batch is one model call under that
-        model's lock (so image requests interleave with a long video), and every control gets a fresh
+        model's scheduler (so image requests take turns with a long video), and every control gets a fresh
         session (its tracker, its probabilities) per video: no state passes between videos or requests.
         A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
         """
@@ -381,12 +377,8 @@ class YOLOBackend:
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
         options = control.predict_options()
-        for numbers, frames in reader.batches(self.settings.inference_batch_size):
-            results = model.predict(
-                frames,
-                batch_size=self.settings.inference_batch_size,
-                **options,
-            )
+        for numbers, frames in reader.batches(model.batch_size):
+            results = model.predict(frames, **options)
             for number, frame, result in zip(numbers, frames, results, strict=True):
                 session.add(number, from_ultralytics(result), frame)
         return session.regions(reader.frames_count, reader.info.fps)
@@ -418,7 +410,7 @@ def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[Control
     groups: dict[GroupKey, list[ControlModel]] = defaultdict(list)
     for control in controls:
         options = tuple(sorted(control.predict_options().items()))
-        groups[(control.model_path, control.value_key, options)].append(control)
+        groups[(control.model_path, control.model_format, control.value_key, options)].append(control)
     return dict(groups)
 
 
