@@ -7,6 +7,7 @@ whoever needs it; no other module reads `os.environ` for configuration.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 
     # Media
-    media_cache_dir: Path = Field(default=Path(os.environ.get("TMPDIR", "/tmp")) / "yolo-ls-media")
+    media_cache_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "yolo-ls-media")
     media_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
     download_connect_timeout: float = Field(default=5.0, gt=0)
     download_read_timeout: float = Field(default=60.0, gt=0)
