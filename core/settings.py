@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     basic_auth_user: str = ""
     basic_auth_pass: SecretStr = SecretStr("")
     log_level: str = "INFO"
+    prometheus_multiproc_dir: str = Field(
+        default="", description="Set by start.sh: where gunicorn workers share their metrics."
+    )
     threads: int = Field(default=8, ge=1, description="Requests handled at once per worker process.")
 
     # Inference
