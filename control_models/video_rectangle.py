@@ -85,14 +85,7 @@ class TrackSession:
 
     def add(self, frame: int, output: Detections, image: np.ndarray) -> None:
         self._frame_size = (output.image_width, output.image_height)
-        keep = np.isin(output.class_ids, self._mapped)
-        mapped = Detections(
-            image_width=output.image_width,
-            image_height=output.image_height,
-            xyxy=output.xyxy[keep],
-            scores=output.scores[keep],
-            class_ids=output.class_ids[keep],
-        )
+        mapped = output[np.isin(output.class_ids, self._mapped)]
         tracked = self._tracker.update(mapped, image)  # every frame, even an empty one: tracks age
         if len(tracked) == 0:
             return

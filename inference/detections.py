@@ -6,7 +6,7 @@ converters and control models only see these dataclasses of numpy arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,33 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
+        """The detections picked by a boolean mask or an index array, every per-detection field with them.
+
+        >>> d = Detections(4, 4, np.zeros((2, 4)), np.array([0.9, 0.2]), np.array([0, 1]))
+        >>> d[d.scores > 0.5].class_ids.tolist()
+        [0]
+        """
+        if isinstance(index, int):
+            index = [index]  # always a Detections, never one row
+        picked = {
+            name: None if value is None else value[index]
+            for name, value in (
+                ("xyxy", self.xyxy),
+                ("scores", self.scores),
+                ("class_ids", self.class_ids),
+                ("xywhr", self.xywhr),
+                ("masks", self.masks),
+                ("keypoints", self.keypoints),
+                ("track_ids", self.track_ids),
+            )
+        }
+        polygons = None
+        if self.polygons is not None:
+            positions = np.arange(len(self))[index]
+            polygons = [self.polygons[i] for i in positions]
+        return replace(self, polygons=polygons, **picked)
 
     @classmethod
     def empty(cls, image_width: int, image_height: int) -> Detections:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,5 @@ class ObjectTracker:
         tracks = self._tracker.update(Boxes(data, (height, width)), frame)
         if len(tracks) == 0:
             return Detections.empty(width, height)
-        index = tracks[:, -1].astype(np.int64)
-        return Detections(
-            image_width=width,
-            image_height=height,
-            xyxy=detections.xyxy[index],
-            scores=detections.scores[index],
-            class_ids=detections.class_ids[index],
-            track_ids=tracks[:, 4].astype(np.int64),
-        )
+        tracked = detections[tracks[:, -1].astype(np.int64)]
+        return replace(tracked, track_ids=tracks[:, 4].astype(np.int64))

@@ -176,3 +176,25 @@ def test_taxonomy_gives_paths(make_settings):
     )
     (region,) = regions_of(config, make_settings(), output, CHOICE_NAMES)
     assert region["value"]["taxonomy"] == [["Animal", "Cat"]]
+
+
+def test_detections_are_filtered_by_a_mask_or_indices_with_every_field():
+    polygons = [np.full((3, 2), i, dtype=np.float32) for i in range(3)]
+    detections = Detections(
+        image_width=W,
+        image_height=H,
+        xyxy=np.arange(12, dtype=np.float32).reshape(3, 4),
+        scores=np.array([0.9, 0.2, 0.7], dtype=np.float32),
+        class_ids=np.array([0, 1, 2]),
+        polygons=polygons,
+        masks=np.stack([np.full((2, 2), i == 1) for i in range(3)]),
+        keypoints=np.arange(3 * 2 * 3, dtype=np.float32).reshape(3, 2, 3),
+    )
+    kept = detections[detections.scores > 0.5]
+    assert len(kept) == 2 and kept.class_ids.tolist() == [0, 2]
+    assert [p[0, 0] for p in kept.polygons] == [0, 2]
+    assert not kept.masks.any() and kept.keypoints[1, 0, 0] == 12
+    assert detections[np.array([2, 0])].xyxy[:, 0].tolist() == [8, 0]
+    assert (
+        len(detections[np.zeros(3, dtype=bool)]) == 0 and detections[np.zeros(3, dtype=bool)].polygons == []
+    )
