@@ -301,9 +301,7 @@ class YOLOBackend:
         }
 
     def _load_task_image(self, task: dict, value_key: str, uploads: Mapping[str, Path]) -> np.ndarray:
-        url = task["data"].get(value_key)
-        if url is None:
-            raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+        url = _media_url(task, value_key)
         if isinstance(url, str) and url in uploads:
             return self.media.decode_image(uploads[url], name="the uploaded image")
         return self.media.load_image(url, task.get("id"), project=project_key(task.get("project")))
@@ -326,12 +324,10 @@ class YOLOBackend:
         """
         if not controls:
             return
-        models = self._load_models(_group_by_model(controls), run)
+        groups = _group_by_model(controls)
+        models = self._load_models(groups, run)
         runnable = [
-            (control, models[key])
-            for key, group in _group_by_model(controls).items()
-            if key in models
-            for control in group
+            (control, models[key]) for key, group in groups.items() if key in models for control in group
         ]
         for position, task in enumerate(tasks):
             outcome = run.tasks[position]
@@ -355,9 +351,7 @@ class YOLOBackend:
             outcome.regions.extend(regions)
 
     def _task_video(self, task: dict, value_key: str, uploads: Mapping[str, Path]) -> Path:
-        url = task["data"].get(value_key)
-        if url is None:
-            raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+        url = _media_url(task, value_key)
         if isinstance(url, str) and url in uploads:
             return uploads[url]
         return self.media.local_path(
@@ -419,6 +413,14 @@ def _result_or_error(future: Future) -> np.ndarray | BackendError:
     except Exception as error:  # a decoder crash on hostile bytes must not take the request down
         logger.exception("Unexpected error while loading media")
         return BackendError(f"media could not be loaded ({type(error).__name__})")
+
+
+def _media_url(task: dict, value_key: str) -> Any:
+    """The task's media reference for `value_key`; a task without it fails alone (its own error)."""
+    url = task["data"].get(value_key)
+    if url is None:
+        raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+    return url
 
 
 def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[ControlModel]]:
