@@ -10,53 +10,29 @@ The model call itself lives in `model.py`, so `regions` can be tested on hand-ma
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from control_models.attributes import parse_fraction
 from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification, Detections
 
 logger = logging.getLogger(__name__)
 
-TRUE_VALUES = ("true", "1", "yes", "on")
 MODEL_FORMATS = ("pt", "openvino-int8")
 
 
-def parse_bool(value: Any, default: bool = False) -> bool:
-    if value is None:
-        return default
-    return str(value).strip().lower() in TRUE_VALUES
-
-
-def parse_float(
-    attrs: Mapping[str, Any],
-    name: str,
-    default: float,
-    control_name: str,
-    low: float | None = None,
-    high: float | None = None,
-) -> float:
-    """A number attribute of a control tag; outside [low, high] (or nan, inf) is a config error."""
-    value = attrs.get(name)
-    if value is None or str(value).strip() == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise LabelingConfigError(
-            f'<{control_name}> has {name}="{value}", which is not a number; write e.g. {name}="0.5"'
-        )
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise LabelingConfigError(
-            f'<{control_name}> has {name}="{value}"; it must be between {low} and {high}'
-        )
-    return number
+def first_sibling(interface: Any, control: Any, tag: str) -> Any | None:
+    """The first `<tag>` control of the config that annotates an object this control annotates too
+    (their toName share a name), e.g. the `<Labels>` of a `<VideoRectangle>`; None when there is none."""
+    objects = set(control.to_name or [])
+    for candidate in getattr(interface, "controls", None) or []:
+        if candidate.tag == tag and objects & set(candidate.to_name or []):
+            return candidate
+    return None
 
 
 def predicted_names(label: str, attrs: Mapping[str, Any]) -> list[str]:
@@ -107,6 +83,8 @@ class ControlModel:
     labels: dict[str, dict[str, Any]]  # Label Studio label -> its attributes
     attrs: dict[str, Any] = field(default_factory=dict)
     model_format: str = "pt"  # pt | openvino-int8
+    conf: float = 0.5  # Ultralytics' confidence (model_conf; the score threshold unless set)
+    iou: float | None = None  # NMS IoU (model_iou); None keeps Ultralytics' own
     _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
     _label_map_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -142,14 +120,18 @@ class ControlModel:
                 f'<{control.tag} name="{control.name}"> has model_format="{model_format}"; '
                 f"use one of: {', '.join(MODEL_FORMATS)}"
             )
+        score_threshold = parse_fraction(
+            attrs, "model_score_threshold", settings.model_score_threshold, control.name
+        )
+        extra.setdefault("conf", parse_fraction(attrs, "model_conf", score_threshold, control.name))
+        if "model_iou" in attrs:
+            extra.setdefault("iou", parse_fraction(attrs, "model_iou", 0.7, control.name))
         return cls(
             from_name=control.name,
             to_name=object_tag.name,
             value_key=value[1:],
             model_path=model_path or cls.default_model,
-            score_threshold=parse_float(
-                attrs, "model_score_threshold", settings.model_score_threshold, control.name, 0.0, 1.0
-            ),
+            score_threshold=score_threshold,
             labels=labels,
             attrs=attrs,
             model_format=model_format,
@@ -161,11 +143,9 @@ class ControlModel:
     def predict_options(self) -> dict[str, Any]:
         """Keyword arguments for Ultralytics' predict; controls with equal options share one call."""
         # Ultralytics drops boxes under `conf` inside NMS, cheaper than filtering afterwards.
-        options: dict[str, Any] = {
-            "conf": parse_float(self.attrs, "model_conf", self.score_threshold, self.from_name, 0.0, 1.0)
-        }
-        if "model_iou" in self.attrs:
-            options["iou"] = parse_float(self.attrs, "model_iou", 0.7, self.from_name, 0.0, 1.0)
+        options: dict[str, Any] = {"conf": self.conf}
+        if self.iou is not None:
+            options["iou"] = self.iou
         return options
 
     # -- label mapping -------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from control_models.base import ControlModel, build_label_map, parse_bool, parse_float
+from control_models.attributes import parse_bool, parse_float
+from control_models.base import ControlModel, build_label_map, first_sibling
 from converters.image_regions import keypoint_region, new_region_id, rectangle_region
 from core.errors import LabelingConfigError
 from core.settings import Settings
@@ -129,10 +130,10 @@ class KeyPointLabelsModel(ControlModel):
 
 
 def _rectangle_control_for(interface: Any, control: Any) -> tuple[str | None, dict[str, dict[str, Any]]]:
-    for other in interface.controls:
-        if other.tag == "RectangleLabels" and list(other.to_name) == list(control.to_name):
-            labels = {label: dict(tag.attr) for label, tag in (other.labels_attrs or {}).items()}
-            return other.name, labels
+    other = first_sibling(interface, control, "RectangleLabels")
+    if other is not None:
+        labels = {label: dict(tag.attr) for label, tag in (other.labels_attrs or {}).items()}
+        return other.name, labels
     logger.info(
         'KeyPointLabels "%s": no <RectangleLabels> on the same image, so poses get no boxes', control.name
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from label_studio_sdk.label_interface import LabelInterface
 
 from control_models import CONTROL_MODELS, ControlModel
-from control_models.base import parse_bool
+from control_models.attributes import parse_bool
 from core.errors import LabelingConfigError
 from core.settings import Settings
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from control_models.base import ControlModel, parse_bool
+from control_models.attributes import parse_bool
+from control_models.base import ControlModel
 from converters.image_regions import oriented_rectangle_region
 from inference.detections import Detections
 

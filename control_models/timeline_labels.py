@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from control_models.base import ControlModel, parse_bool
+from control_models.attributes import parse_bool
+from control_models.base import ControlModel
 from control_models.video_base import VideoControlModel
 from converters.video_regions import timeline_regions
 from core.errors import LabelingConfigError

@@ -15,14 +15,13 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from control_models.attributes import parse_positive_int
 from control_models.base import ControlModel
-from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification, Detections
+from media.video import DEFAULT_FPS
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_FRAME_RATE = 24  # what Label Studio's <Video> assumes without frameRate
 
 
 class VideoSession(Protocol):
@@ -31,21 +30,6 @@ class VideoSession(Protocol):
 
     def regions(self, frames_count: int, fps: float) -> list[dict]:
         """The regions for the whole video, once every frame has been added."""
-
-
-def parse_positive_int(attrs: Mapping[str, Any], name: str, default: int, control_name: str) -> int:
-    value = attrs.get(name)
-    if value is None or str(value).strip() == "":
-        return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise LabelingConfigError(
-            f'<{control_name}> has {name}="{value}"; it must be a whole number of at least 1, e.g. {name}="5"'
-        )
-    return number
 
 
 @dataclass
@@ -73,7 +57,7 @@ class VideoControlModel(ControlModel):
         Label Studio turns frame numbers into times with `<Video frameRate>` (24 unless set), while
         the backend numbers the frames it decodes: with another rate, boxes land at the wrong moments.
         """
-        written = self.video_frame_rate or str(DEFAULT_FRAME_RATE)
+        written = self.video_frame_rate or f"{DEFAULT_FPS:g}"
         text = str(task_data.get(written[1:], "")) if written.startswith("$") else written
         try:
             declared = float(text)

@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from control_models.base import ControlModel, parse_float
+from control_models.attributes import parse_fraction, parse_strict_bool
+from control_models.base import ControlModel, first_sibling
 from control_models.video_base import VideoControlModel
 from converters.video_regions import video_rectangle_regions
 from core.errors import LabelingConfigError
@@ -31,8 +32,6 @@ from inference.detections import Detections
 from inference.tracking import SUPPORTED_TRACKERS, ObjectTracker, builtin_tracker_yaml, read_tracker_yaml
 
 DEFAULT_TRACKER = "botsort"
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 
 @dataclass
@@ -42,8 +41,6 @@ class VideoRectangleModel(VideoControlModel):
     default_model: ClassVar[str] = "yolov8n.pt"
 
     tracker_config: dict[str, Any] = field(default_factory=dict)
-    conf: float = 0.25
-    iou: float = 0.7
 
     @classmethod
     def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
@@ -54,15 +51,12 @@ class VideoRectangleModel(VideoControlModel):
             control,
             settings,
             tracker_config=tracker_config,
-            conf=_fraction(control.attr, "model_conf", 0.25, control.name),
-            iou=_fraction(control.attr, "model_iou", 0.7, control.name),
+            conf=parse_fraction(control.attr, "model_conf", 0.25, control.name),
+            iou=parse_fraction(control.attr, "model_iou", 0.7, control.name),
             **extra,
         )
         labels = {label: dict(tag.attr) for label, tag in (labels_tag.labels_attrs or {}).items()}
         return replace(model, labels=labels)
-
-    def predict_options(self) -> dict[str, Any]:
-        return {"conf": self.conf, "iou": self.iou}
 
     def start_video(self, class_names: Mapping[int, str]) -> TrackSession:
         return TrackSession(self, self.label_map(class_names), ObjectTracker(self.tracker_config))
@@ -122,22 +116,12 @@ class TrackSession:
         )
 
 
-def _fraction(attrs: Mapping[str, Any], name: str, default: float, control_name: str) -> float:
-    value = parse_float(attrs, name, default, control_name)
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise LabelingConfigError(
-            f'<{control_name}> has {name}="{attrs.get(name)}"; it must be between 0 and 1, e.g. {name}="{default}"'
-        )
-    return value
-
-
 def _labels_tag_for(interface: Any, control: Any) -> Any:
     """The `<Labels>` tag on the same video as this `<VideoRectangle>`."""
-    video_names = set(control.to_name or [])
-    for candidate in getattr(interface, "controls", None) or []:
-        if candidate.tag == "Labels" and video_names & set(candidate.to_name or []):
-            return candidate
-    video = next(iter(sorted(video_names)), "video")
+    labels = first_sibling(interface, control, "Labels")
+    if labels is not None:
+        return labels
+    video = next(iter(sorted(control.to_name or [])), "video")
     raise LabelingConfigError(
         f'<VideoRectangle name="{control.name}"> needs a <Labels toName="{video}"> tag with the labels to '
         f'predict, e.g. <Labels name="videoLabels" toName="{video}"><Label value="Car"/></Labels>'
@@ -219,11 +203,7 @@ def _typed_like(raw: Any, default: Any, attr: str, control_name: str) -> Any:
     text = str(raw).strip()
     where = f'<VideoRectangle name="{control_name}"> has {attr}="{raw}"'
     if isinstance(default, bool):
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise LabelingConfigError(f'{where}; it must be true or false, e.g. {attr}="{str(default).lower()}"')
+        return parse_strict_bool(text, where, example=f'{attr}="{str(default).lower()}"')
     if isinstance(default, int):
         try:
             return int(text)

@@ -1,0 +1,94 @@
+"""Reading a control tag's attributes (text in the labeling config) into typed values, once.
+
+Every control model parses its attributes when it is built from the config; a bad value is a
+`LabelingConfigError` (422) that names the tag, the attribute and a correct example.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from core.errors import LabelingConfigError
+
+TRUE_VALUES = ("true", "1", "yes", "on")
+FALSE_VALUES = ("false", "0", "no", "off")
+
+
+def parse_bool(value: Any, default: bool = False) -> bool:
+    """A switch such as `model_skip`: any of TRUE_VALUES is on, anything else off (as Label Studio reads it).
+
+    >>> parse_bool("Yes"), parse_bool(None, default=True), parse_bool("nope")
+    (True, True, False)
+    """
+    if value is None:
+        return default
+    return str(value).strip().lower() in TRUE_VALUES
+
+
+def parse_strict_bool(value: Any, where: str, example: str) -> bool:
+    """A true/false value where a typo must not silently mean false (tracker parameters)."""
+    text = str(value).strip().lower()
+    if text in TRUE_VALUES:
+        return True
+    if text in FALSE_VALUES:
+        return False
+    raise LabelingConfigError(f"{where}; it must be true or false, e.g. {example}")
+
+
+def parse_float(
+    attrs: Mapping[str, Any],
+    name: str,
+    default: float,
+    control_name: str,
+    low: float | None = None,
+    high: float | None = None,
+) -> float:
+    """A number attribute; missing or empty gives `default`; nan, inf or outside [low, high] is refused.
+
+    >>> parse_float({"model_conf": "0.3"}, "model_conf", 0.5, "label", 0.0, 1.0)
+    0.3
+    """
+    value = attrs.get(name)
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}", which is not a number; write e.g. {name}="{default}"'
+        )
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}"; it must be between {low:g} and {high:g}, '
+            f'e.g. {name}="{default}"'
+        )
+    return number
+
+
+def parse_fraction(attrs: Mapping[str, Any], name: str, default: float, control_name: str) -> float:
+    """A score or IoU threshold: a number from 0 to 1."""
+    return parse_float(attrs, name, default, control_name, 0.0, 1.0)
+
+
+def parse_positive_int(attrs: Mapping[str, Any], name: str, default: int, control_name: str) -> int:
+    """A whole number of at least 1 (a stride, a count of epochs).
+
+    >>> parse_positive_int({"model_vid_stride": "5"}, "model_vid_stride", 1, "box")
+    5
+    """
+    value = attrs.get(name)
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}"; it must be a whole number of at least 1, e.g. {name}="{default}"'
+        )
+    return number
