@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import SecretStr
 from tqdm import tqdm
 
-from core.errors import BackendError, LabelingConfigError, ModelLoadError
+from core.errors import BackendError, LabelingConfigError, ModelError
 from core.settings import Settings
 from model import YOLOBackend
 
@@ -216,7 +216,7 @@ def predict_and_deliver(
     for position, batch in enumerate(batches(tasks, batch_size)):
         try:
             run = backend.predict(batch, label_config, missing_key_fails_request=False)
-        except (LabelingConfigError, ModelLoadError) as error:
+        except (LabelingConfigError, ModelError) as error:
             remaining = tasks[position * batch_size :]
             failures.extend(Failure(task["id"], error.message) for task in remaining)
             progress.update(len(remaining))

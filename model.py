@@ -27,7 +27,7 @@ from control_models import ControlModel
 from control_models.labeling_plan import PlanCache, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
-from core.errors import BackendError, BadRequestError, LabelingConfigError, ModelLoadError
+from core.errors import BackendError, BadRequestError, LabelingConfigError, ModelError, WrongModelKindError
 from core.settings import Settings
 from inference.detections import from_ultralytics
 from inference.model_registry import LoadedModel, ModelRegistry
@@ -163,7 +163,7 @@ class YOLOBackend:
         self._predict_images(checked, image_controls, run, uploads)
         self._predict_videos(checked, video_controls, run, uploads)
         if run.control_errors and len(run.control_errors) == len(plan.controls):
-            raise ModelLoadError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+            raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -445,7 +445,7 @@ def _note_unmatched_labels(control: ControlModel, model: LoadedModel, run: Predi
 
 def _check_task(control: ControlModel, model: LoadedModel) -> None:
     if model.task not in control.model_tasks:
-        raise ModelLoadError(
+        raise WrongModelKindError(
             f"model '{model.name}' is a {model.task} model, but <{control.control_tag} "
             f'name="{control.from_name}"> needs a {" or ".join(control.model_tasks)} model'
         )

@@ -27,10 +27,18 @@ class LabelingConfigError(BackendError):
     status_code = 422
 
 
-class ModelLoadError(BackendError):
-    """A weight file is missing, refused, corrupt or of the wrong kind for its control tag."""
+class ModelError(BackendError):
+    """A control's model cannot be used; the subclasses say why."""
 
     status_code = 422
+
+
+class ModelLoadError(ModelError):
+    """A weight file is missing, refused, corrupt, or its export failed."""
+
+
+class WrongModelKindError(ModelError):
+    """The model loaded, but its task (detect, segment, ...) is not one its control tag can use."""
 
 
 class MediaError(BackendError):
