@@ -62,9 +62,12 @@ def parse_float(
             f'<{control_name}> has {name}="{value}", which is not a number; write e.g. {name}="{default}"'
         )
     if (low is not None and number < low) or (high is not None and number > high):
+        if low is not None and high is not None:
+            allowed = f"between {low:g} and {high:g}"
+        else:
+            allowed = f"at least {low:g}" if low is not None else f"at most {high:g}"
         raise LabelingConfigError(
-            f'<{control_name}> has {name}="{value}"; it must be between {low:g} and {high:g}, '
-            f'e.g. {name}="{default}"'
+            f'<{control_name}> has {name}="{value}"; it must be {allowed}, e.g. {name}="{default}"'
         )
     return number
 

@@ -652,7 +652,7 @@ def _bodies(image: str) -> list[tuple[str, object, int, str]]:
             "/predict",
             {"tasks": [task], "label_config": CONFIG.replace('"0.0001"', '"2"')},
             422,
-            'model_score_threshold="2"; it must be between 0.0 and 1.0',
+            'model_score_threshold="2"; it must be between 0 and 1',
         ),
         (
             "/predict",
