@@ -6,11 +6,10 @@ each time would be wasted work, so `PlanCache` keeps the plan of each config tex
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from label_studio_sdk.label_interface import LabelInterface
@@ -73,23 +72,11 @@ def _first_line(error: Exception) -> str:
 
 
 class PlanCache:
-    """The plans of the most recent config texts; thread-safe."""
+    """The plans of the most recent config texts (an LRU of `size`); thread-safe, errors not cached."""
 
     def __init__(self, settings: Settings, size: int = 64):
         self._settings = settings
-        self._size = size
-        self._plans: OrderedDict[str, LabelingPlan] = OrderedDict()
-        self._lock = threading.Lock()
+        self.get = functools.lru_cache(maxsize=size)(self._build)
 
-    def get(self, label_config: str) -> LabelingPlan:
-        with self._lock:
-            plan = self._plans.get(label_config)
-            if plan is not None:
-                self._plans.move_to_end(label_config)
-                return plan
-        plan = build_plan(label_config, self._settings)  # outside the lock: parsing may take a while
-        with self._lock:
-            self._plans[label_config] = plan
-            while len(self._plans) > self._size:
-                self._plans.popitem(last=False)
-        return plan
+    def _build(self, label_config: str) -> LabelingPlan:
+        return build_plan(label_config, self._settings)
