@@ -183,10 +183,7 @@ class LocalProcessRunner:
         with self._submit_lock:  # threads of one worker; other processes meet at the flock
             descriptor = try_lock(lock_path)
             if descriptor is None:
-                running = self._active_job(project, control)
-                if running is not None:
-                    return Submission(running, "already_running")
-                raise BackendError(f"a training job for control '{control}' is starting; try again shortly")
+                return Submission(self._holder(project, control), "already_running")
             try:
                 job = self._new_job(project, control, trigger, params)
                 self._start(job, descriptor, env or {})
@@ -228,11 +225,18 @@ class LocalProcessRunner:
         # Reap the child when it ends (no zombie); the thread only waits, it never trains.
         threading.Thread(target=process.wait, name=f"reap-{job.id}", daemon=True).start()
 
-    def _active_job(self, project: str, control: str) -> Job | None:
+    def _holder(self, project: str, control: str, wait_s: float = 5.0) -> Job:
+        """The job that holds the lock; another process may be writing its marker at this moment."""
         marker = self.files.lock_path(project, control).with_suffix(".job")
-        with contextlib.suppress(OSError, JobNotFoundError):
-            return self.files.load(marker.read_text().strip())
-        return None
+        deadline = time.monotonic() + wait_s
+        while True:
+            with contextlib.suppress(OSError, JobNotFoundError):
+                job = self.files.load(marker.read_text().strip())
+                if job.state in ACTIVE_STATES:
+                    return job
+            if time.monotonic() > deadline:
+                raise BackendError(f"a training job for control '{control}' is starting; try again shortly")
+            time.sleep(0.05)
 
     def get(self, job_id: str) -> Job:
         return self._settled(self.files.load(job_id))
@@ -243,7 +247,7 @@ class LocalProcessRunner:
 
     def _settled(self, job: Job) -> Job:
         """A job that says it runs but whose process is gone (killed) is reported as failed."""
-        if job.state not in ACTIVE_STATES or time.time() - job.created_at < 5:
+        if job.state not in ACTIVE_STATES:
             return job
         descriptor = try_lock(self.files.lock_path(job.project, job.control))
         if descriptor is None:
