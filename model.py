@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 from control_models import ControlModel
 from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
@@ -265,7 +266,11 @@ class YOLOBackend:
                 "training needs Label Studio's address and an API key: set LABEL_STUDIO_URL and "
                 "LABEL_STUDIO_API_KEY on the backend (the job fetches the annotations itself)"
             )
-        return {"LABEL_STUDIO_URL": auth.base_url, "LABEL_STUDIO_API_KEY": auth.api_key}
+        return {
+            **settings_environment(self.settings),
+            "LABEL_STUDIO_URL": auth.base_url,
+            "LABEL_STUDIO_API_KEY": auth.api_key,
+        }
 
     def _trained_control(self, plan: LabelingPlan, control: ControlModel, model_path: str) -> ControlModel:
         """The control bound to its trained weights; kept so its label map is built once per version."""
@@ -475,6 +480,19 @@ def project_key(project: Any) -> str | None:
         return None
     text = str(project).strip().split(".", 1)[0]
     return text or None
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables: a job process builds the same `Settings()` as this one."""
+    environment = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        environment[name.upper()] = str(value)
+    return environment
 
 
 def _project_of(project: dict[str, Any]) -> tuple[str, str]:

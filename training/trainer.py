@@ -97,7 +97,8 @@ def _epoch_reporter(on_epoch: EpochCallback) -> Callable[[Any], None]:
             for key, value in (getattr(trainer, "metrics", None) or {}).items()
             if isinstance(value, int | float)
         }
-        on_epoch(int(trainer.epoch) + 1, int(trainer.epochs), metrics)
+        # Ultralytics calls this once more after its final validation: the count stops at `epochs`.
+        on_epoch(min(int(trainer.epoch) + 1, int(trainer.epochs)), int(trainer.epochs), metrics)
 
     return report
 
