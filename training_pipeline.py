@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -209,6 +210,115 @@ class TrainingRun:
         if promoted:
             self.store.promote(project, control, version_dir.name)  # the one atomic switch
         return Outcome(version_dir.name, promoted, message)
+
+
+@dataclass
+class TaskErrors:
+    task_id: int
+    missed: int  # annotated regions the model did not find (IoU >= 0.5, same label)
+    false: int  # regions the model found that no annotation has
+
+
+@dataclass
+class ProjectEvaluation:
+    model: str
+    evaluation: Any  # training.evaluation.Evaluation
+    tasks: list[TaskErrors]
+
+
+def evaluate_project(
+    run: TrainingRun, project: str, control: str, label_config: str, model_path: str = ""
+) -> ProjectEvaluation:
+    """How good a model (the served one, or `model_path` in MODEL_ROOT) is on every annotated task."""
+    from training.dataset import write_dataset
+    from training.evaluation import evaluate
+
+    spec = run.spec_for(label_config, control)
+    images = run.images(project, spec)
+    if model_path:
+        weights, label_map, name = run.registry.resolve(model_path), dict(spec.label_map), model_path
+        if not weights.is_file():
+            raise BackendError(f"model file '{model_path}' not found in MODEL_ROOT")
+    else:
+        weights, label_map, name = run.serving_model(project, spec)
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as folder:
+        run.reporter.phase("evaluating")
+        dataset = write_dataset(
+            images, spec, Path(folder) / "dataset", seed=SEED, val_fraction=1.0, min_images=1
+        )
+        evaluation = evaluate(weights, dataset, spec, spec.imgsz, label_map, run.settings.device)
+    tasks = task_errors(weights, images, spec, label_map, run.settings) if spec.task in BOX_TASKS else []
+    return ProjectEvaluation(name, evaluation, tasks)
+
+
+BOX_TASKS = ("detect", "segment", "obb")
+
+
+def task_errors(
+    weights: Path, images: list[Any], spec: Any, label_map: dict | None, settings: Settings
+) -> list[TaskErrors]:
+    """Per task: annotated boxes the model missed and boxes it found that no annotation has (IoU 0.5)."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    names = {int(k): str(v) for k, v in model.names.items()}
+    to_label = {i: label_map.get(n) for i, n in names.items()} if label_map else dict(names)
+    errors = []
+    for image in images:
+        truth = [box for box in (region_box(r, image.width, image.height) for r in image.regions) if box]
+        result = model.predict(str(image.image_path), imgsz=spec.imgsz, conf=0.25, verbose=False)[0]
+        found = [
+            (to_label[int(c)], tuple(map(float, xyxy)))
+            for c, xyxy in zip(result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), strict=True)
+            if to_label.get(int(c)) in spec.labels
+        ]
+        matched = match_boxes(truth, found)
+        errors.append(TaskErrors(image.task_id, len(truth) - matched, len(found) - matched))
+    return errors
+
+
+def region_box(region: dict, width: int, height: int) -> tuple[str, tuple[float, ...]] | None:
+    """(label, pixel xyxy) of a rectangle or polygon region; None for anything else."""
+    value = region.get("value") or {}
+    labels = value.get("rectanglelabels") or value.get("polygonlabels") or []
+    if not labels:
+        return None
+    if "points" in value:
+        xs = [p[0] * width / 100 for p in value["points"]]
+        ys = [p[1] * height / 100 for p in value["points"]]
+        return labels[0], (min(xs), min(ys), max(xs), max(ys))
+    x, y = value.get("x", 0) * width / 100, value.get("y", 0) * height / 100
+    return labels[0], (
+        x,
+        y,
+        x + value.get("width", 0) * width / 100,
+        y + value.get("height", 0) * height / 100,
+    )
+
+
+def match_boxes(
+    truth: list[tuple[str, tuple]], found: list[tuple[str, tuple]], threshold: float = 0.5
+) -> int:
+    """Greedy one-to-one matches of equal label and IoU >= threshold."""
+    used: set[int] = set()
+    matched = 0
+    for label, box in truth:
+        best, best_iou = None, threshold
+        for index, (other_label, other) in enumerate(found):
+            if index not in used and other_label == label and (iou := box_iou(box, other)) >= best_iou:
+                best, best_iou = index, iou
+        if best is not None:
+            used.add(best)
+            matched += 1
+    return matched
+
+
+def box_iou(a: tuple, b: tuple) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def decide(promote: str, serving: float, new: float, serving_name: str) -> tuple[bool, str]:
