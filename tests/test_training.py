@@ -97,9 +97,9 @@ def shapes_tasks(count: int, width: int = 160, height: int = 128) -> tuple[list[
 class TasksLabelStudio(LocalHTTPServer):
     """Answers the SDK's task list (legacy token) and serves the uploaded images."""
 
-    def __init__(self, tasks: list[dict], files: dict[str, bytes]):
+    def __init__(self, tasks: list[dict], files: dict[str, bytes], config: str = ""):
         stand_in = self
-        self.tasks, self.files = tasks, files
+        self.tasks, self.files, self.config = tasks, files, config
         self.task_queries: list[dict] = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -117,6 +117,10 @@ class TasksLabelStudio(LocalHTTPServer):
                     tasks = stand_in.tasks if page == 1 else []
                     return self._send(
                         200, json.dumps({"tasks": tasks, "total": len(stand_in.tasks)}).encode()
+                    )
+                if parsed.path == f"/api/projects/{PROJECT}/":
+                    return self._send(
+                        200, json.dumps({"id": int(PROJECT), "label_config": stand_in.config}).encode()
                     )
                 if parsed.path in stand_in.files:
                     return self._send(200, stand_in.files[parsed.path], "image/jpeg")
@@ -464,3 +468,41 @@ def test_start_training_without_label_studio_access_is_a_clear_error(make_settin
         backend.fit("START_TRAINING", project_body(label_config()))
     assert not JobFiles(own_model_root / "jobs").all()
     backend.close()
+
+
+# -- cli.py train | evaluate | models --------------------------------------------------------------------
+
+
+def test_cli_models_lists_versions_and_rolls_back(make_settings, own_model_root, capsys) -> None:
+    import cli
+
+    store = VersionStore(own_model_root)
+    first, second = complete_version(store), complete_version(store)
+    store.promote(PROJECT, "label", second)
+    settings = make_settings(model_root=own_model_root)
+    assert cli.main(["models", "--project", PROJECT], settings) == 0
+    listing = capsys.readouterr().out
+    assert f"serving: {second}" in listing and f"* {second}" in listing and f"  {first}" in listing
+    assert cli.main(["models", "--project", PROJECT, "--use", first], settings) == 0
+    assert store.served(PROJECT, "label") == first
+    assert cli.main(["models", "--project", PROJECT, "--use", "v7-20260101T000000"], settings) == 2
+    assert "no version" in capsys.readouterr().err
+    assert cli.main(["models", "--project", PROJECT, "--use", "base"], settings) == 0
+    assert store.served(PROJECT, "label") is None
+
+
+@pytest.mark.slow
+def test_cli_evaluate_prints_the_table_and_the_worst_tasks(make_settings, own_model_root, capsys) -> None:
+    import cli
+
+    config = label_config(model_train_imgsz="128")
+    tasks, files = shapes_tasks(6)
+    with TasksLabelStudio(tasks, files, config) as stand_in:
+        settings = make_settings(model_root=own_model_root)
+        code = cli.main(
+            ["evaluate", "--project", PROJECT, "--ls-url", stand_in.url, "--ls-api-key", TOKEN], settings
+        )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "label: shapes-yolov8n.pt" in out and "mAP50-95" in out
+    assert "most missed regions" in out and "most false regions" in out
