@@ -278,7 +278,12 @@ class YOLOBackend:
         with self._setup_auths_lock:
             bound = self._trained_controls.get(key)
             if bound is None:
-                bound = replace(control, model_path=model_path)
+                # A trained model's classes are the labels themselves: predicted_values no longer apply.
+                labels = {
+                    label: {k: v for k, v in attrs.items() if k != "predicted_values"}
+                    for label, attrs in control.labels.items()
+                }
+                bound = replace(control, model_path=model_path, labels=labels)
                 self._trained_controls[key] = bound
                 while len(self._trained_controls) > _MAX_SETUP_PROJECTS:
                     self._trained_controls.popitem(last=False)

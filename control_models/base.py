@@ -71,8 +71,8 @@ def build_label_map(
 ) -> dict[int, str]:
     """Model class index -> Label Studio label.
 
-    A class matches a label when its name equals one of the label's predicted names (or the label
-    itself), exactly or ignoring case. Example: labels {"Car": {"predicted_values": "car,truck"}} and classes
+    A class matches a label when its name equals one of the label's predicted names, exactly or
+    ignoring case. Example: labels {"Car": {"predicted_values": "car,truck"}} and classes
     {2: "car", 7: "truck", 0: "person"} give {2: "Car", 7: "Car"}.
     """
     by_lower: dict[str, int] = {}
@@ -81,8 +81,7 @@ def build_label_map(
     exact = {name: index for index, name in class_names.items()}
     label_map: dict[int, str] = {}
     for label, attrs in labels.items():
-        # The label itself last: a model trained on this project's labels has them as its class names.
-        for name in [*predicted_names(label, attrs), label]:
+        for name in predicted_names(label, attrs):
             index = exact.get(name, by_lower.get(name.lower()))
             if index is not None:
                 label_map.setdefault(index, label)
