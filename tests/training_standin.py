@@ -17,10 +17,10 @@ from pathlib import Path
 
 def install() -> bool:
     """Put the stand-ins in place when the real modules are missing; True when it did."""
+    if "training.spec" in sys.modules:
+        return getattr(sys.modules["training.spec"], "__spec__", None) is None
     if importlib.util.find_spec("training.spec") is not None:
         return False
-    if "training.spec" in sys.modules:
-        return True
     from control_models.base import ControlModel, parse_bool, predicted_names
     from core.errors import BackendError
 

@@ -130,6 +130,8 @@ class JobFiles:
             raise JobNotFoundError(f"no job '{job_id}'")
         job = Job.from_json(data)
         job.log_tail = self.log_tail(job_id)
+        with contextlib.suppress(OSError, ValueError):
+            job.pid = int(self.state_path(job_id).with_suffix(".pid").read_text())
         return job
 
     def log_tail(self, job_id: str, lines: int = _LOG_TAIL_LINES) -> list[str]:
@@ -140,13 +142,17 @@ class JobFiles:
             return []
 
     def all(self) -> list[Job]:
+        """Every job, newest first, without log tails (`load` one job for its log)."""
         if not self.dir.is_dir():
             return []
         jobs = []
         for path in self.dir.glob("*.json"):
             data = read_json(path)
             if data is not None:
-                jobs.append(Job.from_json(data))
+                job = Job.from_json(data)
+                with contextlib.suppress(OSError, ValueError):
+                    job.pid = int(path.with_suffix(".pid").read_text())
+                jobs.append(job)
         return sorted(jobs, key=lambda job: job.created_at, reverse=True)
 
 
@@ -221,7 +227,8 @@ class LocalProcessRunner:
         finally:
             log.close()
         job.pid = process.pid
-        self.files.save(job)
+        # A file of its own: the job process may already be rewriting the state file.
+        self.files.state_path(job.id).with_suffix(".pid").write_text(str(process.pid))
         # Reap the child when it ends (no zombie); the thread only waits, it never trains.
         threading.Thread(target=process.wait, name=f"reap-{job.id}", daemon=True).start()
 
