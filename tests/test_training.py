@@ -506,3 +506,28 @@ def test_cli_evaluate_prints_the_table_and_the_worst_tasks(make_settings, own_mo
     assert code == 0, out
     assert "label: shapes-yolov8n.pt" in out and "mAP50-95" in out
     assert "most missed regions" in out and "most false regions" in out
+
+
+def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
+    make_settings, own_model_root
+) -> None:
+    from model import YOLOBackend
+
+    settings = make_settings(
+        model_root=own_model_root, label_studio_url="http://ls.invalid", label_studio_api_key=TOKEN
+    )
+    backend = YOLOBackend(settings, jobs=sleeper_runner(own_model_root / "jobs"))
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": int(PROJECT), "label_config": label_config()}}
+    assert [backend.fit("ANNOTATION_CREATED", event)["jobs"] for _ in range(3)] == [
+        [],
+        [],
+        [],
+    ]  # off by default
+    every_two = {"project": {"id": int(PROJECT), "label_config": label_config(model_train_every="2")}}
+    answers = [
+        backend.fit(action, every_two)["jobs"] for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+    ]
+    assert answers[0] == [] and answers[1][0]["submission"] == "started"
+    assert answers[1][0]["trigger"] == "ANNOTATION_UPDATED"
+    os.kill(backend.jobs.get(answers[1][0]["id"]).pid, signal.SIGKILL)
+    backend.close()
