@@ -63,6 +63,9 @@ def fine_tune(
         imgsz=params.imgsz,
         batch=params.batch,
         patience=params.patience,
+        # Ultralytics accumulates gradients up to a nominal batch of 64: with a few dozen images and
+        # batch 8 that is one optimizer step every 2 epochs. A step per batch is what small data needs.
+        nbs=params.batch,
         seed=params.seed,
         deterministic=True,
         workers=params.workers,
