@@ -114,6 +114,7 @@ class YOLOBackend:
         self._setup_auths: OrderedDict[str, LabelStudioAuth] = OrderedDict()
         self._setup_auths_lock = threading.Lock()
         self._trained_controls: OrderedDict[tuple, ControlModel] = OrderedDict()
+        self._served_paths: dict[tuple[str, str], str | None] = {}
         self.media = MediaLoader(settings, self.label_studio_auth)
         self._downloads = ThreadPoolExecutor(settings.download_workers, thread_name_prefix="media")
 
@@ -159,7 +160,20 @@ class YOLOBackend:
             path = self.served.model_path(key, control.from_name) if key else None
             if path:
                 paths[control.from_name] = path
+            self._unload_replaced(key, control.from_name, path)
         return paths
+
+    def _unload_replaced(self, project: str | None, control: str, path: str | None) -> None:
+        """After a promotion or rollback, the version served before leaves this worker's memory."""
+        if not project:
+            return
+        with self._setup_auths_lock:
+            previous = self._served_paths.get((project, control))
+            if previous == path:
+                return
+            self._served_paths[(project, control)] = path
+        if previous:
+            self.registry.unload(previous)
 
     def predict(self, tasks: Sequence[Any], label_config: str, project: Any = None) -> PredictionRun:
         """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7)."""

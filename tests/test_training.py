@@ -531,3 +531,38 @@ def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
     assert answers[1][0]["trigger"] == "ANNOTATION_UPDATED"
     os.kill(backend.jobs.get(answers[1][0]["id"]).pid, signal.SIGKILL)
     backend.close()
+
+
+def without_ids(regions: list[dict]) -> list[dict]:
+    return [{k: v for k, v in region.items() if k != "id"} for region in regions]
+
+
+def test_each_request_serves_the_pointed_version_and_unloads_the_replaced_one(
+    make_settings, own_model_root
+) -> None:
+    from model import YOLOBackend
+
+    store = VersionStore(own_model_root)
+    first, second = complete_version(store), complete_version(store)
+    tasks, files = shapes_tasks(1)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        backend = YOLOBackend(settings)
+        config = label_config()
+        task = [{"id": 1, "data": tasks[0]["data"]}]
+        base = backend.predict(task, config, project=PROJECT)
+        assert list(backend.registry.loaded()) == ["shapes-yolov8n.pt"]
+        for version in (first, second, first):
+            store.promote(PROJECT, "label", version)  # as another process would
+            run = backend.predict(task, config, project=PROJECT)
+            assert run.model_version == backend.setup(config, project=f"{PROJECT}.17") != base.model_version
+            assert f"label.{version.split('-')[0]}" in run.model_version
+            trained = [name for name in backend.registry.loaded() if name.startswith("trained/")]
+            assert trained == [f"trained/{PROJECT}/label/{version}/best.pt"]
+            # The versions are copies of the shapes model: the same regions, labels included.
+            assert without_ids(run.results()[0]["result"]) == without_ids(base.results()[0]["result"])
+        store.unserve(PROJECT, "label")
+        assert backend.predict(task, config, project=PROJECT).model_version == base.model_version
+        backend.close()
