@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +67,9 @@ class PredictionRun:
     model_version: str
     tasks: list[TaskOutcome]
     control_errors: dict[str, str]
+    # Per control: its labels that match no model class (Label Studio never shows these; the log and
+    # the try-it page do).
+    label_warnings: dict[str, str] = field(default_factory=dict)
 
     def failed_tasks(self) -> int:
         return sum(outcome.error is not None for outcome in self.tasks)
@@ -175,8 +178,19 @@ class YOLOBackend:
         if previous:
             self.registry.unload(previous)
 
-    def predict(self, tasks: Sequence[Any], label_config: str, project: Any = None) -> PredictionRun:
-        """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7)."""
+    def predict(
+        self,
+        tasks: Sequence[Any],
+        label_config: str,
+        project: Any = None,
+        uploads: Mapping[str, Path] | None = None,
+    ) -> PredictionRun:
+        """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7).
+
+        `uploads` maps task media URLs to files already on this machine for this call only (the try-it
+        page's uploads): only an in-process caller can pass it, so no /predict body can name such a file.
+        """
+        uploads = uploads or {}
         plan = self.plans.get(label_config)
         # Tasks carry their project id; the request's is the fallback (copies: the caller's stay as they are).
         checked = [
@@ -197,8 +211,8 @@ class YOLOBackend:
         image_controls = [c for c in controls if "Image" in c.object_tags]
         video_controls = [c for c in controls if "Video" in c.object_tags]
         _require_data_keys(checked, image_controls + video_controls)
-        self._predict_images(checked, image_controls, run)
-        self._predict_videos(checked, video_controls, run)
+        self._predict_images(checked, image_controls, run, uploads)
+        self._predict_videos(checked, video_controls, run, uploads)
         if run.control_errors and len(run.control_errors) == len(plan.controls):
             raise ModelLoadError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
         return run
@@ -318,7 +332,13 @@ class YOLOBackend:
 
     # -- images ---------------------------------------------------------------------------------------
 
-    def _predict_images(self, tasks: list[dict], controls: list[ControlModel], run: PredictionRun) -> None:
+    def _predict_images(
+        self,
+        tasks: list[dict],
+        controls: list[ControlModel],
+        run: PredictionRun,
+        uploads: Mapping[str, Path],
+    ) -> None:
         if not controls:
             return
         groups = _group_by_model(controls)
@@ -327,7 +347,7 @@ class YOLOBackend:
         if not models:
             return
         chunk_size = max(self.settings.inference_batch_size, 1)
-        for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size):
+        for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
                 for position, image in enumerate(images[key]):
                     if isinstance(image, BackendError):
@@ -348,6 +368,8 @@ class YOLOBackend:
                 for control in group:
                     _check_task(control, model)
                 models[key] = model
+                for control in group:
+                    _note_unmatched_labels(control, model, run)
             except BackendError as error:
                 for control in group:
                     run.control_errors[control.from_name] = error.message
@@ -385,41 +407,54 @@ class YOLOBackend:
                 outcome.regions.extend(control.regions(output, model.class_names))
 
     def _prefetched_chunks(
-        self, tasks: list[dict], value_keys: list[str], chunk_size: int
+        self, tasks: list[dict], value_keys: list[str], chunk_size: int, uploads: Mapping[str, Path]
     ) -> Iterator[tuple[int, dict[str, list[np.ndarray | BackendError]]]]:
         """Yield (start, images per data key) chunk by chunk, downloading the next chunk meanwhile.
 
         A task whose image fails has the error in place of its image.
         """
         starts = list(range(0, len(tasks), chunk_size))
-        pending = self._submit_chunk(tasks, starts[0], chunk_size, value_keys) if starts else None
+        pending = self._submit_chunk(tasks, starts[0], chunk_size, value_keys, uploads) if starts else None
         for index, start in enumerate(starts):
             futures = pending
             pending = (
-                self._submit_chunk(tasks, starts[index + 1], chunk_size, value_keys)
+                self._submit_chunk(tasks, starts[index + 1], chunk_size, value_keys, uploads)
                 if index + 1 < len(starts)
                 else None
             )
             yield start, {key: [_result_or_error(f) for f in futures[key]] for key in value_keys}
 
     def _submit_chunk(
-        self, tasks: list[dict], start: int, chunk_size: int, value_keys: list[str]
+        self,
+        tasks: list[dict],
+        start: int,
+        chunk_size: int,
+        value_keys: list[str],
+        uploads: Mapping[str, Path],
     ) -> dict[str, list[Future]]:
         chunk = tasks[start : start + chunk_size]
         return {
-            key: [self._downloads.submit(self._load_task_image, task, key) for task in chunk]
+            key: [self._downloads.submit(self._load_task_image, task, key, uploads) for task in chunk]
             for key in value_keys
         }
 
-    def _load_task_image(self, task: dict, value_key: str) -> np.ndarray:
+    def _load_task_image(self, task: dict, value_key: str, uploads: Mapping[str, Path]) -> np.ndarray:
         url = task["data"].get(value_key)
         if url is None:
             raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+        if isinstance(url, str) and url in uploads:
+            return self.media.decode_image(uploads[url], name="the uploaded image")
         return self.media.load_image(url, task.get("id"), project=project_key(task.get("project")))
 
     # -- videos ---------------------------------------------------------------------------------------
 
-    def _predict_videos(self, tasks: list[dict], controls: list[ControlModel], run: PredictionRun) -> None:
+    def _predict_videos(
+        self,
+        tasks: list[dict],
+        controls: list[ControlModel],
+        run: PredictionRun,
+        uploads: Mapping[str, Path],
+    ) -> None:
         """Per task: fetch its video once, then stream it through each video control's model.
 
         Frames are decoded a batch at a time (`VideoReader`), each batch is one model call under that
@@ -445,7 +480,7 @@ class YOLOBackend:
             try:
                 for control, model in runnable:
                     if control.value_key not in paths:
-                        paths[control.value_key] = self._task_video(task, control.value_key)
+                        paths[control.value_key] = self._task_video(task, control.value_key, uploads)
                     path = paths[control.value_key]
                     regions.extend(self._predict_video(path, control, model, task["data"]))
             except BackendError as error:
@@ -457,10 +492,12 @@ class YOLOBackend:
                 continue
             outcome.regions.extend(regions)
 
-    def _task_video(self, task: dict, value_key: str) -> Path:
+    def _task_video(self, task: dict, value_key: str, uploads: Mapping[str, Path]) -> Path:
         url = task["data"].get(value_key)
         if url is None:
             raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+        if isinstance(url, str) and url in uploads:
+            return uploads[url]
         return self.media.local_path(
             url,
             task.get("id"),
@@ -540,6 +577,17 @@ def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[Control
         options = tuple(sorted(control.predict_options().items()))
         groups[(control.model_path, control.value_key, options)].append(control)
     return dict(groups)
+
+
+def _note_unmatched_labels(control: ControlModel, model: LoadedModel, run: PredictionRun) -> None:
+    unmatched = control.unmatched_labels(model.class_names)
+    if unmatched:
+        names = list(model.class_names.values())
+        shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
+        run.label_warnings[control.from_name] = (
+            f"labels {', '.join(unmatched)} match no class of model '{model.name}' (its classes: {shown}); "
+            'add predicted_values="<model class>" to those labels'
+        )
 
 
 def _check_task(control: ControlModel, model: LoadedModel) -> None:

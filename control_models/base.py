@@ -188,6 +188,11 @@ class ControlModel:
             )
         return label_map
 
+    def unmatched_labels(self, class_names: Mapping[int, str]) -> list[str]:
+        """The labels that stand for no class of this model (shown to users, e.g. on the try-it page)."""
+        mapped = set(self.label_map(class_names).values())
+        return [label for label in self.labels if label not in mapped]
+
     # -- conversion ----------------------------------------------------------------------------------
 
     def regions(self, output: Detections | Classification, class_names: Mapping[int, str]) -> list[dict]:

@@ -79,6 +79,10 @@ class KeyPointLabelsModel(ControlModel):
         }
         return {index: name for index, name in class_names.items() if not wanted or name.lower() in wanted}
 
+    def unmatched_labels(self, class_names: Mapping[int, str]) -> list[str]:
+        """Keypoint labels name keypoints, not classes: they match nothing only when no class carries them."""
+        return [] if self.label_map(class_names) else list(self.labels)
+
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.keypoints is None:
             return []

@@ -47,10 +47,14 @@ class MediaLoader:
     def load_image(self, url: str, task_id: int | None = None, project: str | None = None) -> np.ndarray:
         """The image at `url` as a BGR uint8 array (H, W, 3)."""
         path = self.local_path(url, task_id, max_bytes=self._settings.max_image_bytes, project=project)
-        check_image_pixels(path, self._settings.max_image_pixels, name=f"'{_short(url)}'")
+        return self.decode_image(path, name=f"'{_short(url)}'")
+
+    def decode_image(self, path: Path, name: str) -> np.ndarray:
+        """A local image file as a BGR uint8 array, within MAX_IMAGE_PIXELS; `name` is for messages."""
+        check_image_pixels(path, self._settings.max_image_pixels, name=name)
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise MediaError(f"'{_short(url)}' is not an image that can be decoded")
+            raise MediaError(f"{name} is not an image that can be decoded")
         return image
 
     def local_path(

@@ -32,6 +32,7 @@ from server.schemas import (
     SetupResponse,
     WebhookRequest,
 )
+from server.ui import install_ui
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus_metrics() -> str:
         return metrics.prometheus(loaded_models=len(backend.registry.loaded()))
+
+    install_ui(app, settings, backend)
 
     return app
 

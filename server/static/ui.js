@@ -1,0 +1,333 @@
+// The try-it page: upload a file with a labeling config to /ui/predict and draw what comes back.
+// Plain script, no build step, nothing loaded from elsewhere (the page must work offline).
+"use strict";
+
+const IMAGE = '<Image name="image" value="$image"/>';
+const VIDEO = '<Video name="video" value="$video" frameRate="25"/>';
+const EXAMPLES = {
+  RectangleLabels: `<View>\n  ${IMAGE}\n  <RectangleLabels name="label" toName="image" model_score_threshold="0.25">
+    <Label value="Person" predicted_values="person"/>\n    <Label value="Vehicle" predicted_values="car,bus,truck"/>
+  </RectangleLabels>\n</View>`,
+  "RectangleLabels (OBB)": `<View>\n  ${IMAGE}\n  <RectangleLabels name="label" toName="image" model_obb="true">
+    <Label value="Plane" predicted_values="plane"/>\n    <Label value="Ship" predicted_values="ship"/>
+  </RectangleLabels>\n</View>`,
+  PolygonLabels: `<View>\n  ${IMAGE}\n  <PolygonLabels name="polygon" toName="image">
+    <Label value="Person" predicted_values="person"/>\n    <Label value="Car" predicted_values="car"/>
+  </PolygonLabels>\n</View>`,
+  BrushLabels: `<View>\n  ${IMAGE}\n  <BrushLabels name="brush" toName="image">
+    <Label value="Person" predicted_values="person"/>\n    <Label value="Car" predicted_values="car"/>
+  </BrushLabels>\n</View>`,
+  Choices: `<View>\n  ${IMAGE}\n  <Choices name="choice" toName="image" choice="single">
+    <Choice value="Cat" predicted_values="tabby,tiger_cat,Persian_cat"/>\n    <Choice value="Dog" predicted_values="golden_retriever,beagle"/>
+  </Choices>\n</View>`,
+  Taxonomy: `<View>\n  ${IMAGE}\n  <Taxonomy name="taxonomy" toName="image">
+    <Choice value="Animal">\n      <Choice value="Cat" predicted_values="tabby,tiger_cat"/>\n      <Choice value="Dog" predicted_values="beagle"/>
+    </Choice>\n  </Taxonomy>\n</View>`,
+  KeyPointLabels: `<View>\n  ${IMAGE}\n  <RectangleLabels name="box" toName="image">\n    <Label value="Person" predicted_values="person"/>
+  </RectangleLabels>\n  <KeyPointLabels name="keypoints" toName="image">
+    <Label value="nose" predicted_values="person" model_index="0"/>\n    <Label value="left_eye" predicted_values="person" model_index="1"/>
+    <Label value="right_eye" predicted_values="person" model_index="2"/>\n  </KeyPointLabels>\n</View>`,
+  VideoRectangle: `<View>\n  ${VIDEO}\n  <Labels name="videoLabels" toName="video">
+    <Label value="Person" predicted_values="person"/>\n    <Label value="Car" predicted_values="car"/>
+  </Labels>\n  <VideoRectangle name="box" toName="video" model_tracker="botsort"/>\n</View>`,
+  TimelineLabels: `<View>\n  ${VIDEO}\n  <TimelineLabels name="timeline" toName="video" model_score_threshold="0.3">
+    <Label value="Cat" predicted_values="tabby,tiger_cat"/>\n    <Label value="Dog" predicted_values="beagle"/>
+  </TimelineLabels>\n</View>`,
+};
+
+const $ = (id) => document.getElementById(id);
+const SVG_NS = "http://www.w3.org/2000/svg";
+let answer = null; // the last /ui/predict answer
+let media = null; // the <img> or <video> shown
+
+function el(tag, attrs = {}, text = "") {
+  const node = tag === "svg" || ["rect", "polygon", "circle", "text", "g", "image"].includes(tag)
+    ? document.createElementNS(SVG_NS, tag) : document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function colorOf(label) {
+  let hash = 0;
+  for (const ch of String(label)) hash = (hash * 31 + ch.charCodeAt(0)) % 997;
+  return `hsl(${(hash * 137) % 360}, 80%, 45%)`;
+}
+
+function say(kind, text) {
+  $("messages").append(el("div", { class: kind }, text));
+}
+
+function labelOf(region) {
+  const v = region.value || {};
+  const labels = v.rectanglelabels || v.polygonlabels || v.brushlabels || v.keypointlabels || v.labels
+    || v.timelinelabels || v.choices || (v.taxonomy || []).map((path) => path.join(" / "));
+  return (labels || []).join(", ");
+}
+
+function visible(region) {
+  const threshold = Number($("threshold").value);
+  return region.score === undefined || region.score === null || region.score >= threshold;
+}
+
+// Label Studio's brush RLE (the rle-pack bit stream): 32 bits count, 5 bits word size - 1,
+// four 4-bit run-length widths, then runs. Decodes to the flat RGBA bytes of the mask.
+function decodeRLE(bytes) {
+  let position = 0;
+  const read = (bits) => {
+    let value = 0;
+    for (let i = 0; i < bits; i++, position++) {
+      value = value * 2 + ((bytes[position >> 3] >> (7 - (position & 7))) & 1);
+    }
+    return value;
+  };
+  const count = read(32);
+  const wordSize = read(5) + 1;
+  const runWidths = [0, 1, 2, 3].map(() => read(4) + 1);
+  const out = new Uint8ClampedArray(count);
+  let i = 0;
+  while (i < count) {
+    const repeated = read(1);
+    const end = Math.min(count, i + 1 + read(runWidths[read(2)]));
+    if (repeated) {
+      out.fill(read(wordSize), i, end);
+      i = end;
+    } else {
+      while (i < end) out[i++] = read(wordSize);
+    }
+  }
+  return out;
+}
+
+function brushImage(region, width, height) {
+  const rgba = decodeRLE(region.value.rle);
+  const canvas = el("canvas", { width, height });
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(width, height);
+  const rgb = hslToRgb(...colorOf(labelOf(region)).match(/\d+/g).map(Number));
+  for (let p = 0; p * 4 + 3 < rgba.length && p < width * height; p++) {
+    if (!rgba[p * 4 + 3]) continue;
+    pixels.data.set([rgb[0], rgb[1], rgb[2], 120], p * 4);
+  }
+  context.putImageData(pixels, 0, 0);
+  return el("image", { href: canvas.toDataURL(), x: 0, y: 0, width, height, class: "region brush" });
+}
+
+function hslToRgb(h, s, l) {
+  s /= 100; l /= 100;
+  const f = (n) => {
+    const k = (n + h / 30) % 12;
+    return Math.round(255 * (l - s * Math.min(l, 1 - l) * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [f(0), f(8), f(4)];
+}
+
+function caption(region, x, y) {
+  const score = region.score === undefined ? "" : ` ${Number(region.score).toFixed(2)}`;
+  return el("text", { x, y: Math.max(y - 4, 12), fill: colorOf(labelOf(region)) }, labelOf(region) + score);
+}
+
+function box(region, v, W, H) {
+  const [x, y] = [(v.x * W) / 100, (v.y * H) / 100];
+  const group = el("g", { class: "region", "data-label": labelOf(region), "data-type": region.type,
+    transform: `rotate(${v.rotation || 0} ${x} ${y})` });
+  group.append(el("rect", { x, y, width: (v.width * W) / 100, height: (v.height * H) / 100, fill: "none",
+    stroke: colorOf(labelOf(region)), "stroke-width": Math.max(W / 300, 2) }), caption(region, x, y));
+  return group;
+}
+
+function drawImageRegion(svg, region, W, H) {
+  const v = region.value || {};
+  const tagged = (node) => {
+    node.setAttribute("data-label", labelOf(region));
+    node.setAttribute("data-type", region.type);
+    node.classList.add("region");
+    return node;
+  };
+  if (region.type === "rectanglelabels") svg.append(box(region, v, W, H));
+  if (region.type === "polygonlabels") {
+    const points = v.points.map(([x, y]) => `${(x * W) / 100},${(y * H) / 100}`).join(" ");
+    const group = tagged(el("g"));
+    group.append(el("polygon", { points, fill: colorOf(labelOf(region)), "fill-opacity": 0.3,
+      stroke: colorOf(labelOf(region)), "stroke-width": 2 }),
+      caption(region, (v.points[0][0] * W) / 100, (v.points[0][1] * H) / 100));
+    svg.append(group);
+  }
+  if (region.type === "brushlabels") svg.append(tagged(brushImage(region, W, H)));
+  if (region.type === "keypointlabels") {
+    const group = tagged(el("g"));
+    const [x, y] = [(v.x * W) / 100, (v.y * H) / 100];
+    group.append(el("circle", { cx: x, cy: y, r: Math.max(((v.width || 0.5) * W) / 100, 3),
+      fill: colorOf(labelOf(region)) }), caption(region, x, y));
+    svg.append(group);
+  }
+}
+
+function frameRegion(region, frame) {
+  // The box of a track at `frame`: interpolated between keyframes, hidden after a disabled one.
+  const sequence = region.value.sequence || [];
+  let before = null;
+  let after = null;
+  for (const key of sequence) {
+    if (key.frame <= frame) before = key;
+    else if (!after) after = key;
+  }
+  if (!before || (before.frame < frame && before.enabled === false)) return null;
+  if (!after || before.frame === frame) return before;
+  const t = (frame - before.frame) / (after.frame - before.frame);
+  const mix = (k) => before[k] + (after[k] - before[k]) * t;
+  return { x: mix("x"), y: mix("y"), width: mix("width"), height: mix("height"), rotation: 0 };
+}
+
+function draw() {
+  const svg = $("stage").querySelector("svg");
+  if (!answer || !svg || !media) return;
+  svg.replaceChildren();
+  const shown = answer.result.filter(visible);
+  const tracks = answer.result.filter((r) => r.type === "videorectangle");
+  const frameRate = tracks.length ? tracks[0].value.framesCount / tracks[0].value.duration : configFrameRate();
+  const frame = media.tagName === "VIDEO" ? Math.floor(media.currentTime * frameRate) + 1 : 0;
+  const W = media.naturalWidth || media.videoWidth;
+  const H = media.naturalHeight || media.videoHeight;
+  svg.setAttribute("viewBox", `0 0 ${W || 100} ${H || 100}`);
+  for (const region of W && H ? shown : []) { // no size yet (or a file the browser cannot show): lists only
+    if (region.type === "videorectangle") {
+      const v = frameRegion(region, frame);
+      if (v) svg.append(box(region, v, W, H));
+    } else drawImageRegion(svg, region, W, H);
+  }
+  drawTimeline(shown, media.tagName === "VIDEO" ? Math.round((media.duration || 0) * frameRate) : 0);
+  $("classes").replaceChildren(...shown.filter((r) => ["choices", "taxonomy"].includes(r.type))
+    .map((r) => el("li", { class: "region", "data-label": labelOf(r), "data-type": r.type },
+      `${r.from_name}: ${labelOf(r)} (${Number(r.score).toFixed(2)})`)));
+  $("regions").tBodies[0].replaceChildren(...shown.map((r) => {
+    const row = el("tr");
+    for (const text of [r.from_name, r.type, labelOf(r), r.score === undefined ? "" : Number(r.score).toFixed(3)]) {
+      row.append(el("td", {}, text));
+    }
+    return row;
+  }));
+}
+
+function configFrameRate() {
+  const match = $("config").value.match(/frameRate="([\d.]+)"/i);
+  return match ? Number(match[1]) : 24; // Label Studio's default
+}
+
+function drawTimeline(regions, framesCount) {
+  const segments = regions.filter((r) => r.type === "timelinelabels");
+  const total = Math.max(framesCount, ...segments.flatMap((r) => r.value.ranges.map((range) => range.end)), 1);
+  $("timeline").replaceChildren(...segments.map((region) => {
+    const row = el("div", { class: "row" });
+    for (const range of region.value.ranges) {
+      row.append(el("div", { class: "segment region", "data-label": labelOf(region), "data-type": region.type,
+        style: `left:${((range.start - 1) / total) * 100}%;width:${((range.end - range.start + 1) / total) * 100}%`,
+        title: `frames ${range.start}-${range.end}` }, labelOf(region)));
+    }
+    return row;
+  }));
+}
+
+function showMedia(file) {
+  const url = URL.createObjectURL(file);
+  media = file.type.startsWith("video/") ? el("video", { src: url, controls: "", muted: "" }) : el("img", { src: url, alt: file.name });
+  media.addEventListener(media.tagName === "VIDEO" ? "loadedmetadata" : "load", draw);
+  media.addEventListener("error", () => say("warning", "This browser cannot show the file; the regions are listed below."));
+  if (media.tagName === "VIDEO") {
+    const follow = () => { draw(); media.requestVideoFrameCallback?.(follow); };
+    media.addEventListener("seeked", draw);
+    media.addEventListener("play", follow);
+  }
+  $("stage").replaceChildren(media, el("svg", { id: "overlay" }));
+  draw();
+}
+
+async function predict() {
+  const file = $("file").files[0];
+  $("messages").replaceChildren();
+  if (!file) return say("error", "Choose an image or a video first.");
+  const form = new FormData();
+  form.append("label_config", $("config").value);
+  form.append("file", file);
+  say("info", "Predicting...");
+  $("run").disabled = true;
+  let data;
+  let status;
+  try {
+    const response = await fetch("/ui/predict", { method: "POST", body: form });
+    status = response.status;
+    data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  } catch (error) {
+    data = { error: `the backend could not be reached (${error})` };
+  } finally {
+    $("run").disabled = false;
+  }
+  $("messages").replaceChildren();
+  $("raw").textContent = JSON.stringify(data, null, 2);
+  if (data.error) {
+    answer = null;
+    say("error", `${status || ""} ${data.error}`.trim());
+  } else {
+    answer = data;
+    $("version").textContent = `model_version ${data.model_version}`;
+    if (data.task_error) say("error", data.task_error);
+    for (const [name, text] of Object.entries(data.control_errors || {})) say("error", `${name}: ${text}`);
+    for (const [name, text] of Object.entries(data.label_warnings || {})) say("warning", `${name}: ${text}`);
+    say("info", `${data.result.length} region(s) predicted; ${data.result.filter(visible).length} over the threshold.`);
+  }
+  showMedia(file);
+  loadModels();
+}
+
+async function loadModels() {
+  const response = await fetch("/ui/models");
+  if (!response.ok) return;
+  const data = await response.json();
+  const list = el("ul");
+  for (const file of data.files) {
+    const loaded = data.loaded[file.name] ? ` (loaded: ${data.loaded[file.name]})` : "";
+    const item = el("li", { class: "model" }, `${file.name}, ${(file.bytes / 1e6).toFixed(1)} MB${loaded}`);
+    if (file.metrics) item.append(el("code", {}, ` ${JSON.stringify(file.metrics)}`));
+    list.append(item);
+  }
+  for (const [name, error] of Object.entries(data.errors)) list.append(el("li", { class: "error" }, `${name}: ${error}`));
+  $("models").replaceChildren(el("div", {}, `MODEL_ROOT: ${data.model_root}`), list);
+}
+
+async function loadJobs() {
+  // /jobs exists once the training loop is there; without it the section stays hidden.
+  const response = await fetch("/jobs").catch(() => null);
+  if (!response || response.status !== 200) return;
+  const data = await response.json().catch(() => null);
+  const jobs = Array.isArray(data) ? data : (data && (data.jobs || data.items)) || [];
+  const list = el("ul");
+  for (const job of jobs) {
+    const where = [job.project && `project ${job.project}`, job.control, job.version].filter(Boolean).join(" / ");
+    const item = el("li", { class: "job" }, `${job.id ?? ""} ${where}: ${job.state ?? job.status ?? ""} ${job.phase ?? ""} `);
+    const progress = job.epochs ? job.epoch / job.epochs : Number(job.progress);
+    if (Number.isFinite(progress)) item.append(el("progress", { max: 1, value: progress > 1 ? progress / 100 : progress }));
+    if (job.epochs) item.append(` epoch ${job.epoch}/${job.epochs}`);
+    if (job.message) item.append(el("div", {}, job.message));
+    if (job.error) item.append(el("div", { class: "error" }, job.error));
+    if (job.metrics && Object.keys(job.metrics).length) item.append(el("code", {}, JSON.stringify(job.metrics)));
+    list.append(item);
+  }
+  $("jobs").replaceChildren(jobs.length ? list : el("div", {}, "No training jobs yet."));
+  $("jobs-section").hidden = false;
+}
+
+function init() {
+  for (const name of Object.keys(EXAMPLES)) $("example").append(el("option", { value: name }, name));
+  $("config").value = EXAMPLES.RectangleLabels;
+  $("example").addEventListener("change", () => { $("config").value = EXAMPLES[$("example").value]; });
+  $("threshold").addEventListener("input", () => {
+    $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+    draw();
+  });
+  $("run").addEventListener("click", predict);
+  loadModels();
+  loadJobs();
+  setInterval(() => { if (!$("jobs-section").hidden) loadJobs(); }, 5000);
+}
+
+init();

@@ -1,0 +1,251 @@
+"""The try-it page in a real headless Chromium (Debian's, driven by Playwright; scripts/test.sh installs it).
+
+A real uvicorn server with the shapes model: upload a generated shapes image, see the boxes and labels
+drawn, move the threshold slider, break the config. Screenshots land in pytest's tmp dir (path printed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.test_server_process import free_port
+from tests.test_ui import SHAPES_CONFIG
+from tools.shapes import draw_shapes_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+AUTH = {"username": "annotator", "password": "browser-secret-51c2"}
+
+
+def serve(app):
+    """Run `app` on a real uvicorn server in a thread; yields its URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def app(make_settings):
+    from server.app import create_app
+
+    return create_app(make_settings(basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"]))
+
+
+@pytest.fixture
+def server_url(app):
+    yield from serve(app)
+
+
+@pytest.fixture
+def page(server_url):
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), (
+        "Debian chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(http_credentials=AUTH, viewport={"width": 1200, "height": 760})
+        page = context.new_page()
+        page.goto(f"{server_url}/ui")
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def shapes_file(tmp_path: Path) -> Path:
+    image, _ = draw_shapes_image(np.random.default_rng(1234), width=480, height=360, n_shapes=3)
+    path = tmp_path / "shapes.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def set_threshold(page, value: float) -> None:
+    page.eval_on_selector(
+        "#threshold", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(value)
+    )
+
+
+def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes_file, tmp_path):
+    page.wait_for_selector("#models li.model")
+    assert "shapes-yolov8n.pt" in page.inner_text("#models")
+    assert page.is_hidden("#jobs-section")  # no /jobs route on this backend: no jobs section
+    assert page.input_value("#config").startswith("<View>")  # an example is prefilled
+
+    page.fill("#config", SHAPES_CONFIG)
+    page.set_input_files("#file", str(shapes_file))
+    page.click("#run")
+    page.wait_for_selector("#overlay .region")
+    regions = page.locator("#overlay .region")
+    labels = [regions.nth(i).get_attribute("data-label") for i in range(regions.count())]
+    assert len(labels) >= 2 and set(labels) <= {"circle", "square", "triangle"}, labels
+    assert "model_version yolo-" in page.inner_text("#version")
+    warning = page.inner_text("#messages .warning")
+    assert "Dog" in warning and "circle, square, triangle" in warning
+    texts = page.locator("#overlay text").all_text_contents()
+    assert any(text.split()[0] in labels and float(text.split()[1]) > 0 for text in texts), texts
+    shot = tmp_path / "ui-regions.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+    scores = sorted(float(s) for s in page.locator("#regions tbody td:nth-child(4)").all_inner_texts())
+    set_threshold(page, (scores[0] + scores[-1]) / 2 if scores[0] < scores[-1] else scores[0])
+    page.wait_for_function(f"document.querySelectorAll('#overlay .region').length < {len(labels)}")
+    set_threshold(page, 1)
+    page.wait_for_function("document.querySelectorAll('#overlay .region').length === 0")
+    assert page.inner_text("#threshold-value") == "1.00"
+
+    page.fill("#config", SHAPES_CONFIG.replace("</View>", ""))
+    page.click("#run")
+    page.wait_for_selector("#messages .error")
+    assert "not a valid labeling config" in page.inner_text("#messages .error")
+    assert page.locator("#overlay .region").count() == 0
+    shot = tmp_path / "ui-config-error.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+
+def test_jobs_section_shows_training_progress_when_the_backend_has_jobs(app, page):
+    @app.get("/jobs")  # stands in for the training loop's route (the shape of its `Job.public()`)
+    def jobs():
+        job = {"id": "job-1", "project": "7", "control": "label", "state": "running", "phase": "training"}
+        return {"jobs": [{**job, "epoch": 3, "epochs": 10, "metrics": {"map50": 0.5}, "version": "v2"}]}
+
+    page.reload()
+    page.wait_for_selector("#jobs li.job")
+    text = page.inner_text("#jobs")
+    assert "job-1" in text and "running" in text and "epoch 3/10" in text and "map50" in text
+    assert page.get_attribute("#jobs progress", "value") == "0.3"
+
+
+def test_brush_rle_decodes_in_the_page_like_the_sdk(page):
+    """The page's JS decoder of Label Studio's brush RLE gives the SDK's pixels back."""
+    from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+    mask = np.zeros((23, 37), dtype=np.uint8)
+    mask[3:17, 5:30] = 255
+    mask[10, :] = 255
+    rle = mask2rle(mask)
+    decoded = page.evaluate("rle => Array.from(decodeRLE(rle))", rle)
+    assert decoded == decode_rle(rle).tolist()
+    assert np.array_equal(np.array(decoded, dtype=np.uint8).reshape(23, 37, 4)[:, :, 3], mask)
+
+
+def test_video_upload_draws_the_track_on_the_frame_shown(page, tmp_path):
+    from tests.test_ui import VIDEO_CONFIG
+    from tools.shapes import draw_scene
+
+    path = tmp_path / "clip.webm"  # VP8: every Chromium build plays it
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 10.0, (224, 160))
+    for i in range(8):
+        writer.write(
+            draw_scene(224, 160, [("circle", (20.0 + 6 * i, 30.0, 76.0 + 6 * i, 86.0), (40, 200, 40))])
+        )
+    writer.release()
+
+    page.fill("#config", VIDEO_CONFIG)
+    page.set_input_files("#file", str(path))
+    page.click("#run")
+    page.wait_for_selector("#overlay .region[data-type=videorectangle][data-label=circle]")
+    first_x = float(page.get_attribute("#overlay .region rect", "x"))
+    page.eval_on_selector("video", "v => { v.currentTime = v.duration * 0.9; }")
+    page.wait_for_function(
+        f"Number(document.querySelector('#overlay .region rect')?.getAttribute('x')) > {first_x}"
+    )
+    shot = tmp_path / "ui-video.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+
+
+def test_every_example_config_is_one_the_backend_plans_for(page, make_settings):
+    from control_models import CONTROL_MODELS
+    from control_models.labeling_plan import build_plan
+
+    examples = page.evaluate("EXAMPLES")
+    options = page.locator("#example option").all_text_contents()
+    assert options == list(examples) and len(examples) == 9
+    tags = set()
+    for name, config in examples.items():
+        plan = build_plan(config, make_settings(allow_custom_model_path=False))
+        tags |= {type(control).__name__ for control in plan.controls}
+        assert plan.controls, name
+    assert tags == {model.__name__ for model in CONTROL_MODELS}  # one example per control tag, OBB too
+
+
+def test_every_region_type_is_drawn(page, shapes_file):
+    """Regions of each kind, made by the backend's own converters, drawn over an uploaded image."""
+    from converters import image_regions as make
+    from converters.video_regions import timeline_regions
+
+    w, h, common = 480, 360, {"from_name": "c", "to_name": "image"}
+    size = {"image_width": w, "image_height": h}
+    mask = np.zeros((h, w), dtype=np.uint8)
+    mask[100:200, 50:150] = 1
+    probs = np.array([[0.9], [0.9], [0.1]])
+    regions = [
+        make.oriented_rectangle_region(
+            **common, **size, label="obb", xywhr=np.array([240, 180, 100, 40, 0.5]), score=0.9
+        ),
+        make.polygon_region(
+            **common, **size, label="poly", points=np.array([[10, 10], [100, 10], [50, 90]]), score=0.8
+        ),
+        make.brush_region(**common, label="brush", mask=mask, score=0.7),
+        make.keypoint_region(**common, **size, label="nose", x=300, y=50, score=0.6, point_size=1.0),
+        make.choices_region(**common, choices=["cat"], score=0.95),
+        make.taxonomy_region(**common, paths=[["Animal", "Dog"]], score=0.5),
+        *timeline_regions(
+            from_name="t", to_name="video", probs=probs, labels=["run"], threshold=0.5, frames_count=3
+        ),
+    ]
+    page.set_input_files("#file", str(shapes_file))
+    page.evaluate(
+        "regions => { answer = {result: regions}; showMedia(document.querySelector('#file').files[0]); }",
+        regions,
+    )
+    page.wait_for_selector("#overlay .region[data-type=brushlabels]")
+    drawn = {
+        el.get_attribute("data-type"): el.get_attribute("data-label") for el in page.locator(".region").all()
+    }
+    assert drawn == {
+        "rectanglelabels": "obb",
+        "polygonlabels": "poly",
+        "brushlabels": "brush",
+        "keypointlabels": "nose",
+        "choices": "cat",
+        "taxonomy": "Animal / Dog",
+        "timelinelabels": "run",
+    }
+    assert "rotate(" in page.get_attribute("#overlay .region[data-type=rectanglelabels]", "transform")
+    brush = page.get_attribute("#overlay image", "href")
+    assert brush.startswith("data:image/png;base64,") and len(brush) > 200
+    set_threshold(page, 0.75)
+    page.wait_for_function("!document.querySelector('.region[data-type=brushlabels]')")
+    remaining = {el.get_attribute("data-type") for el in page.locator(".region").all()}
+    assert remaining == {"rectanglelabels", "polygonlabels", "choices", "timelinelabels"}
+    page.screenshot(path=str(shapes_file.parent / "ui-all-types.png"), full_page=True)
+    print(f"screenshot: {shapes_file.parent / 'ui-all-types.png'}")
