@@ -543,6 +543,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     environment = {}
     for name in type(settings).model_fields:
         value = getattr(settings, name)
+        if value is None:
+            continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         elif isinstance(value, bool):

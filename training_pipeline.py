@@ -28,7 +28,7 @@ from core.errors import BackendError, LabelingConfigError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
 from media.label_studio_api import LabelStudioAuth
-from media.loader import MediaLoader
+from media.loader import MediaLoader, check_image_pixels
 from training.jobs import JobReporter
 from training.trainer import TrainParams, fine_tune
 from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
@@ -141,6 +141,7 @@ class TrainingRun:
                 path = self.media.local_path(
                     url, task.get("id"), max_bytes=self.settings.max_image_bytes, project=project
                 )
+                check_image_pixels(path, self.settings.max_image_pixels, name=f"'{url}'")
                 pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if pixels is None:
                     raise BackendError(f"'{url}' is not an image that can be decoded")
