@@ -140,13 +140,98 @@ def install() -> bool:
             return dict(self.__dict__)
 
     def evaluate(model_path, dataset, spec, imgsz, class_names_to_labels=None, device=""):
+        """Box mAP on the val split, the model's classes read through the label map (as the contract says)."""
+        import cv2
+        import numpy as np
+        import torch
         from ultralytics import YOLO
+        from ultralytics.utils.metrics import ap_per_class, box_iou
 
-        metrics = YOLO(str(model_path)).val(
-            data=str(dataset.yaml_path), imgsz=imgsz, batch=4, workers=0, plots=False, verbose=False
-        )
-        box = metrics.box
-        return Evaluation(float(box.map), float(box.map50), float(box.mp), float(box.mr), {})
+        model = YOLO(str(model_path))
+        to_label = {
+            int(i): (class_names_to_labels or {}).get(n) if class_names_to_labels else n
+            for i, n in model.names.items()
+        }
+        thresholds = np.linspace(0.5, 0.95, 10)
+        tps, confs, pred_cls, target_cls = [], [], [], []
+        for image_path in sorted((dataset.root / "images" / "val").iterdir()):
+            height, width = cv2.imread(str(image_path)).shape[:2]
+            truth = []
+            for line in (dataset.root / "labels" / "val" / f"{image_path.stem}.txt").read_text().splitlines():
+                c, cx, cy, w, h = (float(v) for v in line.split())
+                truth.append(
+                    (
+                        int(c),
+                        [
+                            (cx - w / 2) * width,
+                            (cy - h / 2) * height,
+                            (cx + w / 2) * width,
+                            (cy + h / 2) * height,
+                        ],
+                    )
+                )
+            target_cls += [c for c, _ in truth]
+            result = model.predict(str(image_path), imgsz=imgsz, conf=0.001, verbose=False)[0]
+            found = [
+                (spec.labels.index(to_label[int(c)]), box, conf)
+                for c, box, conf in zip(
+                    result.boxes.cls.tolist(),
+                    result.boxes.xyxy.tolist(),
+                    result.boxes.conf.tolist(),
+                    strict=True,
+                )
+                if to_label.get(int(c)) in spec.labels
+            ]
+            found.sort(key=lambda item: -item[2])
+            used = np.zeros((len(truth), 10), dtype=bool)
+            for c, box, conf in found:
+                tp = np.zeros(10, dtype=bool)
+                if truth:
+                    ious = box_iou(torch.tensor([box]), torch.tensor([b for _, b in truth])).numpy()[0]
+                    for k, threshold in enumerate(thresholds):
+                        candidates = [
+                            j
+                            for j, (tc, _) in enumerate(truth)
+                            if tc == c and not used[j, k] and ious[j] >= threshold
+                        ]
+                        if candidates:
+                            best = max(candidates, key=lambda j: ious[j])
+                            used[best, k] = tp[k] = True
+                tps.append(tp)
+                confs.append(conf)
+                pred_cls.append(c)
+        per_class = {}
+        if tps:
+            _, _, p, r, _, ap, classes, *_ = ap_per_class(
+                np.array(tps), np.array(confs), np.array(pred_cls), np.array(target_cls)
+            )
+        else:
+            p = r = np.zeros(0)
+            ap = np.zeros((0, 10))
+            classes = np.array([])
+        for index, c in enumerate(classes):
+            per_class[spec.labels[int(c)]] = {
+                "precision": float(p[index]),
+                "recall": float(r[index]),
+                "map50": float(ap[index, 0]),
+                "map50_95": float(ap[index].mean()),
+                "support": int(target_cls.count(int(c))),
+            }
+        for label in spec.labels:
+            if label not in per_class and target_cls.count(spec.labels.index(label)):
+                per_class[label] = {
+                    "precision": 0.0,
+                    "recall": 0.0,
+                    "map50": 0.0,
+                    "map50_95": 0.0,
+                    "support": target_cls.count(spec.labels.index(label)),
+                }
+        rows = list(per_class.values())
+
+        def mean(key):
+            return float(np.mean([row[key] for row in rows])) if rows else 0.0
+
+        return Evaluation(mean("map50_95"), mean("map50"), mean("precision"), mean("recall"), per_class)
 
     modules = {
         "training.spec": {"TrainingSpec": TrainingSpec},
