@@ -566,3 +566,26 @@ def test_each_request_serves_the_pointed_version_and_unloads_the_replaced_one(
         store.unserve(PROJECT, "label")
         assert backend.predict(task, config, project=PROJECT).model_version == base.model_version
         backend.close()
+
+
+@pytest.mark.slow
+def test_cli_train_runs_the_job_and_reports_its_outcome(
+    make_settings, own_model_root, monkeypatch, capsys
+) -> None:
+    import cli
+
+    if not (PROJECT_ROOT / "training" / "spec.py").exists():  # the job process needs the stand-ins too
+        monkeypatch.setenv("PYTHONPATH", f"{PROJECT_ROOT}:{PROJECT_ROOT / 'tests' / 'standin_site'}")
+    config = label_config(model_train_epochs="1", model_train_imgsz="64", model_train_batch="4")
+    tasks, files = shapes_tasks(6)
+    with TasksLabelStudio(tasks, files, config) as stand_in:
+        settings = make_settings(model_root=own_model_root)
+        code = cli.main(
+            ["train", "--project", PROJECT, "--ls-url", stand_in.url, "--ls-api-key", TOKEN], settings
+        )
+    captured = capsys.readouterr()
+    assert code == 0, captured
+    [version] = VersionStore(own_model_root).versions(PROJECT, "label")
+    assert f"label: {version.name}: " in captured.out
+    assert ("promoted" in captured.out) and version.metrics["decision"] in captured.out
+    assert "1/1" in captured.err  # the tqdm bar over epochs
