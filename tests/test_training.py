@@ -592,3 +592,9 @@ def test_cli_train_runs_the_job_and_reports_its_outcome(
     assert f"label: {version.name}: " in captured.out
     assert ("promoted" in captured.out) and version.metrics["decision"] in captured.out
     assert "1/1" in captured.err  # the tqdm bar over epochs
+
+
+def test_log_tail_keeps_the_last_drawing_of_progress_bars_without_colours(tmp_path: Path) -> None:
+    files = JobFiles(tmp_path)
+    files.log_path("job-1").write_text("start\n\x1b[34m\x1b[1mtrain:\x1b[0m 1/4\r\x1b[K2/4\r4/4 done\nend\n")
+    assert files.log_tail("job-1") == ["start", "4/4 done", "end"]

@@ -40,6 +40,7 @@ ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("succeeded", "failed")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _LOG_TAIL_LINES = 40
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class JobNotFoundError(BackendError):
@@ -136,10 +137,12 @@ class JobFiles:
 
     def log_tail(self, job_id: str, lines: int = _LOG_TAIL_LINES) -> list[str]:
         try:
-            with self.log_path(job_id).open(errors="replace") as file:
-                return [line.rstrip("\n")[-500:] for line in deque(file, maxlen=lines)]
+            with self.log_path(job_id).open(errors="replace", newline="\n") as file:
+                tail = deque(file, maxlen=lines)
         except OSError:
             return []
+        # Progress bars redraw a line with carriage returns and colour codes: keep the last drawing, plain.
+        return [_ANSI.sub("", line.rstrip("\n").split("\r")[-1])[-500:] for line in tail]
 
     def all(self) -> list[Job]:
         """Every job, newest first, without log tails (`load` one job for its log)."""

@@ -81,14 +81,6 @@ class VersionInfo:
     def complete(self) -> bool:
         return (self.path / WEIGHTS).is_file() and self.metrics is not None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.name,
-            "served": self.served,
-            "complete": self.complete,
-            "metrics": self.metrics,
-        }
-
 
 class VersionStore:
     """The versions of every (project, control) under MODEL_ROOT/trained; safe across processes."""
