@@ -14,7 +14,8 @@ import requests
 
 from tests.conftest import SHAPES_MODEL
 
-from .backend_server import PROJECT_ROOT, BackendServer
+from .backend_server import BackendServer
+from .conftest import STANDIN_ENV
 from .label_studio import LabelStudioServer
 from .test_backend_e2e import create_project, predictions_by_task
 
@@ -62,9 +63,8 @@ def training_backend(label_studio: LabelStudioServer, tmp_path: Path):
         "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
         "WORKERS": "2",
         "THREADS": "2",
+        **STANDIN_ENV,
     }
-    if not (PROJECT_ROOT / "training" / "spec.py").exists():  # until train10a's modules land
-        env["PYTHONPATH"] = f"{PROJECT_ROOT}:{PROJECT_ROOT / 'tests' / 'standin_site'}"
     server = BackendServer(tmp_path / "backend.log", env)
     server.start()
     try:
