@@ -215,7 +215,7 @@ def predict_and_deliver(
     failures: list[Failure] = []
     for position, batch in enumerate(batches(tasks, batch_size)):
         try:
-            run = backend.predict(batch, label_config)
+            run = backend.predict(batch, label_config, missing_key_fails_request=False)
         except (LabelingConfigError, ModelLoadError) as error:
             remaining = tasks[position * batch_size :]
             failures.extend(Failure(task["id"], error.message) for task in remaining)

@@ -184,8 +184,13 @@ class YOLOBackend:
         label_config: str,
         project: Any = None,
         uploads: Mapping[str, Path] | None = None,
+        missing_key_fails_request: bool = True,
     ) -> PredictionRun:
         """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7).
+
+        A data key that no task of the call has is a config/data mismatch worth a 4xx for /predict
+        (`missing_key_fails_request`); a caller that predicts a project in small batches (cli.py) turns
+        it off, so such a task gets its own error and the other tasks go on.
 
         `uploads` maps task media URLs to files already on this machine for this call only (the try-it
         page's uploads): only an in-process caller can pass it, so no /predict body can name such a file.
@@ -210,7 +215,8 @@ class YOLOBackend:
         ]
         image_controls = [c for c in controls if "Image" in c.object_tags]
         video_controls = [c for c in controls if "Video" in c.object_tags]
-        _require_data_keys(checked, image_controls + video_controls)
+        if missing_key_fails_request:
+            _require_data_keys(checked, image_controls + video_controls)
         self._predict_images(checked, image_controls, run, uploads)
         self._predict_videos(checked, video_controls, run, uploads)
         if run.control_errors and len(run.control_errors) == len(plan.controls):

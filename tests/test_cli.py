@@ -253,15 +253,6 @@ def test_wrong_key_stops_before_any_prediction(make_settings, label_studio, caps
     assert label_studio.predictions == []
 
 
-def test_bad_labeling_config_stops_the_run(make_settings, label_studio, tmp_path, capsys):
-    config = tmp_path / "config.xml"
-    config.write_text(CONFIG.replace('model_path="shapes-yolov8n.pt"', 'model_path="nope.pt"'))
-    status = run_cli(make_settings, label_studio, "--tasks", "1,3", "--label-config", str(config))
-    out = capsys.readouterr().out
-    assert status == 1 and "task 1: " in out and "task 3: " in out and "nope.pt" in out
-    assert label_studio.predictions == []
-
-
 @pytest.mark.parametrize(
     ("tasks", "message"),
     [("1,x", "neither a file nor task ids"), ("[]", "holds no tasks"), ('[{"id": 1}]', "every item")],
@@ -280,3 +271,75 @@ def test_command_line_help_runs():
         [sys.executable, "cli.py", "--help"], cwd=Path(cli.__file__).parent, capture_output=True, text=True
     )
     assert result.returncode == 0 and "--all-tasks" in result.stdout and "--dry-run" in result.stdout
+
+
+@pytest.fixture
+def predict_calls(monkeypatch) -> list[list]:
+    """Every `YOLOBackend.predict` call the CLI makes: the task ids of each batch."""
+    calls: list[list] = []
+    real_predict = cli.YOLOBackend.predict
+
+    def counting_predict(self, tasks, *args, **kwargs):
+        calls.append([task["id"] for task in tasks])
+        return real_predict(self, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(cli.YOLOBackend, "predict", counting_predict)
+    return calls
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2"])
+def test_a_task_without_the_data_key_fails_alone(
+    make_settings, label_studio, predict_calls, batch_size, capsys
+):
+    """Issue 13's bug: a task whose data lacks the config's key (`img` for `image`) stopped the whole run
+    and marked every later task failed with its message; now it is that task's error only."""
+    label_studio.tasks[2]["data"] = {"img": label_studio.tasks[1]["data"]["image"]}
+    label_studio.tasks[4] = {"id": 4, "project": PROJECT, "data": dict(label_studio.tasks[1]["data"])}
+    status = run_cli(make_settings, label_studio, "--tasks", "2,1,3,4", "--batch-size", batch_size)
+    out = capsys.readouterr().out
+    assert status == 1
+    assert sorted(p["task"] for p in label_studio.predictions) == [1, 3, 4]
+    assert "3 of 4 task(s) predicted" in out
+    assert "task 2: " in out and "'image'" in out
+    assert "task 1: " not in out and "task 3: " not in out and "task 4: " not in out
+    size = int(batch_size)
+    assert predict_calls == [[2, 1, 3, 4][i : i + size] for i in range(0, 4, size)]  # every batch ran
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2"])
+def test_bad_labeling_config_stops_after_the_first_batch(
+    make_settings, label_studio, predict_calls, batch_size, tmp_path, capsys
+):
+    """A model that cannot load spoils every task alike: the run stops after one call (not one per batch)."""
+    config = tmp_path / "config.xml"
+    config.write_text(CONFIG.replace('model_path="shapes-yolov8n.pt"', 'model_path="nope.pt"'))
+    args = ("--tasks", "1,3", "--label-config", str(config), "--batch-size", batch_size)
+    assert run_cli(make_settings, label_studio, *args) == 1
+    out = capsys.readouterr().out
+    assert "task 1: " in out and "task 3: " in out and "nope.pt" in out
+    assert len(predict_calls) == 1
+    assert label_studio.predictions == []
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2"])
+def test_an_interrupted_run_resumes_with_the_rest(
+    make_settings, label_studio, predict_calls, batch_size, monkeypatch
+):
+    """A run killed after its first upload: the next --all-tasks run predicts only the tasks not uploaded."""
+    label_studio.tasks[2]["data"]["image"] = label_studio.tasks[1]["data"]["image"]
+    real_upload = cli.LabelStudioProject.upload
+
+    def upload_then_die(self, prediction):
+        real_upload(self, prediction)
+        raise KeyboardInterrupt  # as Ctrl-C or a killed process would, right after the first upload
+
+    monkeypatch.setattr(cli.LabelStudioProject, "upload", upload_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(make_settings, label_studio, "--all-tasks", "--batch-size", batch_size)
+    assert [p["task"] for p in label_studio.predictions] == [1]
+
+    monkeypatch.setattr(cli.LabelStudioProject, "upload", real_upload)
+    predict_calls.clear()
+    assert run_cli(make_settings, label_studio, "--all-tasks", "--batch-size", batch_size) == 0
+    assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]
+    assert sorted(i for call in predict_calls for i in call) == [2, 3]  # task 1 is not predicted again

@@ -132,7 +132,8 @@ def test_obb_round_trip_gives_back_the_obb_corners(angle_deg):
 
 
 def test_reference_obb_corners_match_ultralytics():
-    ops = pytest.importorskip("ultralytics.utils.ops")
+    from ultralytics.utils import ops  # pinned in requirements.txt: a missing one must fail, not skip
+
     boxes = np.array([[320, 240, 200, 60, np.radians(a)] for a in OBB_ANGLES_DEG])
     np.testing.assert_allclose(ops.xywhr2xyxyxyxy(boxes), np.stack([obb_corners(*box) for box in boxes]))
 

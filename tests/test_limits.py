@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from core.errors import MediaError
+from inference.model_registry import ModelRegistry
 from media.loader import MediaLoader, check_frame_pixels, check_video_frames
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL
 from tests.local_http import LocalHTTPServer
@@ -764,28 +765,53 @@ def test_no_answer_shows_a_traceback_or_a_server_path(make_client, own_model_roo
 # -- /health under load -------------------------------------------------------------------------------------------
 
 
+class BlockingRegistry(ModelRegistry):
+    """A real registry whose models wait for `release` inside every predict call (and say when they do):
+    a prediction stays in flight for exactly as long as a test needs, without timing guesses."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def get(self, *args, **kwargs):
+        model = super().get(*args, **kwargs)
+        if not getattr(model, "blocked_by_test", False):
+            real_predict = model.predict
+
+            def blocked_predict(*call_args, **call_kwargs):
+                self.entered.set()
+                assert self.release.wait(60), "the test never released the model"
+                return real_predict(*call_args, **call_kwargs)
+
+            model.predict = blocked_predict
+            model.blocked_by_test = True
+        return model
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-def test_health_answers_at_once_while_a_long_prediction_runs(make_client, bus_image, threads):
-    client = make_client(threads=threads)
-    predict(client, str(bus_image))  # load the model first: the load is not what is measured
-    tasks = [{"id": i, "data": {"image": str(bus_image)}} for i in range(48)]
-    answer: dict = {}
+def test_health_answers_while_a_prediction_holds_every_thread(make_settings, bus_image, threads):
+    """/health is answered on the event loop: it never waits for the threads that run predictions
+    (Label Studio's ML_TIMEOUT_HEALTH is 1 s), even with THREADS predictions in flight."""
+    from fastapi.testclient import TestClient
 
-    def long_predict():
-        answer["response"] = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG})
+    from model import YOLOBackend
+    from server.app import create_app
 
-    worker = threading.Thread(target=long_predict)
-    worker.start()
-    time.sleep(0.5)
-    latencies = []
-    for _ in range(5):
-        started = time.perf_counter()
-        health = client.get("/health")
-        latencies.append(time.perf_counter() - started)
-        assert health.status_code == 200 and health.json()["loaded_models"] == {"yolov8m.pt": "detect"}
-        time.sleep(0.1)
-    still_running = worker.is_alive()
-    worker.join()
-    assert still_running, "the prediction ended before /health was measured; give it more tasks"
-    assert max(latencies) < 1.0, latencies  # ML_TIMEOUT_HEALTH: Label Studio gives up after 1 s
-    assert answer["response"].status_code == 200 and len(answer["response"].json()["results"]) == 48
+    settings = make_settings(threads=threads)
+    registry = BlockingRegistry(settings)
+    backend = YOLOBackend(settings, registry=registry)
+    tasks = [{"id": 1, "data": {"image": str(bus_image)}}]
+    with TestClient(create_app(settings, backend)) as client, ThreadPoolExecutor(threads) as pool:
+        answers = [
+            pool.submit(client.post, "/predict", json={"tasks": tasks, "label_config": CONFIG})
+            for _ in range(threads)
+        ]
+        assert registry.entered.wait(60)
+        for _ in range(3):
+            health = client.get("/health")
+            assert health.status_code == 200 and health.json()["loaded_models"] == {"yolov8m.pt": "detect"}
+        assert not any(answer.done() for answer in answers)  # the predictions were in flight throughout
+        registry.release.set()
+        for answer in answers:
+            assert answer.result(timeout=120).status_code == 200

@@ -248,6 +248,26 @@ def test_a_broken_task_does_not_spoil_the_others(client, bus_image, tmp_path):
     assert (missing["task"], broken["task"]) == (2, 3)
 
 
+def test_a_decoder_crash_spoils_its_task_only(client, bus_image, zidane_image, monkeypatch):
+    """A decoder that raises a plain RuntimeError (not one of ours) on one image: that task gets an error
+    without a traceback, the others their predictions, and the request a 200."""
+    import media.loader
+
+    real_imread = media.loader.cv2.imread
+
+    def crashing_imread(path, *args):
+        if "zidane" in str(path):
+            raise RuntimeError("decoder exploded at 0xdeadbeef")
+        return real_imread(path, *args)
+
+    monkeypatch.setattr(media.loader.cv2, "imread", crashing_imread)
+    body = predict(client, RECT_CONFIG, bus_image, zidane_image, bus_image)
+    ok, crashed, ok_again = body["results"]
+    assert ok["result"] and ok_again["result"]
+    assert "result" not in crashed and crashed["task"] == 2
+    assert "RuntimeError" in crashed["error"] and "0xdeadbeef" not in crashed["error"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

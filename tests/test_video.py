@@ -313,6 +313,31 @@ def test_a_broken_video_spoils_its_task_only(video_client, shapes_video, tmp_pat
     assert "result" not in missing and "does not exist" in missing["error"]
 
 
+def test_a_video_decoder_crash_spoils_its_task_only(video_client, shapes_video, tmp_path, monkeypatch):
+    """The video reader raising a plain RuntimeError on one video: that task gets an error, the other
+    video its tracks, the request a 200."""
+    import model
+
+    crashing = tmp_path / "crash.mp4"
+    crashing.write_bytes(shapes_video.read_bytes())
+    real_reader = model.VideoReader
+    calls = []
+
+    def counting_reader(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("demuxer exploded")
+        return real_reader(path, *args, **kwargs)
+
+    monkeypatch.setattr(model, "VideoReader", counting_reader)
+    crashed, good = predict(video_client, tracking_config(), crashing, shapes_video)["results"]
+    assert len(calls) == 2
+    assert (
+        "result" not in crashed and "RuntimeError" in crashed["error"] and "exploded" not in crashed["error"]
+    )
+    assert len(good["result"]) == 2
+
+
 # --- TimelineLabels ---------------------------------------------------------------------------------------
 
 
