@@ -1,5 +1,9 @@
 # The YOLO ML backend for Label Studio, served by gunicorn on port 9090.
+# CPU image by default. For an NVIDIA GPU build with `--build-arg TORCH_EXTRA_INDEX=` (empty): PyPI's
+# Linux torch wheels are CUDA builds that bring their CUDA libraries along, so the host needs only the
+# NVIDIA driver and the container toolkit (docker-compose.yml's `gpu` profile does this).
 FROM python:3.11-slim
+ARG TORCH_EXTRA_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -14,8 +18,8 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements.txt .
-# CPU wheels of torch keep the image small; drop the extra index for a CUDA image.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+# CPU wheels of torch keep the image small; an empty TORCH_EXTRA_INDEX gives the CUDA wheels.
+RUN pip install ${TORCH_EXTRA_INDEX:+--extra-index-url "$TORCH_EXTRA_INDEX"} -r requirements.txt
 
 COPY . .
 RUN useradd --create-home --uid 1000 backend && chown -R backend /app

@@ -39,7 +39,7 @@ from core.settings import PROJECT_ROOT, Settings
 from inference.detections import from_ultralytics
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
-from media.loader import MediaLoader, check_frame_pixels, check_video_frames
+from media.loader import MediaLoader
 from media.video import VideoReader
 from training.jobs import JobRunner, LocalProcessRunner, count_event
 from training.versions import ServedVersions, VersionStore
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_SETUP_PROJECTS = 256
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
-GroupKey = tuple[str, str, tuple]  # (model path, data key, predict options)
+GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
 
 
 @dataclass
@@ -352,7 +352,7 @@ class YOLOBackend:
         models = self._load_models(groups, run)
         if not models:
             return
-        chunk_size = max(self.settings.inference_batch_size, 1)
+        chunk_size = max(model.batch_size for model in models.values())
         for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
                 for position, image in enumerate(images[key]):
@@ -360,7 +360,7 @@ class YOLOBackend:
                         outcome = run.tasks[chunk_start + position]
                         outcome.error = outcome.error or image.message
             for key, model in models.items():
-                _, value_key, options = key
+                _, _, value_key, options = key
                 self._infer_group(model, options, groups[key], images[value_key], chunk_start, run)
 
     def _load_models(
@@ -370,7 +370,7 @@ class YOLOBackend:
         models: dict[GroupKey, LoadedModel] = {}
         for key, group in groups.items():
             try:
-                model = self.registry.get(key[0])
+                model = self.registry.get(key[0], model_format=key[1])
                 for control in group:
                     _check_task(control, model)
                 models[key] = model
@@ -400,11 +400,7 @@ class YOLOBackend:
         ]
         if not positions:
             return
-        results = model.predict(
-            [images[i] for i in positions],
-            batch_size=self.settings.inference_batch_size,
-            **dict(options),
-        )
+        results = model.predict([images[i] for i in positions], **dict(options))
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
             output = from_ultralytics(result, with_masks=with_masks)
@@ -464,7 +460,7 @@ class YOLOBackend:
         """Per task: fetch its video once, then stream it through each video control's model.
 
         Frames are decoded a batch at a time (`VideoReader`), each batch is one model call under that
-        model's lock (so image requests interleave with a long video), and every control gets a fresh
+        model's scheduler (so image requests take turns with a long video), and every control gets a fresh
         session (its tracker, its probabilities) per video: no state passes between videos or requests.
         A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
         """
@@ -514,20 +510,18 @@ class YOLOBackend:
     def _predict_video(
         self, path: Path, control: VideoControlModel, model: LoadedModel, task_data: dict
     ) -> list[dict]:
-        reader = VideoReader(path, stride=control.vid_stride)
-        name = f"the video of '{task_data.get(control.value_key)}'"
-        check_frame_pixels(reader.info.width, reader.info.height, self.settings.max_image_pixels, name)
-        check_video_frames(reader.info.frames_count, self.settings.max_video_frames, name)
+        reader = VideoReader(
+            path,
+            stride=control.vid_stride,
+            max_frames=self.settings.max_video_frames,
+            max_pixels=self.settings.max_image_pixels,
+            name=f"the video of '{task_data.get(control.value_key)}'",
+        )
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
         options = control.predict_options()
-        for numbers, frames in reader.batches(self.settings.inference_batch_size):
-            check_video_frames(reader.frames_count, self.settings.max_video_frames, name)  # headers may lie
-            results = model.predict(
-                frames,
-                batch_size=self.settings.inference_batch_size,
-                **options,
-            )
+        for numbers, frames in reader.batches(model.batch_size):
+            results = model.predict(frames, **options)
             for number, frame, result in zip(numbers, frames, results, strict=True):
                 session.add(number, from_ultralytics(result), frame)
         return session.regions(reader.frames_count, reader.info.fps)
@@ -583,7 +577,7 @@ def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[Control
     groups: dict[GroupKey, list[ControlModel]] = defaultdict(list)
     for control in controls:
         options = tuple(sorted(control.predict_options().items()))
-        groups[(control.model_path, control.value_key, options)].append(control)
+        groups[(control.model_path, control.model_format, control.value_key, options)].append(control)
     return dict(groups)
 
 
@@ -628,4 +622,4 @@ def _require_data_keys(tasks: list[dict], controls: list[ControlModel]) -> None:
             )
 
 
-__all__ = ["LabelingPlan", "PredictionRun", "TaskOutcome", "YOLOBackend"]
+__all__ = ["PredictionRun", "TaskOutcome", "YOLOBackend"]

@@ -23,6 +23,7 @@ from inference.detections import Classification, Detections
 logger = logging.getLogger(__name__)
 
 TRUE_VALUES = ("true", "1", "yes", "on")
+MODEL_FORMATS = ("pt", "openvino-int8")
 
 
 def parse_bool(value: Any, default: bool = False) -> bool:
@@ -105,6 +106,7 @@ class ControlModel:
     score_threshold: float
     labels: dict[str, dict[str, Any]]  # Label Studio label -> its attributes
     attrs: dict[str, Any] = field(default_factory=dict)
+    model_format: str = "pt"  # pt | openvino-int8
     _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
     _label_map_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -134,6 +136,12 @@ class ControlModel:
                 'it must name a task field, e.g. value="$image"'
             )
         labels = {label: dict(tag.attr) for label, tag in (control.labels_attrs or {}).items()}
+        model_format = attrs.get("model_format") or settings.model_format
+        if model_format not in MODEL_FORMATS:
+            raise LabelingConfigError(
+                f'<{control.tag} name="{control.name}"> has model_format="{model_format}"; '
+                f"use one of: {', '.join(MODEL_FORMATS)}"
+            )
         return cls(
             from_name=control.name,
             to_name=object_tag.name,
@@ -144,6 +152,7 @@ class ControlModel:
             ),
             labels=labels,
             attrs=attrs,
+            model_format=model_format,
             **extra,
         )
 

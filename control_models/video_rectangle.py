@@ -41,7 +41,6 @@ class VideoRectangleModel(VideoControlModel):
     model_tasks: ClassVar[tuple[str, ...]] = ("detect", "segment", "pose")
     default_model: ClassVar[str] = "yolov8n.pt"
 
-    labels_from: str = ""  # name of the <Labels> tag whose labels this control predicts
     tracker_config: dict[str, Any] = field(default_factory=dict)
     conf: float = 0.25
     iou: float = 0.7
@@ -54,7 +53,6 @@ class VideoRectangleModel(VideoControlModel):
         model = super().from_control(
             control,
             settings,
-            labels_from=labels_tag.name,
             tracker_config=tracker_config,
             conf=_fraction(control.attr, "model_conf", 0.25, control.name),
             iou=_fraction(control.attr, "model_iou", 0.7, control.name),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,17 @@ class Settings(BaseSettings):
     model_score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     allow_custom_model_path: bool = False
     model_version: str = Field(default="yolo", description="Prefix of the model_version we report.")
+    model_format: Literal["pt", "openvino-int8"] = Field(
+        default="pt",
+        description="pt: PyTorch. openvino-int8: a calibrated INT8 OpenVINO export of each .pt, made once "
+        "beside it (CPU; needs INT8_CALIBRATION_DIR). A control's model_format attribute overrides it.",
+    )
+    int8_calibration_dir: Path | None = Field(
+        default=None, description="Images like the project's, to calibrate and check INT8 exports."
+    )
+    int8_max_drop: float = Field(
+        default=1.0, ge=0.0, description="Points of mAP50-95 an INT8 export may lose against its .pt."
+    )
     allow_model_download: bool = Field(
         default=True, description="Let Ultralytics download missing default weights (needs internet)."
     )
@@ -39,7 +51,15 @@ class Settings(BaseSettings):
 
     # Inference
     torch_threads: int = Field(default=0, ge=0, description="0 means every core of the machine.")
-    inference_batch_size: int = Field(default=8, ge=1)
+    inference_batch_size: int = Field(
+        default=0, ge=0, description="Most images per model call; 0: 32 on a CUDA GPU, 8 on CPU."
+    )
+    batch_latency_factor: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="A batch may take this many times a one-image call: how long a request may wait "
+        "behind another request's batch on the same model.",
+    )
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 
     # Media
@@ -65,10 +85,10 @@ class Settings(BaseSettings):
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
 
-    @field_validator("model_root", "media_cache_dir", mode="after")
+    @field_validator("model_root", "media_cache_dir", "int8_calibration_dir", mode="after")
     @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        return path.expanduser().resolve()
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return path.expanduser().resolve() if path is not None else None
 
     @field_validator("label_studio_url", mode="after")
     @classmethod

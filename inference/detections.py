@@ -24,7 +24,7 @@ class Detections:
         polygons: N arrays of shape (K_i, 2) [x, y], the outline of each instance mask.
         masks: (N, H, W) bool at the original image size.
         keypoints: (N, K, 3) float [x, y, visibility score] (score 1.0 when the model gives none).
-        track_ids: (N,) int, tracker identities (video only).
+        track_ids: (N,) int, tracker identities (set by `inference.tracking`, video only).
     """
 
     image_width: int
@@ -85,7 +85,6 @@ def from_ultralytics(result: Any, with_masks: bool = False) -> Detections | Clas
             scores=_numpy(obb.conf).astype(np.float32).reshape(-1),
             class_ids=_numpy(obb.cls).astype(np.int64).reshape(-1),
             xywhr=xywhr,
-            track_ids=_track_ids(obb),
         )
 
     boxes = result.boxes
@@ -115,13 +114,7 @@ def from_ultralytics(result: Any, with_masks: bool = False) -> Detections | Clas
         polygons=polygons,
         masks=masks,
         keypoints=keypoints,
-        track_ids=_track_ids(boxes),
     )
-
-
-def _track_ids(boxes: Any) -> np.ndarray | None:
-    ids = getattr(boxes, "id", None)
-    return None if ids is None else _numpy(ids).astype(np.int64).reshape(-1)
 
 
 def _masks_at_original_size(mask_data: Any, original_shape: tuple[int, int]) -> np.ndarray:

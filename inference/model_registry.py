@@ -2,7 +2,8 @@
 
 Models load lazily, on first use, one instance per weight file, so the server starts and answers
 `/health` without any weights on disk. Ultralytics predictors keep per-call state and are not
-thread-safe, so every call into one model holds that model's lock; different models run in parallel.
+thread-safe, so calls into one model take turns through its `FairScheduler` (one batch at a time,
+requests served in turn); different models run in parallel.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from core.errors import ModelLoadError
 from core.settings import Settings
+from inference.scheduler import BatchSizer, FairScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ _MAX_REMEMBERED_ERRORS = 50
 
 @dataclass
 class LoadedModel:
-    """A YOLO model and the lock that serialises calls into it."""
+    """A YOLO model and the scheduler through which concurrent requests take turns on it."""
 
     name: str  # as the labeling config names it, relative to MODEL_ROOT
     yolo: Any
@@ -35,32 +37,33 @@ class LoadedModel:
     class_names: dict[int, str]
     threads: int = 1  # torch intra-op threads for CPU inference
     device: str = ""  # Ultralytics device string; empty lets Ultralytics choose
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    half: bool = False  # FP16 inference (on a CUDA device)
+    batch_size: int = 8  # most images per model call
+    scheduler: FairScheduler = field(default_factory=lambda: FairScheduler(BatchSizer()))
 
-    def predict(self, images: Sequence[np.ndarray], batch_size: int, **kwargs: Any) -> list[Any]:
-        """Run the model on BGR images in batches of `batch_size`; one Ultralytics `Results` per image.
+    def predict(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Run the model on BGR images, at most `batch_size` per call; one Ultralytics `Results` per image.
 
         Images of one shape go into a batch together: Ultralytics letterboxes a batch of equal shapes to
         the smallest stride-aligned rectangle, but pads a mixed batch to full squares (up to ~1.8x the
-        pixels for 16:9 images).
+        pixels for 16:9 images). Concurrent calls take turns batch by batch (`FairScheduler`).
         """
         if self.device:
             # Only when set: a device argument that differs from the predictor's (None vs "") makes
             # Ultralytics rebuild the predictor, deep-copying the model, on every call.
             kwargs["device"] = self.device
-        by_shape: dict[tuple, list[int]] = {}
-        for index, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(index)
-        results: list[Any] = [None] * len(images)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start : start + batch_size]
-                with self.lock:
-                    self.use_all_threads()
-                    outputs = self.yolo.predict([images[i] for i in batch], verbose=False, **kwargs)
-                for index, output in zip(batch, outputs, strict=True):
-                    results[index] = output
-        return results
+        if self.half:
+            kwargs["quantize"] = 16  # FP16 compute (Ultralytics' name for it since `half` was deprecated)
+
+        def run_batch(batch: list[np.ndarray]) -> list[Any]:
+            self.use_all_threads()
+            return self.yolo.predict(batch, verbose=False, **kwargs)
+
+        return self.scheduler.run(
+            images, run_batch, group_of=lambda image: image.shape, max_batch=batch_size or self.batch_size
+        )
 
     def use_all_threads(self) -> None:
         """Give torch every core, in the calling thread.
@@ -78,8 +81,8 @@ class LoadedModel:
 class ModelRegistry:
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._models: dict[Path, LoadedModel] = {}
-        self._load_locks: dict[Path, threading.Lock] = {}
+        self._models: dict[tuple[Path, str], LoadedModel] = {}
+        self._load_locks: dict[tuple[Path, str], threading.Lock] = {}
         self._registry_lock = threading.Lock()
         self.last_errors: dict[str, str] = {}
 
@@ -109,20 +112,21 @@ class ModelRegistry:
         """Names and tasks of the models loaded so far (cheap: for /health)."""
         return {model.name: model.task for model in list(self._models.values())}
 
-    def get(self, model_path: str) -> LoadedModel:
-        """The loaded model for `model_path`, loading it on first use."""
+    def get(self, model_path: str, model_format: str = "pt") -> LoadedModel:
+        """The loaded model for `model_path` in `model_format` (pt | openvino-int8), loaded on first use."""
         try:
             path = self.resolve(model_path)
-            model = self._models.get(path)
+            key = (path, model_format)
+            model = self._models.get(key)
             if model is not None:
                 return model
             with self._registry_lock:
-                load_lock = self._load_locks.setdefault(path, threading.Lock())
+                load_lock = self._load_locks.setdefault(key, threading.Lock())
             with load_lock:
-                model = self._models.get(path)
+                model = self._models.get(key)
                 if model is None:
-                    model = self._load(model_path, path)
-                    self._models[path] = model
+                    model = self._load(model_path, path, model_format)
+                    self._models[key] = model
         except ModelLoadError as error:
             self._remember_error(model_path, error.message)
             raise
@@ -136,8 +140,9 @@ class ModelRegistry:
         except ModelLoadError:
             return
         with self._registry_lock:
-            self._models.pop(path, None)
-            self._load_locks.pop(path, None)
+            for key in [key for key in self._models if key[0] == path]:
+                self._models.pop(key, None)
+                self._load_locks.pop(key, None)
 
     def _remember_error(self, model_path: str, message: str) -> None:
         """Keep the last error per model path for /health, bounded against configs naming endless paths."""
@@ -146,7 +151,7 @@ class ModelRegistry:
         while len(self.last_errors) > _MAX_REMEMBERED_ERRORS:
             self.last_errors.pop(next(iter(self.last_errors)))
 
-    def _load(self, model_path: str, path: Path) -> LoadedModel:
+    def _load(self, model_path: str, path: Path, model_format: str) -> LoadedModel:
         if not path.exists():
             self._download(model_path, path)
         if not path.is_file():
@@ -162,17 +167,49 @@ class ModelRegistry:
                 f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model "
                 f"({type(error).__name__})"
             ) from None
+        if model_format == "openvino-int8":
+            yolo = self._int8(model_path, path, yolo)
         names = getattr(yolo, "names", None) or {}
         if isinstance(names, list | tuple):
             names = dict(enumerate(names))
+        cuda = uses_cuda(self._settings.device)
         return LoadedModel(
-            name=model_path,
+            name=model_path if model_format == "pt" else f"{model_path} ({model_format})",
             yolo=yolo,
             task=str(yolo.task),
             class_names={int(k): str(v) for k, v in names.items()},
             threads=self._settings.effective_torch_threads,
             device=self._settings.device,
+            half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
+            batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
+            scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
         )
+
+    def _int8(self, model_path: str, path: Path, pt_model: Any) -> Any:
+        """The calibrated INT8 OpenVINO export of a `.pt` (made and checked on first use), loaded."""
+        if path.suffix != ".pt":
+            raise ModelLoadError(f"model_format openvino-int8 needs a .pt model; '{model_path}' is not one")
+        from ultralytics import YOLO
+
+        from inference.int8_export import cached_or_export
+
+        imgsz = int(pt_model.overrides.get("imgsz") or 640)
+        try:
+            folder, check = cached_or_export(
+                path, self._settings.int8_calibration_dir, imgsz, self._settings.int8_max_drop
+            )
+        except ModelLoadError:
+            raise
+        except Exception as error:  # exporter or NNCF failure: the .pt stays usable with MODEL_FORMAT=pt
+            logger.exception("INT8 export of %s failed", path)
+            raise ModelLoadError(
+                f"the INT8 export of '{model_path}' failed ({type(error).__name__}: {error}); "
+                "use model_format pt"
+            ) from None
+        logger.info(
+            "Serving %s as INT8 (%s: %.3f, .pt %.3f)", folder, check.metric, check.int8_score, check.pt_score
+        )
+        return YOLO(str(folder), task=pt_model.task)
 
     def _download(self, model_path: str, path: Path) -> None:
         """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""
@@ -195,3 +232,15 @@ class ModelRegistry:
                 f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
                 "(no internet?); put the file into MODEL_ROOT"
             )
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether Ultralytics runs on a CUDA GPU for this DEVICE ("0", "cuda:1", "0,1"; empty: if present)."""
+    device = device.strip().lower()
+    if device in ("cpu", "mps") or device.startswith(("cpu", "mps")):
+        return False
+    if device:
+        return True
+    import torch
+
+    return torch.cuda.is_available()

@@ -252,24 +252,6 @@ def _headers_for(url: str, auth: LabelStudioAuth | None) -> dict[str, str]:
     return {}
 
 
-def check_video_frames(frames_count: int, max_frames: int, name: str = "the video") -> None:
-    """Refuse a video with more than `max_frames` frames (MAX_VIDEO_FRAMES).
-
-    Call it with the container's frame count before decoding (a cheap refusal) and again with the running
-    count while decoding: a container may under-report its length, or not report it at all (0).
-
-    >>> check_video_frames(100, 100)  # at the limit: fine
-    """
-    if frames_count > max_frames:
-        raise MediaError(f"{name} has more than {max_frames} frames, over the limit (MAX_VIDEO_FRAMES)")
-
-
-def check_frame_pixels(width: int, height: int, max_pixels: int, name: str = "the video") -> None:
-    """Refuse a video whose frames are larger than MAX_IMAGE_PIXELS (each frame is decoded whole)."""
-    if width * height > max_pixels:
-        raise MediaError(f"{name} has frames of {width}x{height} pixels, over the limit of {max_pixels}")
-
-
 def check_image_pixels(path: Path, max_pixels: int, name: str = "the image") -> None:
     """Refuse decompression bombs by reading only the image header.
 

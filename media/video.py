@@ -3,6 +3,9 @@
 `VideoReader(path, stride)` yields batches of (1-based frame numbers, BGR frames) for every
 `stride`-th frame (1, 1 + stride, ...); skipped frames are only grabbed, not converted. Once iterated,
 `frames_count` is the number of frames the decoder really delivered (container headers may be wrong).
+The reader enforces MAX_VIDEO_FRAMES and MAX_IMAGE_PIXELS itself: on the header when it opens the file,
+and on the running count at every decoded or grabbed frame, so a header that says 0 frames cannot make
+it decode more than the limit (even when a large stride yields no batch for a long time).
 """
 
 from __future__ import annotations
@@ -33,18 +36,27 @@ class VideoInfo:
     fps: float
     frames_count: int
 
-    @property
-    def duration(self) -> float:
-        return self.frames_count / self.fps
-
 
 class VideoReader:
-    def __init__(self, path: Path | str, stride: int = 1):
+    def __init__(
+        self,
+        path: Path | str,
+        stride: int = 1,
+        max_frames: int | None = None,
+        max_pixels: int | None = None,
+        name: str | None = None,
+    ):
         if stride < 1:
             raise ValueError(f"stride must be at least 1, got {stride}")
         self.path = Path(path)
         self.stride = stride
+        self.max_frames = max_frames
+        self.name = name or f"'{self.path.name}'"
         self.info = probe_video(self.path)
+        if max_pixels is not None:
+            check_frame_pixels(self.info.width, self.info.height, max_pixels, self.name)
+        if max_frames is not None:
+            check_video_frames(self.info.frames_count, max_frames, self.name)
         self.frames_count = 0  # frames decoded so far
 
     def batches(self, batch_size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -65,6 +77,8 @@ class VideoReader:
                 if not ok:
                     break
                 self.frames_count += 1
+                if self.max_frames is not None:
+                    check_video_frames(self.frames_count, self.max_frames, self.name)  # headers may lie
                 if wanted:
                     numbers.append(self.frames_count)
                     frames.append(frame)
@@ -98,3 +112,21 @@ def probe_video(path: Path | str) -> VideoInfo:
         logger.warning("Video %s reports %r frames/s; assuming %s", path.name, fps, DEFAULT_FPS)
         fps = DEFAULT_FPS
     return VideoInfo(width=width, height=height, fps=fps, frames_count=max(frames_count, 0))
+
+
+def check_video_frames(frames_count: int, max_frames: int, name: str = "the video") -> None:
+    """Refuse a video with more than `max_frames` frames (MAX_VIDEO_FRAMES).
+
+    Call it with the container's frame count before decoding (a cheap refusal) and again with the running
+    count while decoding: a container may under-report its length, or not report it at all (0).
+
+    >>> check_video_frames(100, 100)  # at the limit: fine
+    """
+    if frames_count > max_frames:
+        raise MediaError(f"{name} has more than {max_frames} frames, over the limit (MAX_VIDEO_FRAMES)")
+
+
+def check_frame_pixels(width: int, height: int, max_pixels: int, name: str = "the video") -> None:
+    """Refuse a video whose frames are larger than MAX_IMAGE_PIXELS (each frame is decoded whole)."""
+    if width * height > max_pixels:
+        raise MediaError(f"{name} has frames of {width}x{height} pixels, over the limit of {max_pixels}")

@@ -26,16 +26,6 @@ class Metrics:
             self._predict_seconds += seconds
             self._predict_calls += 1
 
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {
-                "requests": {f"{route} {status}": n for (route, status), n in sorted(self._requests.items())},
-                "tasks_predicted": self._tasks,
-                "tasks_failed": self._failed_tasks,
-                "predict_calls": self._predict_calls,
-                "predict_seconds": round(self._predict_seconds, 3),
-            }
-
     def prometheus(self, loaded_models: int) -> str:
         with self._lock:
             lines = [

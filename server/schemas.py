@@ -21,21 +21,14 @@ class SetupResponse(BaseModel):
     model_version: str
 
 
-class PredictParams(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    login: str | None = None
-    password: str | None = Field(default=None, repr=False)
-    context: Any = None
-
-
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     tasks: list[dict[str, Any]] = Field(min_length=1)
     label_config: str = Field(min_length=1)
     project: str | int | None = None
-    params: PredictParams | None = None
+    # login, password (kept out of reprs and logs), context: not used by this backend
+    params: dict[str, Any] | None = Field(default=None, repr=False)
 
 
 class PredictResponse(BaseModel):

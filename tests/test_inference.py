@@ -6,6 +6,7 @@ import os
 import threading
 
 import cv2
+import numpy as np
 import torch
 
 from inference.model_registry import ModelRegistry
@@ -54,7 +55,8 @@ def test_the_predictor_is_set_up_once_not_per_call(make_settings, bus_image, mon
 
 
 def test_images_of_one_shape_share_a_batch(make_settings, bus_image, zidane_image):
-    model = ModelRegistry(make_settings()).get("yolov8m.pt")
+    # A large latency factor: batches as large as allowed, whatever this machine measures.
+    model = ModelRegistry(make_settings(batch_latency_factor=1000)).get("yolov8m.pt")
     bus, zidane = cv2.imread(str(bus_image)), cv2.imread(str(zidane_image))
     batches = []
     original = model.yolo.predict
@@ -65,3 +67,42 @@ def test_images_of_one_shape_share_a_batch(make_settings, bus_image, zidane_imag
     assert sorted(len(batch) for batch in batches) == [2, 3]
     assert all(len(set(batch)) == 1 for batch in batches)
     assert [r.orig_shape for r in results] == [bus.shape[:2], zidane.shape[:2]] * 2 + [bus.shape[:2]]
+
+
+def test_concurrent_requests_get_what_they_get_alone(make_settings, bus_image, zidane_image):
+    model = ModelRegistry(make_settings()).get("shapes-yolov8n.pt")
+    bus, zidane = cv2.imread(str(bus_image)), cv2.imread(str(zidane_image))
+    requests = {"bulk": [bus, zidane] * 4 + [bus], "single": [zidane], "pair": [bus, bus]}
+    alone = {name: model.predict(images, conf=0.01) for name, images in requests.items()}
+    together: dict = {}
+    threads = [
+        threading.Thread(target=lambda n=name, i=images: together.update({n: model.predict(i, conf=0.01)}))
+        for name, images in requests.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, results in alone.items():
+        assert len(together[name]) == len(results)
+        for got, expected in zip(together[name], results, strict=True):
+            assert got.orig_shape == expected.orig_shape
+            assert got.boxes.cls.tolist() == expected.boxes.cls.tolist()
+            assert torch.allclose(got.boxes.xyxy, expected.boxes.xyxy, atol=0.5)
+
+
+def test_cuda_devices_get_half_precision_and_larger_batches(make_settings, monkeypatch):
+    from inference import model_registry
+
+    assert model_registry.uses_cuda("0") and model_registry.uses_cuda("cuda:1")
+    assert not model_registry.uses_cuda("cpu") and not model_registry.uses_cuda("mps")
+    cpu = ModelRegistry(make_settings(device="cpu")).get("yolov8m.pt")
+    assert (cpu.half, cpu.batch_size) == (False, 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = ModelRegistry(make_settings(device="")).get("yolov8m.pt")
+    assert (gpu.half, gpu.batch_size) == (True, 32)
+    calls = []
+    gpu.yolo.predict = lambda images, **kwargs: calls.append(kwargs) or [None] * len(images)
+    gpu.predict([np.zeros((32, 32, 3), np.uint8)])
+    assert calls[0]["quantize"] == 16
+    assert ModelRegistry(make_settings(device="0", inference_batch_size=4)).get("yolov8m.pt").batch_size == 4

@@ -25,7 +25,8 @@ import pytest
 
 from core.errors import MediaError
 from inference.model_registry import ModelRegistry
-from media.loader import MediaLoader, check_frame_pixels, check_video_frames
+from media.loader import MediaLoader
+from media.video import check_frame_pixels, check_video_frames
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL
 from tests.local_http import LocalHTTPServer
 

@@ -6,6 +6,7 @@ and a square moving left, at known positions, so each track can be checked again
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
+from core.errors import MediaError
 from tests.conftest import SHAPES_MODEL, assert_nearly_equal
 from tools.shapes import draw_scene
 
@@ -461,3 +463,33 @@ def test_videos_over_the_frame_or_pixel_limit_are_refused_per_task(make_client, 
     assert "result" not in refused and "pixels, over the limit" in refused["error"]
     (accepted,) = predict(make_client(), tracking_config(), shapes_video)["results"]
     assert len(accepted["result"]) == 2
+
+
+def test_a_header_that_under_reports_frames_cannot_make_the_reader_decode_more(shapes_video, monkeypatch):
+    """A container saying 0 frames, read with a stride larger than the video (so no batch is yielded
+    until the end): the reader stops at the first frame over MAX_VIDEO_FRAMES, it does not decode on."""
+    import media.video
+
+    real_probe = media.video.probe_video
+    monkeypatch.setattr(
+        media.video, "probe_video", lambda path: dataclasses.replace(real_probe(path), frames_count=0)
+    )
+    reader = media.video.VideoReader(shapes_video, stride=1000, max_frames=10, name="'shapes.mp4'")
+    assert reader.info.frames_count == 0
+    with pytest.raises(MediaError, match="more than 10 frames"):
+        list(reader.batches(8))
+    assert reader.frames_count == 11
+
+
+def test_a_video_over_the_frame_limit_is_refused_through_predict_even_with_a_lying_header(
+    make_client, video_models, shapes_video, monkeypatch
+):
+    import media.video
+
+    real_probe = media.video.probe_video
+    monkeypatch.setattr(
+        media.video, "probe_video", lambda path: dataclasses.replace(real_probe(path), frames_count=0)
+    )
+    client = make_client(max_video_frames=10)
+    (refused,) = predict(client, tracking_config('model_vid_stride="1000"'), shapes_video)["results"]
+    assert "result" not in refused and "more than 10 frames" in refused["error"]

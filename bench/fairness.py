@@ -1,0 +1,158 @@
+"""Latency of single-task requests while a bulk request runs on the same model, measured in one run.
+
+    python bench/fairness.py [--arch yolov8m] [--bulk 32] [--singles 5] [--think 1.0] [--rounds 3]
+
+A teammate opens one task at a time (a single-task /predict, then `--think` seconds of looking at it)
+while another client's bulk request of `--bulk` tasks runs (Retrieve Predictions), back to back, on
+the same model, in rounds of (idle singles, bulk alone, bulk with singles). Requests go through `YOLOBackend.predict` from their own threads, as the server's
+request threads call it. Prints:
+- the single-task latency p50/p90/p95 on an idle server and under the bulk load, and their ratios
+  (target: p90 under load <= 3x idle);
+- the bulk request's images/s alone and under load, their ratio (target: within 10%), and the share
+  of the model's time the singles took (what the bulk request cannot have, however fair the scheduler).
+Weights are random (built from the YAML): speed depends on the architecture, not the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_predict import CONF, build_model, make_images
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def describe(values: list[float]) -> str:
+    return (
+        f"p50 {percentile(values, 0.5):6.3f} s  p90 {percentile(values, 0.9):6.3f} s  "
+        f"p95 {percentile(values, 0.95):6.3f} s  (n={len(values)})"
+    )
+
+
+def loaded_phase(request, single, bulk_tasks: list[dict], think: float) -> tuple[list[float], float]:
+    """One bulk request, and a teammate's single-task requests (`think` seconds apart) while it runs."""
+    latencies: list[float] = []
+    bulk_seconds: list[float] = []
+    bulk_thread = threading.Thread(target=lambda: bulk_seconds.append(request(bulk_tasks)))
+    bulk_thread.start()
+    pause = threading.Event()
+    pause.wait(min(think, 0.5))  # the bulk request starts first
+    number = 0
+    while bulk_thread.is_alive():
+        latencies.append(single(number))
+        number += 1
+        pause.wait(think)
+    bulk_thread.join()
+    return latencies, bulk_seconds[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", default="yolov8m")
+    parser.add_argument("--bulk", type=int, default=32, help="tasks in the bulk request")
+    parser.add_argument("--singles", type=int, default=5, help="single-task requests per idle phase")
+    parser.add_argument("--think", type=float, default=1.0, help="seconds between a teammate's requests")
+    parser.add_argument("--rounds", type=int, default=3, help="idle phase, bulk alone, bulk under load")
+    args = parser.parse_args()
+
+    import torch
+
+    from core.settings import Settings
+    from model import YOLOBackend
+
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        model_root = work / "models"
+        model_root.mkdir()
+        weights = build_model(args.arch, model_root / f"{args.arch}.pt")
+        paths = make_images(work, args.bulk)
+        settings = Settings(
+            _env_file=None,
+            model_root=model_root,
+            media_cache_dir=work / "cache",
+            allow_custom_model_path=True,
+            allow_model_download=False,
+        )
+        backend = YOLOBackend(settings)
+        config = (
+            '<View><Image name="image" value="$image"/>'
+            f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
+            '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
+        )
+        bulk_tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
+        errors: list[str] = []
+
+        def request(tasks: list[dict]) -> float:
+            started = time.perf_counter()
+            run = backend.predict(tasks, config)
+            if run.failed_tasks():
+                errors.extend(o.error for o in run.tasks if o.error)
+            return time.perf_counter() - started
+
+        def single(number: int) -> float:
+            path = paths[number % len(paths)]
+            return request([{"id": 1000 + number, "data": {"image": str(path)}}])
+
+        # Warm-up: predictor set-up, and oneDNN's kernels for every image shape and batch size used.
+        request(bulk_tasks)
+        for number in range(4):
+            single(number)
+
+        # Rounds alternate idle and loaded phases, so a change in the machine's load (it may be shared)
+        # falls on both sides of each ratio.
+        idle: list[float] = []
+        under_load: list[float] = []
+        bulk_alone: list[float] = []
+        bulk_loaded: list[float] = []
+        for _ in range(args.rounds):
+            idle.extend(single(n) for n in range(args.singles))
+            bulk_alone.append(request(bulk_tasks))
+            loaded_singles, loaded_bulk = loaded_phase(request, single, bulk_tasks, args.think)
+            under_load.extend(loaded_singles)
+            bulk_loaded.append(loaded_bulk)
+        backend.close()
+
+    if os.environ.get("FAIRNESS_VERBOSE"):
+        print("idle", [round(x, 3) for x in idle], "\nloaded", [round(x, 3) for x in under_load])
+    idle_p90, load_p90 = percentile(idle, 0.9), percentile(under_load, 0.9)
+    alone_rate = args.bulk / statistics.mean(bulk_alone)
+    loaded_rate = args.bulk / statistics.mean(bulk_loaded)
+    singles_share = sum(under_load) / sum(bulk_loaded)  # upper bound: a single's latency includes waiting
+    print(
+        f"\n{args.arch} (random weights), {args.bulk}-task bulk request, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, think time {args.think} s, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"single task, idle server:       {describe(idle)}")
+    print(f"single task, during bulk:       {describe(under_load)}")
+    print(
+        f"p50 ratio {percentile(under_load, 0.5) / percentile(idle, 0.5):.2f}x, "
+        f"p90 ratio {load_p90 / idle_p90:.2f}x (target <= 3x), "
+        f"p95 ratio {percentile(under_load, 0.95) / percentile(idle, 0.95):.2f}x"
+    )
+    print(f"bulk alone:        {alone_rate:6.2f} images/s (mean of {len(bulk_alone)})")
+    print(
+        f"bulk under load:   {loaded_rate:6.2f} images/s (mean of {len(bulk_loaded)}), "
+        f"ratio {loaded_rate / alone_rate:.2f} (target >= 0.90); singles' latency was "
+        f"{singles_share:.0%} of the bulk time"
+    )
+    print(f"errors: {len(errors)}" + (f" ({errors[0]})" if errors else ""))
+
+
+if __name__ == "__main__":
+    main()

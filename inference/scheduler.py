@@ -1,0 +1,182 @@
+"""Fair sharing of one model between concurrent requests.
+
+A plain lock lets whichever thread wins the race run a whole chunk, so a teammate's single task waits
+behind every chunk of a bulk request. Here each call (`FairScheduler.run`) puts its items into its own
+queue; batches are taken from the queues in turn, least recently served request first, so a request
+that arrives while another runs waits for at most the batch in flight. The threads that wait are the
+ones that run batches (whoever finds the model idle runs the next batch, for whichever request's turn
+it is): no worker thread to start or stop, and the model is only ever used by one thread at a time.
+
+Batch size adapts to the device (`BatchSizer`): large where batching pays (a GPU), about two items
+where it does not (a CPU), which is what bounds the wait of the next request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+
+class BatchSizer:
+    """How many items the next batch may hold.
+
+    A batch may take about `latency_factor` times a one-item batch: that is how long another request
+    may have to wait behind it. Where the time per item drops with the batch size (a GPU), batches
+    grow until they take that long; where a batch of n costs about n single calls (a CPU), they stay
+    at about `latency_factor` items, which costs no throughput there. Before anything is measured,
+    the caller's maximum is used.
+    """
+
+    def __init__(self, latency_factor: float = 2.0, smoothing: float = 0.3):
+        self.latency_factor = latency_factor
+        self._smoothing = smoothing
+        self.single_seconds: float | None = None  # a one-item batch
+        self.seconds_per_item: float | None = None  # in batches of more than one item
+
+    def size(self, max_size: int) -> int:
+        max_size = max(1, max_size)
+        single = self.single_seconds or self.seconds_per_item
+        per_item = self.seconds_per_item or self.single_seconds
+        if single is None or per_item is None or per_item <= 0:
+            return max_size
+        return max(1, min(max_size, int(self.latency_factor * single / per_item)))
+
+    def observe(self, items: int, seconds: float) -> None:
+        if items <= 0:
+            return
+        if items == 1:
+            self.single_seconds = self._smoothed(self.single_seconds, seconds)
+        else:
+            self.seconds_per_item = self._smoothed(self.seconds_per_item, seconds / items)
+
+    def _smoothed(self, average: float | None, value: float) -> float:
+        return value if average is None else average + self._smoothing * (value - average)
+
+
+@dataclass(eq=False)
+class _Request:
+    run_batch: Callable[[list[Any]], list[Any]]
+    arrival: int
+    pending: list[list[int]]  # groups of item positions still to run, each group batchable together
+    results: list[Any]
+    outstanding: int
+    max_batch: int = 8
+    last_served: int = -1
+    error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outstanding == 0 or self.error is not None
+
+
+class FairScheduler:
+    """Runs the batches of concurrent requests on one model, taking turns between the requests."""
+
+    def __init__(self, sizer: BatchSizer, clock: Callable[[], float] = perf_counter):
+        self.sizer = sizer
+        self._clock = clock
+        self._condition = threading.Condition()
+        self._queue: list[_Request] = []
+        self._busy = False
+        self._turns = itertools.count()
+        self._arrivals = itertools.count()
+
+    def waiting_requests(self) -> int:
+        """Requests with items not yet started (for tests and metrics)."""
+        with self._condition:
+            return len(self._queue)
+
+    def run(
+        self,
+        items: Sequence[Any],
+        run_batch: Callable[[list[Any]], list[Any]],
+        group_of: Callable[[Any], Hashable] = lambda item: None,
+        max_batch: int = 8,
+    ) -> list[Any]:
+        """`run_batch` over `items` in batches; one result per item, in item order.
+
+        Only items of one `group_of` value share a batch (e.g. images of one shape); no batch holds
+        more than `max_batch` items.
+        """
+        if not items:
+            return []
+        groups: dict[Hashable, list[int]] = {}
+        for position, item in enumerate(items):
+            groups.setdefault(group_of(item), []).append(position)
+        request = _Request(
+            run_batch=lambda positions: run_batch([items[p] for p in positions]),
+            arrival=next(self._arrivals),
+            pending=list(groups.values()),
+            results=[None] * len(items),
+            outstanding=len(items),
+            max_batch=max_batch,
+        )
+        with self._condition:
+            self._queue.append(request)
+            while not request.done:
+                if self._busy or not self._queue:
+                    self._condition.wait()
+                    continue
+                owner, batch = self._next_batch()
+                self._busy = True
+                self._condition.release()
+                try:
+                    outputs, error, seconds = self._run(owner, batch)
+                finally:
+                    self._condition.acquire()
+                    self._busy = False
+                self._finish(owner, batch, outputs, error, seconds)
+                self._condition.notify_all()
+        if request.error is not None:
+            with self._condition:
+                if request in self._queue:  # the rest of a failed request is not run
+                    self._queue.remove(request)
+            raise request.error
+        return request.results
+
+    def _next_batch(self) -> tuple[_Request, list[int]]:
+        """The least recently served request (new ones first) gives the next batch."""
+        owner = min(self._queue, key=lambda r: (r.last_served, r.arrival))
+        size = self.sizer.size(owner.max_batch)
+        group = owner.pending[0]
+        batch, owner.pending[0] = group[:size], group[size:]
+        if not owner.pending[0]:
+            owner.pending.pop(0)
+        if not owner.pending:
+            self._queue.remove(owner)
+        owner.last_served = next(self._turns)
+        return owner, batch
+
+    def _run(self, owner: _Request, batch: list[int]) -> tuple[list[Any] | None, BaseException | None, float]:
+        started = self._clock()
+        try:
+            outputs = owner.run_batch(batch)
+        except BaseException as error:  # handed to the request's own thread, raised there
+            return None, error, 0.0
+        return outputs, None, self._clock() - started
+
+    def _finish(
+        self,
+        owner: _Request,
+        batch: list[int],
+        outputs: list[Any] | None,
+        error: BaseException | None,
+        seconds: float,
+    ) -> None:
+        if error is not None:
+            owner.error = error
+            if owner in self._queue:
+                self._queue.remove(owner)
+            return
+        assert outputs is not None
+        if len(outputs) != len(batch):
+            owner.error = RuntimeError(f"the model gave {len(outputs)} results for {len(batch)} inputs")
+            return
+        for position, output in zip(batch, outputs, strict=True):
+            owner.results[position] = output
+        owner.outstanding -= len(batch)
+        self.sizer.observe(len(batch), seconds)

@@ -1,0 +1,134 @@
+"""MODEL_FORMAT=openvino-int8: a calibrated export made once beside the .pt, checked, then served."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.errors import LabelingConfigError, ModelLoadError
+from inference import int8_export
+from inference.int8_export import Int8Check, export_dir
+from inference.model_registry import ModelRegistry
+from tools.shapes import draw_shapes_image, to_yolo_labels
+
+SHAPES = Path(__file__).resolve().parent.parent / "models" / "shapes-yolov8n.pt"
+CONFIG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
+    'model_path="shapes-yolov8n.pt" {extra}><Label value="circle"/><Label value="square"/>'
+    '<Label value="triangle"/></RectangleLabels></View>'
+)
+
+
+@pytest.fixture
+def own_root(tmp_path: Path) -> Path:
+    """A MODEL_ROOT of its own: exports are written beside the .pt."""
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(SHAPES, root / SHAPES.name)
+    return root
+
+
+def shapes_folder(folder: Path, count: int, labelled: bool, seed: int = 3) -> Path:
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for number in range(count):
+        image, boxes = draw_shapes_image(rng)
+        cv2.imwrite(str(folder / "images" / f"{number:03d}.jpg"), image)
+        if labelled:
+            lines = to_yolo_labels(boxes, image.shape[1], image.shape[0])
+            (folder / "labels" / f"{number:03d}.txt").write_text("\n".join(lines))
+    return folder
+
+
+def test_without_calibration_images_int8_is_refused_with_what_to_do(make_settings, own_root, tmp_path):
+    registry = ModelRegistry(make_settings(model_root=own_root))
+    with pytest.raises(ModelLoadError, match="INT8_CALIBRATION_DIR"):
+        registry.get("shapes-yolov8n.pt", model_format="openvino-int8")
+    few = shapes_folder(tmp_path / "few", 3, labelled=False)
+    registry = ModelRegistry(make_settings(model_root=own_root, int8_calibration_dir=few))
+    with pytest.raises(ModelLoadError, match="has 3 images"):
+        registry.get("shapes-yolov8n.pt", model_format="openvino-int8")
+    assert list(own_root.iterdir()) == [own_root / "shapes-yolov8n.pt"]
+
+
+def test_an_export_that_loses_accuracy_is_refused_and_not_kept(
+    make_settings, own_root, tmp_path, monkeypatch
+):
+    def lossy_export(weights, calibration, held_out, imgsz, work):
+        exported = work / "shapes-yolov8n_int8_openvino_model"
+        exported.mkdir()
+        (exported / "model.xml").write_text("<net/>")
+        return exported, Int8Check("mAP50-95 vs labels", 0.90, 0.85, len(held_out), len(calibration), 1.0)
+
+    monkeypatch.setattr(int8_export, "_export_and_check", lossy_export)
+    folder = shapes_folder(tmp_path / "calibration", 10, labelled=True)
+    registry = ModelRegistry(make_settings(model_root=own_root, int8_calibration_dir=folder))
+    with pytest.raises(ModelLoadError, match=r"loses 5\.0 points of mAP50-95 vs labels.*0\.900 -> 0\.850"):
+        registry.get("shapes-yolov8n.pt", model_format="openvino-int8")
+    assert list(own_root.iterdir()) == [own_root / "shapes-yolov8n.pt"]  # no export, no temp folder
+
+
+def test_an_unknown_model_format_is_a_config_error(make_client):
+    client = make_client()
+    response = client.post(
+        "/predict",
+        json={
+            "tasks": [{"id": 1, "data": {"image": "x.jpg"}}],
+            "label_config": CONFIG.format(extra='model_format="onnx"'),
+        },
+    )
+    assert response.status_code in (400, 422), response.text
+    assert "model_format" in response.text
+
+
+@pytest.mark.slow
+def test_int8_export_is_made_once_checked_and_served_like_the_pt(
+    make_client, make_settings, own_root, tmp_path
+):
+    folder = shapes_folder(tmp_path / "calibration", 20, labelled=True)
+    scenes = shapes_folder(tmp_path / "scenes", 3, labelled=False, seed=11)
+    tasks = [
+        {"id": i, "data": {"image": str(p)}} for i, p in enumerate(sorted((scenes / "images").iterdir()))
+    ]
+    client = make_client(model_root=own_root, int8_calibration_dir=folder, model_score_threshold=0.5)
+    answers = {}
+    for model_format in ("pt", "openvino-int8"):
+        config = CONFIG.format(extra=f'model_format="{model_format}"')
+        response = client.post("/predict", json={"tasks": tasks, "label_config": config})
+        assert response.status_code == 200, response.text
+        answers[model_format] = response.json()["results"]
+    target = export_dir(own_root / "shapes-yolov8n.pt")
+    assert sorted(p.name for p in own_root.iterdir()) == sorted([target.name, "shapes-yolov8n.pt"])
+    check = Int8Check(**json.loads((target / "int8_check.json").read_text()))
+    assert check.metric == "mAP50-95 vs labels" and check.drop_points <= 1.0
+    for pt, int8 in zip(answers["pt"], answers["openvino-int8"], strict=True):
+        pt_boxes = sorted(
+            (r["value"]["rectanglelabels"][0], r["value"]["x"], r["value"]["y"]) for r in pt["result"]
+        )
+        int8_boxes = sorted(
+            (r["value"]["rectanglelabels"][0], r["value"]["x"], r["value"]["y"]) for r in int8["result"]
+        )
+        assert [b[0] for b in int8_boxes] == [b[0] for b in pt_boxes]
+        assert np.allclose([b[1:] for b in int8_boxes], [b[1:] for b in pt_boxes], atol=2.0)  # percent
+    # A fresh process (registry) serves the cached export: no second export.
+    stamp = (target / "int8_check.json").stat().st_mtime_ns
+    again = ModelRegistry(make_settings(model_root=own_root))  # no calibration folder needed now
+    assert again.get("shapes-yolov8n.pt", model_format="openvino-int8").name.endswith("(openvino-int8)")
+    assert (target / "int8_check.json").stat().st_mtime_ns == stamp
+
+
+def test_control_attribute_model_format_is_parsed_once(make_settings):
+    from control_models.labeling_plan import PlanCache
+
+    plan = PlanCache(make_settings(model_format="openvino-int8")).get(CONFIG.format(extra=""))
+    assert [c.model_format for c in plan.controls] == ["openvino-int8"]
+    plan = PlanCache(make_settings()).get(CONFIG.format(extra='model_format="openvino-int8"'))
+    assert [c.model_format for c in plan.controls] == ["openvino-int8"]
+    with pytest.raises(LabelingConfigError, match="model_format"):
+        PlanCache(make_settings()).get(CONFIG.format(extra='model_format="fp8"'))

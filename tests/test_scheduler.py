@@ -1,0 +1,159 @@
+"""Requests on one model take turns batch by batch, and get exactly what they would alone."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from inference.scheduler import BatchSizer, FairScheduler
+
+
+class GatedModel:
+    """A stand-in model: answers item * 10, records each batch, and can be held inside a batch.
+
+    Its clock (`now`) advances one second per item, so the scheduler measures a device on which
+    batching gains nothing, whatever the machine running the test does.
+    """
+
+    def __init__(self):
+        self.now = 0.0
+        self.batches: list[list[int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, batch: list[int]) -> list[int]:
+        self.batches.append(list(batch))
+        self.now += len(batch)
+        self.entered.set()
+        assert self.release.wait(10), "the test never released the model"
+        return [item * 10 for item in batch]
+
+
+def fixed_sizer(size: int) -> BatchSizer:
+    sizer = BatchSizer(latency_factor=size)
+    sizer.observe(1, 1.0)  # every item costs the same: batches of `latency_factor` items
+    return sizer
+
+
+def run_in_thread(scheduler: FairScheduler, items, model, results: dict, name: str, **kwargs):
+    def target():
+        results[name] = scheduler.run(items, model, **kwargs)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def wait_until(condition) -> None:
+    event = threading.Event()
+    for _ in range(1000):
+        if condition():
+            return
+        event.wait(0.01)
+    raise AssertionError("condition never became true")
+
+
+def test_a_small_request_waits_for_one_batch_only():
+    model = GatedModel()
+    scheduler = FairScheduler(fixed_sizer(2), clock=lambda: model.now)
+    results: dict = {}
+    model.release.clear()
+    bulk = run_in_thread(scheduler, list(range(100, 108)), model, results, "bulk")
+    assert model.entered.wait(10)  # the bulk request's first batch is running
+    model.entered.clear()
+    single = run_in_thread(scheduler, [1], model, results, "single")
+    wait_until(lambda: scheduler.waiting_requests() == 2)
+    model.release.set()
+    bulk.join(10)
+    single.join(10)
+    assert model.batches == [[100, 101], [1], [102, 103], [104, 105], [106, 107]]
+    assert results == {"bulk": [1000, 1010, 1020, 1030, 1040, 1050, 1060, 1070], "single": [10]}
+
+
+def test_requests_take_turns_and_get_what_they_would_alone():
+    model = GatedModel()
+    scheduler = FairScheduler(fixed_sizer(2), clock=lambda: model.now)
+    requests = {"a": list(range(5)), "b": list(range(20, 23)), "c": [40]}
+    alone = {}
+    for name, items in requests.items():
+        own = GatedModel()
+        alone[name] = FairScheduler(fixed_sizer(2), clock=lambda own=own: own.now).run(items, own)
+    results: dict = {}
+    model.release.clear()
+    threads = [run_in_thread(scheduler, list(range(5)), model, results, "a")]
+    assert model.entered.wait(10)
+    threads.append(run_in_thread(scheduler, list(range(20, 23)), model, results, "b"))
+    wait_until(lambda: scheduler.waiting_requests() == 2)
+    threads.append(run_in_thread(scheduler, [40], model, results, "c"))
+    wait_until(lambda: scheduler.waiting_requests() == 3)
+    model.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == alone
+    # After a's first batch: the newcomers first (in arrival order), then the least recently served.
+    assert model.batches == [[0, 1], [20, 21], [40], [2, 3], [22], [4]]
+
+
+def test_items_of_different_groups_never_share_a_batch():
+    model = GatedModel()
+    items = [1, 2, 3, 4, 5, 6, 7]
+    results = FairScheduler(fixed_sizer(8), clock=lambda: model.now).run(
+        items, model, group_of=lambda item: item % 2
+    )
+    assert results == [10, 20, 30, 40, 50, 60, 70]
+    assert sorted(model.batches) == [[1, 3, 5, 7], [2, 4, 6]]
+
+
+def test_a_failing_batch_fails_its_own_request_only():
+    scheduler = FairScheduler(fixed_sizer(1), clock=lambda: 0.0)
+    gate = threading.Event()
+    failing_started = threading.Event()
+
+    def failing(batch):
+        failing_started.set()
+        assert gate.wait(10)
+        raise ValueError("broken input")
+
+    results: dict = {}
+    errors: list = []
+
+    def run_failing():
+        try:
+            scheduler.run([1, 2, 3], failing)
+        except ValueError as error:
+            errors.append(str(error))
+
+    thread = threading.Thread(target=run_failing)
+    thread.start()
+    assert failing_started.wait(10)
+    other = run_in_thread(scheduler, [5, 6], lambda batch: [item * 10 for item in batch], results, "other")
+    wait_until(lambda: scheduler.waiting_requests() == 2)
+    gate.set()
+    thread.join(10)
+    other.join(10)
+    assert errors == ["broken input"]
+    assert results == {"other": [50, 60]}
+    assert scheduler.waiting_requests() == 0
+
+
+def test_a_model_that_answers_the_wrong_number_of_results_is_an_error():
+    with pytest.raises(RuntimeError, match="2 results for 1 inputs"):
+        FairScheduler(fixed_sizer(1)).run([1], lambda batch: [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("single", "per_item", "expected"),
+    [
+        (0.30, 0.30, 2),  # a CPU: a batch of n costs n single calls; batches of about two
+        (0.010, 0.001, 20),  # a GPU: batching pays; batches grow to two single calls' time
+        (0.010, 0.0001, 32),  # never above the caller's maximum
+    ],
+)
+def test_batch_size_follows_what_batching_gains(single, per_item, expected):
+    sizer = BatchSizer(latency_factor=2.0)
+    assert sizer.size(32) == 32  # nothing measured yet: the caller's maximum
+    sizer.observe(1, single)
+    sizer.observe(4, per_item * 4)
+    assert sizer.size(32) == expected
