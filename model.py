@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,6 +71,8 @@ class PredictionRun:
     # Per control: its labels that match no model class (Label Studio never shows these; the log and
     # the try-it page do).
     label_warnings: dict[str, str] = field(default_factory=dict)
+    # Seconds spent inside each model's calls during this run (the /metrics histogram per model).
+    inference_seconds: dict[str, float] = field(default_factory=dict)
 
     def failed_tasks(self) -> int:
         return sum(outcome.error is not None for outcome in self.tasks)
@@ -400,7 +403,7 @@ class YOLOBackend:
         ]
         if not positions:
             return
-        results = model.predict([images[i] for i in positions], **dict(options))
+        results = _timed_predict(model, [images[i] for i in positions], dict(options), run)
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
             output = from_ultralytics(result, with_masks=with_masks)
@@ -484,7 +487,7 @@ class YOLOBackend:
                     if control.value_key not in paths:
                         paths[control.value_key] = self._task_video(task, control.value_key, uploads)
                     path = paths[control.value_key]
-                    regions.extend(self._predict_video(path, control, model, task["data"]))
+                    regions.extend(self._predict_video(path, control, model, task["data"], run))
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -508,7 +511,12 @@ class YOLOBackend:
         )
 
     def _predict_video(
-        self, path: Path, control: VideoControlModel, model: LoadedModel, task_data: dict
+        self,
+        path: Path,
+        control: VideoControlModel,
+        model: LoadedModel,
+        task_data: dict,
+        run: PredictionRun,
     ) -> list[dict]:
         reader = VideoReader(
             path,
@@ -521,7 +529,7 @@ class YOLOBackend:
         session = control.start_video(model.class_names)
         options = control.predict_options()
         for numbers, frames in reader.batches(model.batch_size):
-            results = model.predict(frames, **options)
+            results = _timed_predict(model, frames, options, run)
             for number, frame, result in zip(numbers, frames, results, strict=True):
                 session.add(number, from_ultralytics(result), frame)
         return session.regions(reader.frames_count, reader.info.fps)
@@ -560,6 +568,14 @@ def _project_of(project: dict[str, Any]) -> tuple[str, str]:
     if not key or not isinstance(label_config, str) or not label_config.strip():
         raise BadRequestError("the webhook body has no project with an id and a label_config")
     return key, label_config
+
+
+def _timed_predict(model: LoadedModel, images: list[np.ndarray], options: dict, run: PredictionRun) -> list:
+    started = time.perf_counter()
+    results = model.predict(images, **options)
+    seconds = time.perf_counter() - started
+    run.inference_seconds[model.name] = run.inference_seconds.get(model.name, 0.0) + seconds
+    return results
 
 
 def _result_or_error(future: Future) -> np.ndarray | BackendError:

@@ -12,7 +12,16 @@ export YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-false}"
 # Load weight files with torch's weights-only unpickler and Ultralytics' list of known classes: a .pt
 # file that would run code when unpickled is refused instead (422, "references types outside ...").
 export ULTRALYTICS_SAFE_LOAD="${ULTRALYTICS_SAFE_LOAD:-true}"
+# Workers share /metrics through files in this folder (prometheus_client's multiprocess mode); it must
+# start empty, or counts from an earlier run would be added in.
+if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  PROMETHEUS_MULTIPROC_DIR="$(mktemp -d "${TMPDIR:-/tmp}/yolo-backend-metrics.XXXXXX")"
+else
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR" && rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+fi
+export PROMETHEUS_MULTIPROC_DIR
 exec "$python" -m gunicorn 'server.app:create_app()' \
+  --config server/gunicorn_conf.py \
   --bind "${HOST:-0.0.0.0}:${PORT:-9090}" \
   --workers "${WORKERS:-1}" \
   --worker-class uvicorn_worker.UvicornWorker \

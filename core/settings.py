@@ -7,6 +7,7 @@ whoever needs it; no other module reads `os.environ` for configuration.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     basic_auth_user: str = ""
     basic_auth_pass: SecretStr = SecretStr("")
     log_level: str = "INFO"
+    prometheus_multiproc_dir: str = Field(
+        default="", description="Set by start.sh: where gunicorn workers share their metrics."
+    )
     threads: int = Field(default=8, ge=1, description="Requests handled at once per worker process.")
 
     # Inference
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 
     # Media
-    media_cache_dir: Path = Field(default=Path(os.environ.get("TMPDIR", "/tmp")) / "yolo-ls-media")
+    media_cache_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "yolo-ls-media")
     media_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
     download_connect_timeout: float = Field(default=5.0, gt=0)
     download_read_timeout: float = Field(default=60.0, gt=0)

@@ -15,7 +15,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import AuthError, BackendError
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
         dependencies=[Depends(basic_auth_dependency(settings))],
     )
     app.state.backend = backend
-    metrics = Metrics()
+    metrics = Metrics(settings.prometheus_multiproc_dir)
     _install_error_handlers(app)
     _install_metrics(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
@@ -94,7 +94,11 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
         started = time.perf_counter()
         run = backend.predict(body.tasks, body.label_config, project=body.project)
         metrics.observe_prediction(
-            tasks=len(run.tasks), failed=run.failed_tasks(), seconds=time.perf_counter() - started
+            tasks=len(run.tasks),
+            failed=run.failed_tasks(),
+            seconds=time.perf_counter() - started,
+            inference_seconds=run.inference_seconds,
+            loaded_models=len(backend.registry.loaded()),
         )
         response: dict[str, Any] = {"results": run.results(), "model_version": run.model_version}
         if run.control_errors:
@@ -113,9 +117,10 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     def get_job(job_id: str) -> dict[str, Any]:
         return backend.jobs.get(job_id).public()
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus_metrics() -> str:
-        return metrics.prometheus(loaded_models=len(backend.registry.loaded()))
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        text = metrics.exposition(loaded_models=len(backend.registry.loaded()))
+        return Response(text, media_type=metrics.content_type)
 
     install_ui(app, settings, backend)
 

@@ -75,12 +75,27 @@ def test_webhook_acknowledges_label_studio_events(client):
     assert unknown.json()["status"] == "ignored" and "SOMETHING_NEW" in unknown.json()["message"]
 
 
-def test_metrics_count_requests_and_tasks(client, bus_image):
+def scraped(text: str) -> dict[tuple[str, tuple], float]:
+    """Samples of a /metrics answer: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_requests_tasks_and_time_per_model(client, bus_image):
     predict(client, RECT_CONFIG, bus_image, bus_image)
-    text = client.get("/metrics").text
-    assert 'yolo_backend_requests_total{route="/predict",status="200"} 1' in text
-    assert "yolo_backend_tasks_total 2" in text
-    assert "yolo_backend_loaded_models 1" in text
+    samples = scraped(client.get("/metrics").text)
+    assert samples[("yolo_backend_requests_total", (("route", "/predict"), ("status", "200")))] == 1
+    assert samples[("yolo_backend_tasks_total", ())] == 2
+    assert samples[("yolo_backend_task_failures_total", ())] == 0
+    assert samples[("yolo_backend_loaded_models", ())] == 1
+    assert samples[("yolo_backend_predict_seconds_count", ())] == 1
+    assert samples[("yolo_backend_inference_seconds_count", (("model", "yolov8m.pt"),))] == 1
+    assert samples[("yolo_backend_inference_seconds_sum", (("model", "yolov8m.pt"),))] > 0
 
 
 # -- predictions per control tag ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ GRACEFUL_TIMEOUT; a prediction running at that moment still gets its 200.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +40,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(model_root, tmp_path):
+    with serve(model_root, tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serve(model_root: Path, tmp_path: Path, workers: int = 1):
+    """./start.sh on a free port, as a user runs it; yields (process, url, log path) once it answers."""
     port = free_port()
     log_path = tmp_path / "server.log"
     env = {
@@ -46,7 +54,7 @@ def server(model_root, tmp_path):
         "PYTHON": sys.executable,
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "WORKERS": "1",
+        "WORKERS": str(workers),
         "THREADS": "2",
         "GRACEFUL_TIMEOUT": "60",
         "LOG_LEVEL": "DEBUG",
@@ -161,3 +169,37 @@ def test_body_limit_and_auth_on_the_real_server(server, bus_image):
     assert '"POST /predict HTTP/1.1" 413' in log and '"POST /predict HTTP/1.1" 401' in log
     for secret in (PASSWORD, "wrong-pw-8c2e", token):
         assert secret not in log
+
+
+@pytest.mark.slow
+def test_metrics_add_up_over_two_workers(model_root, tmp_path):
+    """With WORKERS=2 every scrape, whichever worker answers it, counts the requests of both workers
+    (per-process counters gave each scrape one worker's share). Each worker in turn is paused
+    (SIGSTOP) while the other serves 10 requests, so both are known to have served some."""
+    import psutil
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def get(url: str) -> requests.Response:  # a connection per request: any running worker may accept it
+        return requests.get(url, auth=AUTH, timeout=30, headers={"Connection": "close"})
+
+    def health_count(url: str) -> float:
+        families = text_string_to_metric_families(get(f"{url}/metrics").text)
+        return sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "yolo_backend_requests_total" and sample.labels["route"] == "/health"
+        )
+
+    with serve(model_root, tmp_path, workers=2) as (process, url, _log):
+        workers = psutil.Process(process.pid).children()
+        assert len(workers) == 2
+        before = [health_count(url) for _ in range(4)]
+        for paused in workers:
+            paused.suspend()
+            try:
+                assert {get(f"{url}/health").status_code for _ in range(10)} == {200}
+            finally:
+                paused.resume()
+        after = [health_count(url) for _ in range(6)]
+        assert len(set(before)) == 1 and after == [before[0] + 20] * 6
