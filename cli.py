@@ -241,6 +241,9 @@ def predict_and_deliver(
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        return training_main(argv, settings)
     args = parse_args(argv)
     # As start.sh does for the server: load weight files without unpickling arbitrary code, and never
     # pip-install at run time. Ultralytics reads both when it is first imported, which happens later.
@@ -309,6 +312,186 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
             print(f"  task {failure.task_id}: {failure.reason}")
         return EXIT_TASKS_FAILED
     return EXIT_OK
+
+
+# -- training: train, evaluate, models ----------------------------------------------------------------
+
+TRAINING_COMMANDS = ("train", "evaluate", "models")
+
+
+def parse_training_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cli.py", description="Train, evaluate and switch models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("train", "train a new version from the project's annotations and wait for it (tqdm over epochs)"),
+        ("evaluate", "how good a model is on the project's annotated tasks, without training"),
+        ("models", "list the trained versions with their metrics; --use switches (roll back)"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--project", type=int, required=True, help="Label Studio project id")
+        command.add_argument("--control", help="the control's name (default: every trainable control)")
+        command.add_argument("--ls-url", default=os.environ.get("LABEL_STUDIO_URL", ""))
+        command.add_argument("--ls-api-key", default=os.environ.get("LABEL_STUDIO_API_KEY", ""))
+        if name == "evaluate":
+            command.add_argument("--model-path", default="", help="weights in MODEL_ROOT (default: served)")
+        if name == "models":
+            command.add_argument(
+                "--use", metavar="VERSION", help='serve this version ("base": the configured model)'
+            )
+    return parser.parse_args(argv)
+
+
+def training_main(argv: Sequence[str], settings: Settings | None = None) -> int:
+    args = parse_training_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    settings = (settings or Settings()).model_copy(
+        update={
+            "label_studio_url": args.ls_url.rstrip("/"),
+            "label_studio_api_key": SecretStr(args.ls_api_key),
+        }
+    )
+    backend = YOLOBackend(settings)
+    try:
+        if args.command == "models":
+            return list_or_use_models(backend, args)
+        if not (args.ls_url and args.ls_api_key):
+            print("error: give --ls-url and --ls-api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+            return EXIT_NOTHING_RAN
+        label_config = LabelStudioProject(args.ls_url, args.ls_api_key, args.project).label_config()
+        controls = [args.control] if args.control else None
+        if args.command == "train":
+            return train(backend, args.project, label_config, controls)
+        return evaluate_models(backend, args, label_config, controls)
+    except Exception as error:
+        print(f"error: {describe(error)}", file=sys.stderr)
+        return EXIT_NOTHING_RAN
+    finally:
+        backend.close()
+
+
+def train(backend: YOLOBackend, project: int, label_config: str, controls: list[str] | None) -> int:
+    """Start (or join) the job of each control, the same jobs Start Training starts; follow them."""
+    answer = backend.start_training({"id": project, "label_config": label_config}, "cli", controls)
+    failed = 0
+    for started in answer["jobs"]:
+        if started["submission"] == "already_running":
+            print(f"{started['control']}: a job is already running ({started['id']}); following it")
+        job = follow(backend, started["id"])
+        if job.state == "succeeded":
+            print(f"{job.control}: {job.version}: {job.message}")
+        else:
+            failed += 1
+            print(f"{job.control}: failed: {job.error}")
+    return EXIT_TASKS_FAILED if failed else EXIT_OK
+
+
+def follow(backend: YOLOBackend, job_id: str, poll_s: float = 1.0) -> Any:
+    import time
+
+    job = backend.jobs.get(job_id)
+    with tqdm(desc=f"{job.control}: {job.phase}", unit="epoch") as bar:
+        while True:
+            job = backend.jobs.get(job_id)
+            bar.set_description(f"{job.control}: {job.phase}")
+            if job.epochs and bar.total != job.epochs:
+                bar.total = job.epochs
+                bar.refresh()
+            if job.epoch > bar.n:
+                bar.update(job.epoch - bar.n)
+                bar.set_postfix({k.split("/")[-1]: v for k, v in job.metrics.items() if "mAP50-95" in k})
+            if job.state in ("succeeded", "failed"):
+                return job
+            time.sleep(poll_s)
+
+
+def list_or_use_models(backend: YOLOBackend, args: argparse.Namespace) -> int:
+    store, project = backend.versions, str(args.project)
+    controls = [args.control] if args.control else store.controls(project)
+    if args.use:
+        if len(controls) != 1:
+            print(
+                f"error: name the control with --control (this project has: {', '.join(controls) or 'none'})"
+            )
+            return EXIT_NOTHING_RAN
+        if args.use == "base":
+            store.unserve(project, controls[0])
+        else:
+            store.promote(project, controls[0], args.use)
+        print(f"{controls[0]}: now serving {args.use}")
+        return EXIT_OK
+    if not controls:
+        print(f"no trained versions for project {project}")
+    for control in controls:
+        served = store.served(project, control)
+        print(f"{control} (serving: {served or 'the configured model'})")
+        print(f"  {'version':24} {'mAP50-95':>9} {'mAP50':>7} {'before':>8}  decision")
+        for version in store.versions(project, control):
+            metrics = version.metrics or {}
+            new, old = metrics.get("new") or {}, metrics.get("serving") or {}
+            mark = "*" if version.served else " "
+            print(
+                f"{mark} {version.name:24} {_figure(new.get('map50_95')):>9} {_figure(new.get('map50')):>7} "
+                f"{_figure(old.get('map50_95')):>8}  {metrics.get('decision', 'incomplete (failed or running)')}"
+            )
+    return EXIT_OK
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def evaluate_models(
+    backend: YOLOBackend, args: argparse.Namespace, label_config: str, controls: list[str] | None
+) -> int:
+    from training_pipeline import TrainingRun, evaluate_project
+
+    for spec in backend.training_specs(label_config, controls):
+        run = TrainingRun(backend.settings, _QuietReporter())
+        result = evaluate_project(run, str(args.project), spec.from_name, label_config, args.model_path)
+        print(f"\n{spec.from_name}: {result.model}")
+        print(report_table(result.evaluation))
+        worst_missed = sorted((t for t in result.tasks if t.missed), key=lambda t: -t.missed)[:10]
+        worst_false = sorted((t for t in result.tasks if t.false), key=lambda t: -t.false)[:10]
+        print(
+            "most missed regions (task: count): "
+            + (", ".join(f"{t.task_id}: {t.missed}" for t in worst_missed) or "none")
+        )
+        print(
+            "most false regions (task: count):  "
+            + (", ".join(f"{t.task_id}: {t.false}" for t in worst_false) or "none")
+        )
+    return EXIT_OK
+
+
+def report_table(evaluation: Any) -> str:
+    """A classification-report-like table: one row per label, then all labels together."""
+    lines = [f"{'label':>20} {'precision':>9} {'recall':>7} {'mAP50':>7} {'mAP50-95':>9} {'support':>8}"]
+    for label, row in evaluation.per_class.items():
+        lines.append(
+            f"{label:>20} {row.get('precision', 0):9.3f} {row.get('recall', 0):7.3f} {row.get('map50', 0):7.3f} "
+            f"{row.get('map50_95', 0):9.3f} {int(row.get('support', 0)):8d}"
+        )
+    support = sum(int(row.get("support", 0)) for row in evaluation.per_class.values())
+    lines.append(
+        f"{'all':>20} {evaluation.precision:9.3f} {evaluation.recall:7.3f} {evaluation.map50:7.3f} "
+        f"{evaluation.map50_95:9.3f} {support:8d}"
+    )
+    return "\n".join(lines)
+
+
+class _QuietReporter:
+    def __init__(self):
+        from training.jobs import Job
+
+        self.job = Job(id="evaluate", project="", control="")
+
+    def phase(self, name: str) -> None:
+        print(f"{name} ...", file=sys.stderr)
+
+    def epoch(self, *args: Any) -> None:
+        pass
 
 
 if __name__ == "__main__":

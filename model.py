@@ -12,32 +12,44 @@ of keeping an empty prediction.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 from control_models import ControlModel
-from control_models.labeling_plan import PlanCache, config_hash
+from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
-from core.errors import BackendError, BadRequestError, LabelingConfigError, ModelError, WrongModelKindError
-from core.settings import Settings
+from core.errors import (
+    BackendError,
+    BadRequestError,
+    LabelingConfigError,
+    LabelStudioAccessError,
+    ModelError,
+    WrongModelKindError,
+)
+from core.settings import PROJECT_ROOT, Settings
 from inference.detections import from_ultralytics
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader
 from media.video import VideoReader
+from training.jobs import JobRunner, LocalProcessRunner, count_event
+from training.versions import ServedVersions, VersionStore
 
 logger = logging.getLogger(__name__)
 
 _MAX_SETUP_PROJECTS = 256
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
 
 
@@ -89,9 +101,16 @@ class YOLOBackend:
         self,
         settings: Settings,
         registry: ModelRegistry | None = None,
+        jobs: JobRunner | None = None,
     ):
         self.settings = settings
         self.registry = registry or ModelRegistry(settings)
+        self.versions = VersionStore(settings.model_root)
+        self.served = ServedVersions(self.versions)
+        # Training runs in its own process (training_pipeline.py), never in this one's threads.
+        self.jobs = jobs or LocalProcessRunner(
+            settings.model_root / "jobs", [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")]
+        )
         self.plans = PlanCache(settings)
         self._env_auth = (
             LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
@@ -101,6 +120,8 @@ class YOLOBackend:
         # Credentials /setup brought, per Label Studio project (used when the environment has none).
         self._setup_auths: OrderedDict[str, LabelStudioAuth] = OrderedDict()
         self._setup_auths_lock = threading.Lock()
+        self._trained_controls: OrderedDict[tuple, ControlModel] = OrderedDict()
+        self._served_paths: dict[tuple[str, str], str | None] = {}
         self.media = MediaLoader(settings, self.label_studio_auth)
         self._downloads = ThreadPoolExecutor(settings.download_workers, thread_name_prefix="media")
 
@@ -121,11 +142,45 @@ class YOLOBackend:
                 self._setup_auths[key] = LabelStudioAuth(hostname, access_token)
                 while len(self._setup_auths) > _MAX_SETUP_PROJECTS:
                     self._setup_auths.popitem(last=False)
-        return self.model_version(label_config)
+        return self.model_version(label_config, project)
 
-    def model_version(self, label_config: str) -> str:
-        """Equal in /setup and /predict for the same config: Label Studio compares them."""
-        return f"{self.settings.model_version}-{config_hash(label_config)}"
+    def model_version(self, label_config: str, project: Any = None) -> str:
+        """Equal in /setup and /predict for the same config and project: Label Studio compares them.
+
+        Names the trained versions this project serves (`yolo-1a2b3c4d-label.v3`), so after a promotion
+        or a rollback Label Studio's Retrieve Predictions predicts every task again, once.
+        """
+        version = f"{self.settings.model_version}-{config_hash(label_config)}"
+        key = project_key(project)
+        if key:
+            for control in self.versions.controls(key):
+                served = self.served.served(key, control)
+                if served:
+                    version += f"-{control}.{served.split('-', 1)[0]}"
+        return version
+
+    def served_model_paths(self, plan: LabelingPlan, project: Any) -> dict[str, str]:
+        """from_name -> the trained weights this project serves for that control (stat per request)."""
+        key = project_key(project)
+        paths = {}
+        for control in plan.controls:
+            path = self.served.model_path(key, control.from_name) if key else None
+            if path:
+                paths[control.from_name] = path
+            self._unload_replaced(key, control.from_name, path)
+        return paths
+
+    def _unload_replaced(self, project: str | None, control: str, path: str | None) -> None:
+        """After a promotion or rollback, the version served before leaves this worker's memory."""
+        if not project:
+            return
+        with self._setup_auths_lock:
+            previous = self._served_paths.get((project, control))
+            if previous == path:
+                return
+            self._served_paths[(project, control)] = path
+        if previous:
+            self.registry.unload(previous)
 
     def predict(
         self,
@@ -151,13 +206,19 @@ class YOLOBackend:
             {**task, "project": project_key(project)} if task.get("project") is None else task
             for task in _checked_tasks(tasks)
         ]
+        project = project if project is not None else (checked[0].get("project") if checked else None)
         run = PredictionRun(
-            model_version=self.model_version(label_config),
+            model_version=self.model_version(label_config, project),
             tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
             control_errors={},
         )
-        image_controls = [c for c in plan.controls if "Image" in c.object_tags]
-        video_controls = [c for c in plan.controls if "Video" in c.object_tags]
+        trained = self.served_model_paths(plan, project)
+        controls = [
+            self._trained_control(plan, c, trained[c.from_name]) if c.from_name in trained else c
+            for c in plan.controls
+        ]
+        image_controls = [c for c in controls if "Image" in c.object_tags]
+        video_controls = [c for c in controls if "Video" in c.object_tags]
         if missing_key_fails_request:
             _require_data_keys(checked, image_controls + video_controls)
         self._predict_images(checked, image_controls, run, uploads)
@@ -167,7 +228,8 @@ class YOLOBackend:
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Acknowledge Label Studio's events; training from annotations is not part of this backend yet."""
+        """Label Studio's events: START_TRAINING starts a training job per trainable control; annotation
+        events count towards `model_train_every`. Answers at once: the jobs run in their own processes."""
         known = {
             "ANNOTATION_CREATED",
             "ANNOTATION_UPDATED",
@@ -181,7 +243,89 @@ class YOLOBackend:
             logger.info("Webhook event %s ignored", event)
             return {"status": "ignored", "message": f"event '{event}' is not one this backend handles"}
         logger.info("Webhook event %s received", event)
+        if event == "START_TRAINING":
+            return self.start_training(data.get("project") or {}, trigger=event)
+        if event in ANNOTATION_EVENTS:
+            return self._count_annotation(event, data.get("project") or {})
         return {"status": "ok", "event": event}
+
+    def start_training(
+        self, project: dict[str, Any], trigger: str, controls: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """One job per trainable control (or those named); a control whose job runs says so."""
+        key, label_config = _project_of(project)
+        specs = self.training_specs(label_config, controls)
+        jobs = []
+        for spec in specs:
+            submission = self.jobs.submit(
+                key, spec.from_name, trigger, {"label_config": label_config}, env=self._job_env(key)
+            )
+            jobs.append({**submission.job.public(), "submission": submission.status})
+        return {"status": "ok", "event": trigger, "jobs": jobs}
+
+    def training_specs(self, label_config: str, controls: Sequence[str] | None = None) -> list[Any]:
+        """The TrainingSpec of each trainable control of the config (or of the controls named)."""
+        plan = self.plans.get(label_config)
+        specs = []
+        for control in plan.controls:
+            spec = control.training_spec()
+            if spec is not None and (not controls or control.from_name in controls):
+                specs.append(spec)
+        if controls and {s.from_name for s in specs} != set(controls):
+            missing = sorted(set(controls) - {s.from_name for s in specs})
+            raise LabelingConfigError(
+                f"no trainable control named {', '.join(missing)} in the labeling config"
+            )
+        if not specs:
+            raise LabelingConfigError("the labeling config has no control this backend can train")
+        return specs
+
+    def _count_annotation(self, event: str, project: dict[str, Any]) -> dict[str, Any]:
+        """Every `model_train_every` new or updated annotations start a job (counted across workers)."""
+        try:
+            key, label_config = _project_of(project)
+            specs = [s for s in self.training_specs(label_config) if s.train_every > 0]
+        except BackendError:
+            return {"status": "ok", "event": event}
+        started = []
+        for spec in specs:
+            if count_event(self.settings.model_root / "jobs", key, spec.from_name, spec.train_every):
+                submission = self.jobs.submit(
+                    key, spec.from_name, event, {"label_config": label_config}, env=self._job_env(key)
+                )
+                started.append({**submission.job.public(), "submission": submission.status})
+        return {"status": "ok", "event": event, "jobs": started}
+
+    def _job_env(self, project: str) -> dict[str, str]:
+        """The job process reaches Label Studio as this process does (environment, else /setup's)."""
+        auth = self.label_studio_auth(project)
+        if auth is None or not auth.configured:
+            raise LabelStudioAccessError(
+                "training needs Label Studio's address and an API key: set LABEL_STUDIO_URL and "
+                "LABEL_STUDIO_API_KEY on the backend (the job fetches the annotations itself)"
+            )
+        return {
+            **settings_environment(self.settings),
+            "LABEL_STUDIO_URL": auth.base_url,
+            "LABEL_STUDIO_API_KEY": auth.api_key,
+        }
+
+    def _trained_control(self, plan: LabelingPlan, control: ControlModel, model_path: str) -> ControlModel:
+        """The control bound to its trained weights; kept so its label map is built once per version."""
+        key = (plan.config_hash, control.from_name, model_path)
+        with self._setup_auths_lock:
+            bound = self._trained_controls.get(key)
+            if bound is None:
+                # A trained model's classes are the labels themselves: predicted_values no longer apply.
+                labels = {
+                    label: {k: v for k, v in attrs.items() if k != "predicted_values"}
+                    for label, attrs in control.labels.items()
+                }
+                bound = replace(control, model_path=model_path, labels=labels)
+                self._trained_controls[key] = bound
+                while len(self._trained_controls) > _MAX_SETUP_PROJECTS:
+                    self._trained_controls.popitem(last=False)
+        return bound
 
     # -- Label Studio access --------------------------------------------------------------------------
 
@@ -395,6 +539,30 @@ def project_key(project: Any) -> str | None:
         return None
     text = str(project).strip().split(".", 1)[0]
     return text or None
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables: a job process builds the same `Settings()` as this one."""
+    environment = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        environment[name.upper()] = str(value)
+    return environment
+
+
+def _project_of(project: dict[str, Any]) -> tuple[str, str]:
+    """(project id, labeling config) from the project object of a webhook body."""
+    key = project_key(project.get("id")) if isinstance(project, dict) else None
+    label_config = project.get("label_config") if isinstance(project, dict) else None
+    if not key or not isinstance(label_config, str) or not label_config.strip():
+        raise BadRequestError("the webhook body has no project with an id and a label_config")
+    return key, label_config
 
 
 def _timed_predict(model: LoadedModel, images: list[np.ndarray], options: dict, run: PredictionRun) -> list:

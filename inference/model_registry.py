@@ -133,6 +133,17 @@ class ModelRegistry:
         self.last_errors.pop(model_path, None)
         return model
 
+    def unload(self, model_path: str) -> None:
+        """Drop a loaded model (e.g. a trained version no longer served); calls in flight finish on it."""
+        try:
+            path = self.resolve(model_path)
+        except ModelLoadError:
+            return
+        with self._registry_lock:
+            for key in [key for key in self._models if key[0] == path]:
+                self._models.pop(key, None)
+                self._load_locks.pop(key, None)
+
     def _remember_error(self, model_path: str, message: str) -> None:
         """Keep the last error per model path for /health, bounded against configs naming endless paths."""
         self.last_errors.pop(model_path, None)

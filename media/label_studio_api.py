@@ -53,6 +53,11 @@ class LabelStudioAuth:
         return f"LabelStudioAuth({self.base_url!r})"
 
     @property
+    def api_key(self) -> str:
+        """The key as given (handed to a training job's process through its environment only)."""
+        return self._api_key
+
+    @property
     def configured(self) -> bool:
         return bool(self.base_url and self._api_key)
 

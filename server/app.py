@@ -109,6 +109,14 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     def webhook(body: WebhookRequest) -> dict[str, Any]:
         return backend.fit(body.action, body.model_dump())
 
+    @app.get("/jobs")
+    def list_jobs(project: str | None = None) -> dict[str, Any]:
+        return {"jobs": [job.public() for job in backend.jobs.list(project)]}
+
+    @app.get("/jobs/{job_id}")
+    def get_job(job_id: str) -> dict[str, Any]:
+        return backend.jobs.get(job_id).public()
+
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
         text = metrics.exposition(loaded_models=len(backend.registry.loaded()))

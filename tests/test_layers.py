@@ -19,6 +19,7 @@ LAYERS = {
     "server": 6,
     "cli": 6,
     "model": 5,
+    "training_pipeline": 5,
     "control_models": 4,
     "training": 3,
     "media": 2,

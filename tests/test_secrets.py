@@ -116,7 +116,7 @@ def test_no_secret_in_logs_or_answers(make_client, bus_image, captured_logs, cap
         assert post(guarded, "/predict", body, headers).status_code == status
         assert post(guarded, "/setup", setup, headers).status_code == status
         assert (
-            post(guarded, "/webhook", {"action": "START_TRAINING", "project": {"id": 1}}, headers).status_code
+            post(guarded, "/webhook", {"action": "TASKS_CREATED", "project": {"id": 1}}, headers).status_code
             == status
         )
 

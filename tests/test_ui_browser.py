@@ -94,7 +94,8 @@ def set_threshold(page, value: float) -> None:
 def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes_file, tmp_path):
     page.wait_for_selector("#models li.model")
     assert "shapes-yolov8n.pt" in page.inner_text("#models")
-    assert page.is_hidden("#jobs-section")  # no /jobs route on this backend: no jobs section
+    page.wait_for_selector("#jobs-section:not([hidden])")  # /jobs answers: the section shows, empty
+    assert "No training jobs yet" in page.inner_text("#jobs")
     assert page.input_value("#config").startswith("<View>")  # an example is prefilled
 
     page.fill("#config", SHAPES_CONFIG)
@@ -130,17 +131,26 @@ def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes
     print(f"screenshot: {shot}")
 
 
-def test_jobs_section_shows_training_progress_when_the_backend_has_jobs(app, page):
-    @app.get("/jobs")  # stands in for the training loop's route (the shape of its `Job.public()`)
-    def jobs():
-        job = {"id": "job-1", "project": "7", "control": "label", "state": "running", "phase": "training"}
-        return {"jobs": [{**job, "epoch": 3, "epochs": 10, "metrics": {"map50": 0.5}, "version": "v2"}]}
+def test_jobs_section_shows_training_progress_when_the_backend_has_jobs(app, page, tmp_path):
+    import os
 
-    page.reload()
-    page.wait_for_selector("#jobs li.job")
-    text = page.inner_text("#jobs")
-    assert "job-1" in text and "running" in text and "epoch 3/10" in text and "map50" in text
-    assert page.get_attribute("#jobs progress", "value") == "0.3"
+    from training.jobs import Job, LocalProcessRunner, try_lock
+
+    # A running job as a training process leaves it: its state file, and its lock held.
+    runner = LocalProcessRunner(tmp_path / "jobs", ["true"])
+    app.state.backend.jobs = runner
+    job = Job(id="job-1", project="7", control="label", state="running", phase="training")
+    job.epoch, job.epochs, job.metrics, job.version = 3, 10, {"map50": 0.5}, "v2"
+    runner.files.save(job)
+    lock = try_lock(runner.files.lock_path("7", "label"))
+    try:
+        page.reload()
+        page.wait_for_selector("#jobs li.job")
+        text = page.inner_text("#jobs")
+        assert "job-1" in text and "running" in text and "epoch 3/10" in text and "map50" in text
+        assert page.get_attribute("#jobs progress", "value") == "0.3"
+    finally:
+        os.close(lock)
 
 
 def test_brush_rle_decodes_in_the_page_like_the_sdk(page):

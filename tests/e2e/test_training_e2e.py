@@ -1,0 +1,134 @@
+"""The user's training path through a real Label Studio: annotate, Start Training, wait for the job,
+a new model_version, Retrieve Predictions stores the new model's regions (once)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from tests.conftest import SHAPES_MODEL
+
+from .backend_server import BackendServer
+from .conftest import STANDIN_ENV
+from .label_studio import LabelStudioServer
+from .test_backend_e2e import create_project, predictions_by_task
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image" model_path="shapes-yolov8n.pt" model_score_threshold="0.05" '
+    'model_train_epochs="2" model_train_imgsz="96" model_train_batch="4" model_train_promote="always">'
+    '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels></View>'
+)
+
+
+def region(name: str, box, width: int, height: int) -> dict:
+    x1, y1, x2, y2 = box
+    return {
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": width,
+        "original_height": height,
+        "value": {
+            "x": 100 * x1 / width,
+            "y": 100 * y1 / height,
+            "width": 100 * (x2 - x1) / width,
+            "height": 100 * (y2 - y1) / height,
+            "rotation": 0,
+            "rectanglelabels": [name],
+        },
+    }
+
+
+@pytest.fixture
+def training_backend(label_studio: LabelStudioServer, tmp_path: Path):
+    """Our backend (start.sh) with its own MODEL_ROOT, so trained versions stay in this test."""
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
+    env = {
+        "MODEL_ROOT": str(root),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
+        "ALLOW_CUSTOM_MODEL_PATH": "true",
+        "ALLOW_MODEL_DOWNLOAD": "false",
+        "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
+        "WORKERS": "2",
+        "THREADS": "2",
+        **STANDIN_ENV,
+    }
+    server = BackendServer(tmp_path / "backend.log", env)
+    server.start()
+    try:
+        yield server, root
+    finally:
+        server.stop()
+
+
+def test_start_training_serves_a_new_version_that_retrieve_predictions_uses(
+    label_studio: LabelStudioServer, training_backend, tmp_path: Path
+) -> None:
+    from ultralytics import YOLO
+
+    from tools.shapes import draw_shapes_image
+
+    backend, model_root = training_backend
+    api = label_studio.api
+    rng = np.random.default_rng(11)
+    images, truths = [], []
+    for i in range(8):
+        image, shapes = draw_shapes_image(rng, 160, 128, n_shapes=2)
+        path = tmp_path / f"shape-{i}.png"
+        cv2.imwrite(str(path), image)
+        images.append(path)
+        truths.append(shapes)
+    project, tasks = create_project(api, "e2e training", CONFIG, images)
+    for task, shapes in zip(tasks, truths, strict=True):
+        api.create_annotation(task["id"], [region(name, box, 160, 128) for name, box in shapes])
+    ml = api.connect_ml_backend(project["id"], backend.url, title="YOLO")
+    before = ml["model_version"]
+    api.retrieve_predictions(project["id"])
+    assert {p["model_version"] for p in api.list_predictions(project_id=project["id"])} == {before}
+
+    api.train_ml_backend(ml["id"])  # "Start Training": only a START_TRAINING webhook
+    deadline, jobs = time.time() + 300, []
+    while time.time() < deadline:
+        jobs = requests.get(f"{backend.url}/jobs", params={"project": project["id"]}, timeout=10).json()[
+            "jobs"
+        ]
+        if jobs and all(job["state"] in ("succeeded", "failed") for job in jobs):
+            break
+        time.sleep(1)
+    assert len(jobs) == 1, jobs
+    [job] = jobs
+    assert job["state"] == "succeeded" and job["promoted"], (job["error"], job["log_tail"][-15:])
+
+    setup = requests.post(
+        f"{backend.url}/setup",
+        json={"project": f"{project['id']}.0", "schema": CONFIG, "hostname": "", "access_token": ""},
+        timeout=10,
+    ).json()["model_version"]
+    assert setup != before and job["version"].split("-")[0] in setup
+
+    api.retrieve_predictions(project["id"])
+    stored = predictions_by_task(api, project)
+    weights = model_root / "trained" / str(project["id"]) / "label" / job["version"] / "best.pt"
+    trained = YOLO(str(weights))
+    for task, image in zip(tasks, images, strict=True):
+        versions = sorted(p["model_version"] for p in stored[task["id"]])
+        assert versions == sorted([before, setup]), versions  # one new prediction per task, no duplicate
+        [new] = [p for p in stored[task["id"]] if p["model_version"] == setup]
+        expected = trained.predict(str(image), conf=0.05, verbose=False)[0]
+        labels = sorted(trained.names[int(c)] for c in expected.boxes.cls.tolist())
+        assert sorted(r["value"]["rectanglelabels"][0] for r in new["result"]) == labels
+
+    api.retrieve_predictions(project["id"])  # nothing new: every task has this version's prediction
+    assert len(api.list_predictions(project_id=project["id"])) == 2 * len(tasks)

@@ -1,0 +1,1 @@
+"""Learning from Label Studio annotations: datasets, training, evaluation, versions, jobs."""

@@ -1,0 +1,336 @@
+"""Training jobs: one small runner interface, a local-process runner, job state as JSON files.
+
+A job trains one control of one Label Studio project. Its state lives in `<jobs dir>/<id>.json`
+(written atomically by whoever changes it), its output in `<id>.log`; every process (each gunicorn
+worker, the CLI) reads the same files, so `GET /jobs` answers the same everywhere.
+
+One job per (project, control) at a time, across processes: the job holds an exclusive `fcntl.flock`
+on `<jobs dir>/locks/<project>__<control>.lock` for its whole life. The submitter takes the lock,
+starts the job process with the locked descriptor inherited, and drops its own copy; the kernel drops
+the lock when the job process ends however it ends (kill -9 included), so no stale lock survives.
+A second trigger meanwhile finds the lock taken and gets the running job back (`already_running`).
+
+`JobRunner` is all the web layer and the CLI see. The job itself runs `command + [state file]` (the
+caller names the entry point, e.g. `python -m training_pipeline`), which reads its request from the
+state file and reports through `JobReporter`. A queue runner (RQ on Redis, workers on a GPU host) would
+implement the same three methods, enqueue the same entry point with the state file's content, and keep
+state in the same JSON shape; the training code would not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.errors import BackendError
+from training.versions import read_json, safe_name, write_json_atomic
+
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("succeeded", "failed")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_LOG_TAIL_LINES = 40
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class JobNotFoundError(BackendError):
+    status_code = 404
+
+
+@dataclass
+class Job:
+    """What `GET /jobs/{id}` shows; also the request the job process reads."""
+
+    id: str
+    project: str
+    control: str
+    state: str = "queued"  # queued | running | succeeded | failed
+    phase: str = "queued"  # fetching annotations | writing dataset | training | evaluating | done
+    epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest epoch's validation metrics
+    message: str = ""  # the outcome in one sentence (promoted or why not)
+    error: str = ""  # why it failed, with the cause
+    version: str = ""  # the version folder this job trains into
+    promoted: bool = False
+    trigger: str = ""  # START_TRAINING | ANNOTATION_CREATED | cli
+    params: dict[str, Any] = field(default_factory=dict)  # what the entry point needs (label config, ...)
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        """The job without its params (they hold the whole labeling config)."""
+        data = asdict(self)
+        data.pop("params")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Job:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class Submission:
+    job: Job
+    status: str  # "started" | "already_running"
+
+
+class JobRunner(Protocol):
+    def submit(
+        self,
+        project: str,
+        control: str,
+        trigger: str,
+        params: dict[str, Any],
+        env: dict[str, str] | None = None,
+    ) -> Submission:
+        """Start a job, or answer the one this (project, control) runs; `env`: secrets, never stored."""
+
+    def get(self, job_id: str) -> Job: ...
+
+    def list(self, project: str | None = None) -> list[Job]: ...
+
+
+class JobFiles:
+    """Job state files in one folder; readable and writable by any process."""
+
+    def __init__(self, jobs_dir: Path):
+        self.dir = Path(jobs_dir)
+
+    def state_path(self, job_id: str) -> Path:
+        if not _JOB_ID.match(job_id or ""):
+            raise JobNotFoundError(f"no job '{job_id}'")
+        return self.dir / f"{job_id}.json"
+
+    def log_path(self, job_id: str) -> Path:
+        return self.state_path(job_id).with_suffix(".log")
+
+    def lock_path(self, project: str, control: str) -> Path:
+        return self.dir / "locks" / f"{safe_name(project)}__{safe_name(control)}.lock"
+
+    def save(self, job: Job) -> None:
+        write_json_atomic(self.state_path(job.id), asdict(job))
+
+    def load(self, job_id: str) -> Job:
+        data = read_json(self.state_path(job_id))
+        if data is None:
+            raise JobNotFoundError(f"no job '{job_id}'")
+        job = Job.from_json(data)
+        job.log_tail = self.log_tail(job_id)
+        with contextlib.suppress(OSError, ValueError):
+            job.pid = int(self.state_path(job_id).with_suffix(".pid").read_text())
+        return job
+
+    def log_tail(self, job_id: str, lines: int = _LOG_TAIL_LINES) -> list[str]:
+        try:
+            with self.log_path(job_id).open(errors="replace", newline="\n") as file:
+                tail = deque(file, maxlen=lines)
+        except OSError:
+            return []
+        # Progress bars redraw a line with carriage returns and colour codes: keep the last drawing, plain.
+        return [_ANSI.sub("", line.rstrip("\n").split("\r")[-1])[-500:] for line in tail]
+
+    def all(self) -> list[Job]:
+        """Every job, newest first, without log tails (`load` one job for its log)."""
+        if not self.dir.is_dir():
+            return []
+        jobs = []
+        for path in self.dir.glob("*.json"):
+            data = read_json(path)
+            if data is not None:
+                job = Job.from_json(data)
+                with contextlib.suppress(OSError, ValueError):
+                    job.pid = int(path.with_suffix(".pid").read_text())
+                jobs.append(job)
+        return sorted(jobs, key=lambda job: job.created_at, reverse=True)
+
+
+def try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive flock on `path`, or None when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+class LocalProcessRunner:
+    """Runs each job as its own process on this machine (never in a web worker's threads)."""
+
+    def __init__(self, jobs_dir: Path, command: list[str], env: dict[str, str] | None = None):
+        self.files = JobFiles(jobs_dir)
+        self.command = command  # the entry point; the state file's path is appended
+        self.env = env
+        self._submit_lock = threading.Lock()
+
+    def submit(
+        self,
+        project: str,
+        control: str,
+        trigger: str,
+        params: dict[str, Any],
+        env: dict[str, str] | None = None,
+    ) -> Submission:
+        lock_path = self.files.lock_path(project, control)
+        with self._submit_lock:  # threads of one worker; other processes meet at the flock
+            descriptor = try_lock(lock_path)
+            if descriptor is None:
+                return Submission(self._holder(project, control), "already_running")
+            try:
+                job = self._new_job(project, control, trigger, params)
+                self._start(job, descriptor, env or {})
+            finally:
+                os.close(descriptor)  # the job process keeps its inherited copy of the lock
+        return Submission(job, "started")
+
+    def _new_job(self, project: str, control: str, trigger: str, params: dict[str, Any]) -> Job:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        job_id = f"{stamp}-{safe_name(project)}-{safe_name(control)}-{secrets.token_hex(3)}"
+        job = Job(id=job_id, project=project, control=control, trigger=trigger, params=params)
+        self.files.save(job)
+        # Which job holds the lock, for a second trigger to answer with.
+        self.files.lock_path(project, control).with_suffix(".job").write_text(job_id)
+        return job
+
+    def _start(self, job: Job, lock_descriptor: int, env: dict[str, str]) -> None:
+        log = self.files.log_path(job.id).open("ab")
+        try:
+            process = subprocess.Popen(
+                [*self.command, str(self.files.state_path(job.id)), str(lock_descriptor)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock_descriptor,),
+                start_new_session=True,  # a signal to the web worker's group does not reach the job
+                env={**os.environ, **(self.env or {}), **env},
+                close_fds=True,
+            )
+        except OSError as error:
+            job.state, job.phase, job.finished_at = "failed", "done", time.time()
+            job.error = f"the training process could not start: {error}"
+            self.files.save(job)
+            raise BackendError(job.error) from None
+        finally:
+            log.close()
+        job.pid = process.pid
+        # A file of its own: the job process may already be rewriting the state file.
+        self.files.state_path(job.id).with_suffix(".pid").write_text(str(process.pid))
+        # Reap the child when it ends (no zombie); the thread only waits, it never trains.
+        threading.Thread(target=process.wait, name=f"reap-{job.id}", daemon=True).start()
+
+    def _holder(self, project: str, control: str, wait_s: float = 5.0) -> Job:
+        """The job that holds the lock; another process may be writing its marker at this moment."""
+        marker = self.files.lock_path(project, control).with_suffix(".job")
+        deadline = time.monotonic() + wait_s
+        while True:
+            with contextlib.suppress(OSError, JobNotFoundError):
+                job = self.files.load(marker.read_text().strip())
+                if job.state in ACTIVE_STATES:
+                    return job
+            if time.monotonic() > deadline:
+                raise BackendError(f"a training job for control '{control}' is starting; try again shortly")
+            time.sleep(0.05)
+
+    def get(self, job_id: str) -> Job:
+        return self._settled(self.files.load(job_id))
+
+    def list(self, project: str | None = None) -> list[Job]:
+        jobs = [job for job in self.files.all() if project is None or job.project == str(project)]
+        return [self._settled(job) for job in jobs]
+
+    def _settled(self, job: Job) -> Job:
+        """A job that says it runs but whose process is gone (killed) is reported as failed."""
+        if job.state not in ACTIVE_STATES:
+            return job
+        descriptor = try_lock(self.files.lock_path(job.project, job.control))
+        if descriptor is None:
+            return job  # the lock is held: it runs (or another job of this control does)
+        try:
+            current = self.files.load(job.id)  # it may have finished between our two reads
+            if current.state in ACTIVE_STATES:
+                current.state, current.finished_at = "failed", time.time()
+                current.error = (
+                    f"the training process ended during '{current.phase}' without reporting "
+                    "(killed or out of memory?); the served model did not change"
+                )
+                self.files.save(current)
+            current.log_tail = self.files.log_tail(job.id)
+            return current
+        finally:
+            os.close(descriptor)
+
+
+def count_event(jobs_dir: Path, project: str, control: str, every: int) -> bool:
+    """Count one annotation event for (project, control); True (and back to 0) on every `every`-th.
+
+    The count is a file changed under an exclusive flock, so all gunicorn workers count together.
+    """
+    path = JobFiles(jobs_dir).lock_path(project, control).with_suffix(".count")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        file.seek(0)
+        text = file.read().strip()
+        count = (int(text) if text.isdigit() else 0) + 1
+        reached = count >= every
+        file.seek(0)
+        file.truncate()
+        file.write("0" if reached else str(count))
+        file.flush()
+    return reached
+
+
+class JobReporter:
+    """Used inside the job process: updates the job's state file as the work goes on."""
+
+    def __init__(self, state_file: Path):
+        self.state_file = Path(state_file)
+        self.files = JobFiles(self.state_file.parent)
+        data = read_json(self.state_file)
+        if data is None:
+            raise JobNotFoundError(f"no job state at {state_file}")
+        self.job = Job.from_json(data)
+
+    def save(self) -> None:
+        self.job.log_tail = []
+        self.files.save(self.job)
+
+    def phase(self, phase: str) -> None:
+        if self.job.started_at is None:
+            self.job.started_at = time.time()
+        self.job.state, self.job.phase = "running", phase
+        self.save()
+        print(f"[job] {phase}", flush=True)
+
+    def epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self.job.epoch, self.job.epochs, self.job.metrics = epoch, epochs, metrics
+        self.save()
+
+    def finish(self, message: str, version: str = "", promoted: bool = False) -> None:
+        self.job.state, self.job.phase, self.job.finished_at = "succeeded", "done", time.time()
+        self.job.message, self.job.version, self.job.promoted = message, version or self.job.version, promoted
+        self.save()
+        print(f"[job] succeeded: {message}", flush=True)
+
+    def fail(self, error: str) -> None:
+        self.job.state, self.job.phase, self.job.finished_at = "failed", self.job.phase, time.time()
+        self.job.error = error
+        self.save()
+        print(f"[job] failed: {error}", file=sys.stderr, flush=True)

@@ -1,0 +1,365 @@
+"""One training job, end to end: Label Studio annotations -> dataset -> fine-tune -> evaluate -> promote.
+
+Runs in its own process (`python training_pipeline.py <job state file>`, started by the job runner of
+`training/jobs.py`), never in a web worker. It joins what lies in different layers: the control's
+`TrainingSpec` (control models), Label Studio and media (the SDK, `MediaLoader` with the server's limits
+and auth), and training (dataset, trainer, evaluation, versions). The served model changes only at the
+very end, by one atomic pointer switch, and only when the new model is better (or promote="always").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from control_models.labeling_plan import build_plan
+from core.errors import BackendError, LabelingConfigError
+from core.settings import Settings
+from inference.model_registry import ModelRegistry
+from media.label_studio_api import LabelStudioAuth
+from media.loader import MediaLoader, check_image_pixels
+from training.jobs import JobReporter
+from training.trainer import TrainParams, fine_tune
+from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
+
+logger = logging.getLogger("training_pipeline")
+
+SEED = 0
+
+
+# -- annotations from Label Studio ------------------------------------------------------------------------
+
+
+def latest_annotation(annotations: list[dict]) -> dict | None:
+    """The most recently updated annotation that is neither cancelled (skipped) nor a draft."""
+    kept = [a for a in annotations or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not kept:
+        return None
+    return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+
+
+def annotated_tasks(tasks: list[dict], from_name: str) -> list[tuple[dict, list[dict]]]:
+    """(task, result items of `from_name`) for each task whose latest annotation is usable.
+
+    A task whose latest annotation has no region of this control still counts: it is an image with no
+    object (a negative example), as Label Studio's annotator meant when submitting it empty.
+    """
+    picked = []
+    for task in tasks:
+        annotation = latest_annotation(task.get("annotations") or [])
+        if annotation is None:
+            continue
+        regions = [r for r in annotation.get("result") or [] if r.get("from_name") == from_name]
+        picked.append((task, regions))
+    return picked
+
+
+def fetch_tasks(url: str, api_key: str, project: str) -> list[dict]:
+    """Every task of the project with its annotations, through the Label Studio SDK (paged)."""
+    from label_studio_sdk.client import LabelStudio
+
+    client = LabelStudio(base_url=url.rstrip("/"), api_key=api_key)
+    pages = client.tasks.list(project=int(project), fields="all", only_annotated=True, page_size=100)
+    tasks = []
+    for task in pages:
+        data = task.model_dump() if hasattr(task, "model_dump") else dict(task)
+        tasks.append(
+            {
+                "id": data.get("id"),
+                "data": data.get("data") or {},
+                "annotations": [_plain(a) for a in data.get("annotations") or []],
+            }
+        )
+    return tasks
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+# -- the job ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    version: str
+    promoted: bool
+    message: str
+
+
+class TrainingRun:
+    """Train one control of one project; `reporter` receives phases and epochs."""
+
+    def __init__(self, settings: Settings, reporter: Any, tasks_source: Any = None):
+        self.settings = settings
+        self.reporter = reporter
+        self.store = VersionStore(settings.model_root)
+        self.registry = ModelRegistry(settings)
+        self.auth = (
+            LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
+            if settings.label_studio_url
+            else None
+        )
+        self.media = MediaLoader(settings, lambda _project: self.auth)
+        # Where tasks come from: Label Studio through the SDK, or a callable (tests, a tasks file).
+        self.tasks_source = tasks_source or (
+            lambda project: fetch_tasks(
+                settings.label_studio_url, settings.label_studio_api_key.get_secret_value(), project
+            )
+        )
+
+    def spec_for(self, label_config: str, control: str) -> Any:
+        plan = build_plan(label_config, self.settings)
+        for model in plan.controls:
+            if model.from_name == control:
+                spec = model.training_spec()
+                if spec is None:
+                    raise LabelingConfigError(f"control '{control}' ({model.control_tag}) cannot be trained")
+                return spec
+        raise LabelingConfigError(f"the labeling config has no control named '{control}' to train")
+
+    def images(self, project: str, spec: Any) -> list[Any]:
+        from training.dataset import AnnotatedImage
+
+        self.reporter.phase("fetching annotations")
+        picked = annotated_tasks(self.tasks_source(project), spec.from_name)
+        images = []
+        for task, regions in picked:
+            url = (task.get("data") or {}).get(spec.value_key)
+            try:
+                path = self.media.local_path(
+                    url, task.get("id"), max_bytes=self.settings.max_image_bytes, project=project
+                )
+                check_image_pixels(path, self.settings.max_image_pixels, name=f"'{url}'")
+                pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if pixels is None:
+                    raise BackendError(f"'{url}' is not an image that can be decoded")
+            except BackendError as error:
+                print(f"task {task.get('id')} left out: {error.message}", flush=True)
+                continue
+            height, width = pixels.shape[:2]
+            images.append(AnnotatedImage(int(task["id"]), path, regions, width, height))
+        print(f"{len(images)} annotated image(s) of {len(picked)} annotated task(s)", flush=True)
+        return images
+
+    def serving_model(self, project: str, spec: Any) -> tuple[Path, dict[str, str] | None, str]:
+        """The weights served now, the class -> label map to evaluate them through, and their name."""
+        version = self.store.served(project, spec.from_name)
+        if version is not None and self.store.weights(project, spec.from_name, version).is_file():
+            return self.store.weights(project, spec.from_name, version), None, version
+        loaded = self.registry.get(spec.model_path)  # downloads official weights when allowed and online
+        return self.registry.resolve(loaded.name), dict(spec.label_map), spec.model_path
+
+    def run(self, project: str, control: str, label_config: str) -> Outcome:
+        from training.dataset import write_dataset
+        from training.evaluation import evaluate
+
+        spec = self.spec_for(label_config, control)
+        images = self.images(project, spec)
+        serving_weights, serving_map, serving_name = self.serving_model(project, spec)
+        version_dir = self.store.create_version(project, control)
+        self.reporter.job.version = version_dir.name
+        try:
+            self.reporter.phase("writing dataset")
+            dataset = write_dataset(images, spec, version_dir / "dataset", seed=SEED)
+            write_json_atomic(version_dir / DATASET, dataset.to_json())
+            self.reporter.phase("training")
+            params = TrainParams(
+                epochs=spec.epochs,
+                imgsz=spec.imgsz,
+                batch=spec.batch,
+                patience=spec.patience,
+                seed=SEED,
+                device=self.settings.device,
+            )
+            best = fine_tune(
+                serving_weights, dataset.yaml_path, version_dir / "run", params, self.reporter.epoch
+            )
+            shutil.copyfile(best, version_dir / WEIGHTS)
+            self.reporter.phase("evaluating")
+            before = evaluate(serving_weights, dataset, spec, spec.imgsz, serving_map, self.settings.device)
+            after = evaluate(version_dir / WEIGHTS, dataset, spec, spec.imgsz, None, self.settings.device)
+        except BaseException:
+            shutil.rmtree(version_dir, ignore_errors=True)  # nothing half-made stays behind
+            raise
+        finally:
+            shutil.rmtree(version_dir / "dataset", ignore_errors=True)  # copies of the images; summary kept
+        promoted, message = decide(spec.promote, before.map50_95, after.map50_95, serving_name)
+        write_json_atomic(
+            version_dir / METRICS,
+            {
+                "serving": {"model": serving_name, **before.to_json()},
+                "new": {"model": version_dir.name, **after.to_json()},
+                "promoted": promoted,
+                "decision": message,
+                "base_weights": serving_name,
+                "params": params.__dict__,
+                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+        if promoted:
+            self.store.promote(project, control, version_dir.name)  # the one atomic switch
+        return Outcome(version_dir.name, promoted, message)
+
+
+@dataclass
+class TaskErrors:
+    task_id: int
+    missed: int  # annotated regions the model did not find (IoU >= 0.5, same label)
+    false: int  # regions the model found that no annotation has
+
+
+@dataclass
+class ProjectEvaluation:
+    model: str
+    evaluation: Any  # training.evaluation.Evaluation
+    tasks: list[TaskErrors]
+
+
+def evaluate_project(
+    run: TrainingRun, project: str, control: str, label_config: str, model_path: str = ""
+) -> ProjectEvaluation:
+    """How good a model (the served one, or `model_path` in MODEL_ROOT) is on every annotated task."""
+    from training.dataset import write_dataset
+    from training.evaluation import evaluate
+
+    spec = run.spec_for(label_config, control)
+    images = run.images(project, spec)
+    if model_path:
+        weights, label_map, name = run.registry.resolve(model_path), dict(spec.label_map), model_path
+        if not weights.is_file():
+            raise BackendError(f"model file '{model_path}' not found in MODEL_ROOT")
+    else:
+        weights, label_map, name = run.serving_model(project, spec)
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as folder:
+        run.reporter.phase("evaluating")
+        dataset = write_dataset(
+            images, spec, Path(folder) / "dataset", seed=SEED, val_fraction=1.0, min_images=1
+        )
+        evaluation = evaluate(weights, dataset, spec, spec.imgsz, label_map, run.settings.device)
+    tasks = task_errors(weights, images, spec, label_map, run.settings) if spec.task in BOX_TASKS else []
+    return ProjectEvaluation(name, evaluation, tasks)
+
+
+BOX_TASKS = ("detect", "segment", "obb")
+
+
+def task_errors(
+    weights: Path, images: list[Any], spec: Any, label_map: dict | None, settings: Settings
+) -> list[TaskErrors]:
+    """Per task: annotated boxes the model missed and boxes it found that no annotation has (IoU 0.5)."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    names = {int(k): str(v) for k, v in model.names.items()}
+    to_label = {i: label_map.get(n) for i, n in names.items()} if label_map else dict(names)
+    errors = []
+    for image in images:
+        truth = [box for box in (region_box(r, image.width, image.height) for r in image.regions) if box]
+        result = model.predict(str(image.image_path), imgsz=spec.imgsz, conf=0.25, verbose=False)[0]
+        found = [
+            (to_label[int(c)], tuple(map(float, xyxy)))
+            for c, xyxy in zip(result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), strict=True)
+            if to_label.get(int(c)) in spec.labels
+        ]
+        matched = match_boxes(truth, found)
+        errors.append(TaskErrors(image.task_id, len(truth) - matched, len(found) - matched))
+    return errors
+
+
+def region_box(region: dict, width: int, height: int) -> tuple[str, tuple[float, ...]] | None:
+    """(label, pixel xyxy) of a rectangle or polygon region; None for anything else."""
+    value = region.get("value") or {}
+    labels = value.get("rectanglelabels") or value.get("polygonlabels") or []
+    if not labels:
+        return None
+    if "points" in value:
+        xs = [p[0] * width / 100 for p in value["points"]]
+        ys = [p[1] * height / 100 for p in value["points"]]
+        return labels[0], (min(xs), min(ys), max(xs), max(ys))
+    x, y = value.get("x", 0) * width / 100, value.get("y", 0) * height / 100
+    return labels[0], (
+        x,
+        y,
+        x + value.get("width", 0) * width / 100,
+        y + value.get("height", 0) * height / 100,
+    )
+
+
+def match_boxes(
+    truth: list[tuple[str, tuple]], found: list[tuple[str, tuple]], threshold: float = 0.5
+) -> int:
+    """Greedy one-to-one matches of equal label and IoU >= threshold."""
+    used: set[int] = set()
+    matched = 0
+    for label, box in truth:
+        best, best_iou = None, threshold
+        for index, (other_label, other) in enumerate(found):
+            if index not in used and other_label == label and (iou := box_iou(box, other)) >= best_iou:
+                best, best_iou = index, iou
+        if best is not None:
+            used.add(best)
+            matched += 1
+    return matched
+
+
+def box_iou(a: tuple, b: tuple) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def decide(promote: str, serving: float, new: float, serving_name: str) -> tuple[bool, str]:
+    """Promote when the new model is better on mAP50-95, or always when the control asks for it."""
+    figures = f"mAP50-95 {new:.4f} (new) vs {serving:.4f} ({serving_name})"
+    if promote == "always":
+        return True, f'promoted (model_train_promote="always"): {figures}'
+    if new > serving:
+        return True, f"promoted: better, {figures}"
+    return False, f"kept, not promoted: not better than the served model, {figures}"
+
+
+def run_job(state_file: Path, settings: Settings | None = None) -> int:
+    """The job process: read the job, train, report; exit status 0 when the job succeeded."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reporter = JobReporter(state_file)
+    job = reporter.job
+    try:
+        with_nice()
+        settings = settings or Settings()
+        run = TrainingRun(settings, reporter)
+        outcome = run.run(job.project, job.control, job.params.get("label_config", ""))
+    except BackendError as error:
+        reporter.fail(error.message)
+        return 1
+    except Exception as error:
+        traceback.print_exc()
+        reporter.fail(f"{type(error).__name__}: {error}")
+        return 1
+    reporter.finish(outcome.message, outcome.version, outcome.promoted)
+    return 0
+
+
+def with_nice() -> None:
+    """Below the web workers' priority: inference keeps its share of the cores while a job trains."""
+    with contextlib.suppress(OSError):
+        os.nice(5)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    sys.exit(run_job(Path(sys.argv[1])))
