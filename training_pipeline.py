@@ -245,7 +245,13 @@ def evaluate_project(
     with tempfile.TemporaryDirectory(prefix="evaluate-") as folder:
         run.reporter.phase("evaluating")
         dataset = write_dataset(
-            images, spec, Path(folder) / "dataset", seed=SEED, val_fraction=1.0, min_images=1
+            images,
+            spec,
+            Path(folder) / "dataset",
+            seed=SEED,
+            val_fraction=1.0,
+            min_images=1,
+            require_every_label=False,
         )
         evaluation = evaluate(weights, dataset, spec, spec.imgsz, label_map, run.settings.device)
     tasks = task_errors(weights, images, spec, label_map, run.settings) if spec.task in BOX_TASKS else []

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from control_models.attributes import parse_fraction
+from control_models.attributes import parse_fraction, parse_positive_int
 from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification, Detections
+from training.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class ControlModel:
     default_model: ClassVar[str] = ""
     needs_masks: ClassVar[bool] = False
     object_tags: ClassVar[tuple[str, ...]] = ("Image",)
+    training_task: ClassVar[str | None] = None  # the Ultralytics task this tag trains; None: not trainable
 
     from_name: str
     to_name: str
@@ -83,6 +85,7 @@ class ControlModel:
     labels: dict[str, dict[str, Any]]  # Label Studio label -> its attributes
     attrs: dict[str, Any] = field(default_factory=dict)
     model_format: str = "pt"  # pt | openvino-int8
+    training: TrainingSpec | None = None  # how to train this control (None: the tag is not trainable)
     conf: float = 0.5  # Ultralytics' confidence (model_conf; the score threshold unless set)
     iou: float | None = None  # NMS IoU (model_iou); None keeps Ultralytics' own
     _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
@@ -126,6 +129,11 @@ class ControlModel:
         extra.setdefault("conf", parse_fraction(attrs, "model_conf", score_threshold, control.name))
         if "model_iou" in attrs:
             extra.setdefault("iou", parse_fraction(attrs, "model_iou", 0.7, control.name))
+        if cls.training_task is not None:
+            extra.setdefault(
+                "training",
+                _training_spec(cls, control, attrs, labels, value[1:], model_path or cls.default_model),
+            )
         return cls(
             from_name=control.name,
             to_name=object_tag.name,
@@ -137,6 +145,9 @@ class ControlModel:
             model_format=model_format,
             **extra,
         )
+
+    def training_spec(self) -> TrainingSpec | None:
+        return self.training
 
     # -- inference parameters ------------------------------------------------------------------------
 
@@ -205,3 +216,42 @@ class ControlModel:
             for i, (class_id, score) in enumerate(zip(output.class_ids, output.scores, strict=True))
             if score >= self.score_threshold and int(class_id) in label_map
         ]
+
+
+def _training_spec(
+    cls: type[ControlModel],
+    control: Any,
+    attrs: Mapping[str, Any],
+    labels: Mapping[str, Mapping[str, Any]],
+    value_key: str,
+    model_path: str,
+) -> TrainingSpec:
+    """The control's `model_train_*` attributes, parsed once; its labels in config order are the classes."""
+    promote = str(attrs.get("model_train_promote") or "better").strip().lower()
+    if promote not in ("better", "always"):
+        raise LabelingConfigError(
+            f'<{control.tag} name="{control.name}"> has model_train_promote="{promote}"; use "better" or "always"'
+        )
+    label_map: dict[str, str] = {}
+    for label, label_attrs in labels.items():
+        for name in predicted_names(label, label_attrs):  # matched exactly or ignoring case, as in predict
+            label_map.setdefault(name, label)
+            label_map.setdefault(name.lower(), label)
+    every = attrs.get("model_train_every")
+    return TrainingSpec(
+        from_name=control.name,
+        control_tag=control.tag,
+        value_key=value_key,
+        task=cls.training_task,
+        labels=tuple(labels),
+        model_path=model_path,
+        label_map=label_map,
+        epochs=parse_positive_int(attrs, "model_train_epochs", 30, control.name),
+        imgsz=parse_positive_int(attrs, "model_train_imgsz", 320, control.name),
+        batch=parse_positive_int(attrs, "model_train_batch", 8, control.name),
+        patience=parse_positive_int(attrs, "model_train_patience", 10, control.name),
+        promote=promote,
+        train_every=0
+        if every in (None, "", "0")
+        else parse_positive_int(attrs, "model_train_every", 0, control.name),
+    )

@@ -16,6 +16,7 @@ class RectangleLabelsModel(ControlModel):
     # Segmentation and pose models give boxes too, so any of them can fill a rectangle tag.
     model_tasks: ClassVar[tuple[str, ...]] = ("detect", "segment", "pose")
     default_model: ClassVar[str] = "yolov8m.pt"
+    training_task: ClassVar[str | None] = "detect"
 
     @classmethod
     def matches(cls, control) -> bool:

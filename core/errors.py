@@ -57,3 +57,9 @@ class LabelStudioAccessError(BackendError):
     """Label Studio refused our API key or could not be reached."""
 
     status_code = 502
+
+
+class TrainingDataError(BackendError):
+    """The project's annotations are not enough to train on; the message says what is missing."""
+
+    status_code = 422

@@ -20,13 +20,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHAPES_MODEL = PROJECT_ROOT / "models" / "shapes-yolov8n.pt"
 
 
-def pytest_configure(config) -> None:
-    # train10a's training modules, until they are on this branch (a no-op once they are).
-    from tests.training_standin import install
-
-    install()
-
-
 def _dataset_names(file_name: str) -> dict[int, str]:
     from ultralytics.utils import ROOT
 

@@ -20,19 +20,13 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL
 from tests.local_http import LocalHTTPServer
-from tests.training_standin import install
 from tools.shapes import draw_shapes_image
 from training.jobs import JobFiles, LocalProcessRunner, count_event, try_lock
 from training.versions import ServedVersions, VersionStore
 
-install()
-
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 PROJECT = "3"
 JOB_ENTRY = [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")]
-# Until train10a's training modules are on this branch, job processes load the stand-ins at start.
-STANDIN_PATH = f"{PROJECT_ROOT}:{PROJECT_ROOT / 'tests' / 'standin_site'}"
-JOB_ENV = None if (PROJECT_ROOT / "training" / "spec.py").exists() else {"PYTHONPATH": STANDIN_PATH}
 
 
 def label_config(**attrs: str) -> str:
@@ -285,9 +279,8 @@ class Reporter:
 
 
 def fake_evaluations(monkeypatch, serving: float, new: float) -> None:
-    from training.evaluation import Evaluation
-
     import training_pipeline
+    from training.evaluation import Evaluation
 
     def evaluate(model_path, dataset, spec, imgsz, class_names_to_labels=None, device=""):
         score = new if "trained" in Path(model_path).parts else serving
@@ -340,7 +333,6 @@ def test_promote_always_takes_a_worse_model(make_settings, own_model_root, monke
 
 def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root, monkeypatch) -> None:
     from training.spec import TrainingSpec  # noqa: F401  (the contract's module, real or stand-in)
-
     from training_pipeline import TrainingRun
 
     fake_evaluations(monkeypatch, 0.1, 0.9)
@@ -366,7 +358,7 @@ def backend_for(make_settings, root: Path, url: str):
     from model import YOLOBackend
 
     settings = make_settings(model_root=root, label_studio_url=url, label_studio_api_key=TOKEN)
-    return YOLOBackend(settings, jobs=LocalProcessRunner(root / "jobs", JOB_ENTRY, env=JOB_ENV))
+    return YOLOBackend(settings, jobs=LocalProcessRunner(root / "jobs", JOB_ENTRY))
 
 
 def wait_for(backend, job_id: str, until, timeout: float = 240.0):
@@ -577,8 +569,6 @@ def test_cli_train_runs_the_job_and_reports_its_outcome(
 ) -> None:
     import cli
 
-    if JOB_ENV:
-        monkeypatch.setenv("PYTHONPATH", STANDIN_PATH)
     config = label_config(model_train_epochs="1", model_train_imgsz="64", model_train_batch="4")
     tasks, files = shapes_tasks(6)
     with TasksLabelStudio(tasks, files, config) as stand_in:

@@ -27,12 +27,6 @@ from .label_studio import (
 
 _E2E_DIR = Path(__file__).parent
 _ROOT = _E2E_DIR.parent.parent
-# train10a's training modules, until they are on this branch: the backend's processes load stand-ins.
-STANDIN_ENV = (
-    {}
-    if (_ROOT / "training" / "spec.py").exists()
-    else {"PYTHONPATH": f"{_ROOT}:{_ROOT / 'tests' / 'standin_site'}"}
-)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -85,7 +79,6 @@ def yolo_backend(
             "MEDIA_CACHE_DIR": str(folder / "media-cache"),
             "WORKERS": "1",
             "THREADS": "4",
-            **STANDIN_ENV,
         },
         python=sys.executable,
     )

@@ -15,7 +15,6 @@ import requests
 from tests.conftest import SHAPES_MODEL
 
 from .backend_server import BackendServer
-from .conftest import STANDIN_ENV
 from .label_studio import LabelStudioServer
 from .test_backend_e2e import create_project, predictions_by_task
 
@@ -63,7 +62,6 @@ def training_backend(label_studio: LabelStudioServer, tmp_path: Path):
         "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
         "WORKERS": "2",
         "THREADS": "2",
-        **STANDIN_ENV,
     }
     server = BackendServer(tmp_path / "backend.log", env)
     server.start()
