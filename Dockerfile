@@ -26,5 +26,5 @@ RUN useradd --create-home --uid 1000 backend && chown -R backend /app
 USER backend
 
 EXPOSE 9090
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "scripts/healthcheck.py"]
 CMD ["./start.sh"]

@@ -330,14 +330,15 @@ class YOLOBackend:
     # -- Label Studio access --------------------------------------------------------------------------
 
     def label_studio_auth(self, project: Any = None) -> LabelStudioAuth | None:
-        """Environment first (LABEL_STUDIO_URL/API_KEY); else what this project's /setup brought, else
-        the most recent /setup's."""
+        """Environment first (LABEL_STUDIO_URL/API_KEY); else what this project's own /setup brought.
+
+        Never another project's: anyone who can reach /setup could otherwise point every project's media
+        (and its key) at a host of their choosing.
+        """
         if self._env_auth is not None and self._env_auth.configured:
             return self._env_auth
         with self._setup_auths_lock:
             auth = self._setup_auths.get(project_key(project) or "")
-            if auth is None and self._setup_auths:
-                auth = next(reversed(self._setup_auths.values()))
         return auth or self._env_auth
 
     # -- images ---------------------------------------------------------------------------------------

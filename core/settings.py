@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         return path.expanduser().resolve() if path is not None else None
+
+    @model_validator(mode="after")
+    def _basic_auth_both_or_neither(self) -> Settings:
+        # One of the two alone used to leave every route open: refuse to start instead.
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass.get_secret_value()):
+            raise ValueError(
+                "set both BASIC_AUTH_USER and BASIC_AUTH_PASS to require basic auth, or neither to serve "
+                "without it; only one of them is set"
+            )
+        return self
 
     @field_validator("label_studio_url", mode="after")
     @classmethod

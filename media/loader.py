@@ -78,11 +78,11 @@ class MediaLoader:
         if scheme in ("http", "https"):
             self._check_host(url, auth)
             return self._cached_download(
-                url, _headers_for(url, auth), max_bytes, check_hop=lambda hop: self._check_host(hop, auth)
+                url, auth, max_bytes, check_hop=lambda hop: self._check_host(hop, auth)
             )
         if url.startswith("/data/"):
             auth = _label_studio(url, auth)
-            return self._cached_download(auth.base_url + url, auth.headers(), max_bytes)
+            return self._cached_download(auth.base_url + url, auth, max_bytes)
         if scheme in CLOUD_SCHEMES:
             return self._presigned(url, task_id, max_bytes, auth)
         if scheme == "file":
@@ -104,8 +104,8 @@ class MediaLoader:
         if not allowed:
             return
         host = (urlparse(url).hostname or "").lower()
-        if auth is not None and auth.base_url and _same_host(url, auth.base_url):
-            return
+        if auth is not None and auth.base_url and _same_origin(url, auth.base_url):
+            return  # Label Studio's own origin: scheme, host and port, not its host on any port
         if any(host == name or (name.startswith("*.") and host.endswith(name[1:])) for name in allowed):
             return
         raise MediaError(f"'{_short(url)}' is on host '{host}', which is not in ALLOWED_MEDIA_HOSTS")
@@ -116,7 +116,7 @@ class MediaLoader:
         auth = _label_studio(uri, auth)
         encoded = base64.urlsafe_b64encode(uri.encode()).decode()
         presign_url = f"{auth.base_url}/tasks/{task_id}/presign/?fileuri={encoded}"
-        return self._cached_download(presign_url, auth.headers(), max_bytes, cache_key=uri)
+        return self._cached_download(presign_url, auth, max_bytes, cache_key=uri)
 
     def _local_file(self, path_text: str, max_bytes: int) -> Path:
         path = Path(path_text).expanduser()
@@ -138,7 +138,7 @@ class MediaLoader:
     def _cached_download(
         self,
         url: str,
-        headers: dict[str, str],
+        auth: LabelStudioAuth | None,
         max_bytes: int,
         cache_key: str | None = None,
         check_hop: Callable[[str], None] | None = None,
@@ -152,7 +152,7 @@ class MediaLoader:
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
         try:
-            self._download(url, headers, partial, max_bytes, check_hop)
+            self._download(url, auth, partial, max_bytes, check_hop)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
@@ -162,15 +162,15 @@ class MediaLoader:
     def _download(
         self,
         url: str,
-        headers: dict[str, str],
+        auth: LabelStudioAuth | None,
         destination: Path,
         max_bytes: int,
         check_hop: Callable[[str], None] | None,
     ) -> None:
         """Stream `url` into `destination`, within MAX_*_BYTES and DOWNLOAD_*_TIMEOUT.
 
-        Redirects are followed here, hop by hop: a hop to another origin loses `headers` (Label Studio's
-        key), and with `check_hop` every hop must pass ALLOWED_MEDIA_HOSTS (Label Studio's own
+        Redirects are followed here, hop by hop: Label Studio's key goes only to a hop whose origin is
+        Label Studio's, and with `check_hop` every hop must pass ALLOWED_MEDIA_HOSTS (Label Studio's own
         redirects, to presigned storage URLs, are trusted). The body is read with `read1`, which returns as
         soon as some bytes arrive, so a server dripping bytes meets the total deadline, not only the
         per-read timeout.
@@ -178,7 +178,7 @@ class MediaLoader:
         timeout = (self._settings.download_connect_timeout, self._settings.download_read_timeout)
         deadline = time.monotonic() + self._settings.download_total_timeout
         try:
-            response = self._follow_redirects(url, headers, timeout, check_hop)
+            response = self._follow_redirects(url, auth, timeout, check_hop)
             with response:
                 if response.status_code != 200:
                     raise MediaError(f"'{_short(url)}' answered HTTP {response.status_code}")
@@ -203,14 +203,21 @@ class MediaLoader:
     def _follow_redirects(
         self,
         url: str,
-        headers: dict[str, str],
+        auth: LabelStudioAuth | None,
         timeout: tuple[float, float],
         check_hop: Callable[[str], None] | None,
     ) -> requests.Response:
-        current, hop_headers = url, headers
+        current = url
         for _ in range(_MAX_REDIRECTS + 1):
+            # The key is decided on the URL as requests will send it (prepared: backslashes, userinfo and
+            # escapes normalised by the parser that connects), never on a second parse of the raw text.
+            requested = requests.Request("GET", current).prepare().url
             response = requests.get(
-                current, headers=hop_headers, stream=True, timeout=timeout, allow_redirects=False
+                requested,
+                headers=_headers_for(requested, auth),
+                stream=True,
+                timeout=timeout,
+                allow_redirects=False,
             )
             if not response.is_redirect:
                 return response
@@ -220,7 +227,6 @@ class MediaLoader:
                 raise MediaError(f"'{_short(url)}' redirects to a URL that is not http(s)")
             if check_hop is not None:
                 check_hop(current)
-            hop_headers = headers if _same_origin(current, url) else {}
         raise MediaError(f"'{_short(url)}' redirects more than {_MAX_REDIRECTS} times")
 
     def _evict(self) -> None:
@@ -246,7 +252,7 @@ def _label_studio(url: str, auth: LabelStudioAuth | None) -> LabelStudioAuth:
 
 
 def _headers_for(url: str, auth: LabelStudioAuth | None) -> dict[str, str]:
-    """Label Studio's own URLs get its auth; other hosts never see the key."""
+    """Label Studio's own origin (scheme, host, port) gets its auth; nothing else ever sees the key."""
     if auth is not None and auth.base_url and _same_origin(url, auth.base_url):
         return auth.headers()
     return {}
@@ -272,15 +278,6 @@ def check_image_pixels(path: Path, max_pixels: int, name: str = "the image") -> 
 
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-
-
-def _same_host(url: str, base_url: str) -> bool:
-    """Same host name, any port and scheme; the loopback names count as one host."""
-    try:
-        a, b = urlparse(url).hostname, urlparse(base_url).hostname
-    except ValueError:  # a hostname from /setup that is not a URL
-        return False
-    return ("localhost" if a in _LOOPBACK else a) == ("localhost" if b in _LOOPBACK else b)
 
 
 def _content_length(response: requests.Response) -> int | None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SetupRequest(BaseModel):
@@ -15,6 +16,17 @@ class SetupRequest(BaseModel):
     hostname: str | None = None
     access_token: str | None = Field(default=None, repr=False)
     extra_params: Any = None
+
+    @field_validator("hostname")
+    @classmethod
+    def _http_origin(cls, hostname: str | None) -> str | None:
+        """Label Studio's address as it sends it ("http://localhost:8080"): media and its key go there."""
+        if not hostname:
+            return hostname
+        parsed = urlparse(hostname)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("hostname must be Label Studio's http(s) address, e.g. http://localhost:8080")
+        return hostname
 
 
 class SetupResponse(BaseModel):

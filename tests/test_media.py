@@ -169,7 +169,7 @@ def test_setup_credentials_are_used_when_the_environment_has_none(make_client, s
         'model_score_threshold="0.0001"><Label value="person"/></RectangleLabels></View>'
     )
     task = {"id": 3, "data": {"image": "/data/upload/1/bus.jpg"}}
-    body = client.post("/predict", json={"tasks": [task], "label_config": config}).json()
+    body = client.post("/predict", json={"tasks": [task], "label_config": config, "project": "1.1"}).json()
     assert body["results"][0]["result"]
     assert stand_in.requests[0] == ("/data/upload/1/bus.jpg", f"Token {LEGACY_TOKEN}")
 

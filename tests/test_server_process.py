@@ -203,3 +203,14 @@ def test_metrics_add_up_over_two_workers(model_root, tmp_path):
                 paused.resume()
         after = [health_count(url) for _ in range(6)]
         assert len(set(before)) == 1 and after == [before[0] + 20] * 6
+
+
+@pytest.mark.slow
+def test_docker_healthcheck_works_with_basic_auth_on(server):
+    """Hole 7's other half: the image's HEALTHCHECK sends the configured credentials (it got 401 before)."""
+    _, url, _ = server
+    env = {**os.environ, "PORT": url.rsplit(":", 1)[1], "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PASSWORD}
+    check = [sys.executable, "scripts/healthcheck.py"]
+    assert subprocess.run(check, cwd=PROJECT_ROOT, env=env, timeout=30).returncode == 0
+    env["BASIC_AUTH_PASS"] = "wrong"
+    assert subprocess.run(check, cwd=PROJECT_ROOT, env=env, timeout=30).returncode == 1
