@@ -145,3 +145,25 @@ def assert_nearly_equal(actual, expected, tolerance: float = 1e-3, where: str = 
             assert_nearly_equal(a, e, tolerance, f"{where}[{index}]")
     else:
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def rectangle_annotation(
+    label: str, box, width: int, height: int, from_name: str = "label", rotation: float = 0.0
+) -> dict:
+    """A Label Studio `rectanglelabels` result item for a pixel box (x1, y1, x2, y2) on a width x height image."""
+    x1, y1, x2, y2 = box
+    return {
+        "from_name": from_name,
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": width,
+        "original_height": height,
+        "value": {
+            "x": 100 * x1 / width,
+            "y": 100 * y1 / height,
+            "width": 100 * (x2 - x1) / width,
+            "height": 100 * (y2 - y1) / height,
+            "rotation": rotation,
+            "rectanglelabels": [label],
+        },
+    }

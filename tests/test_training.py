@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SHAPES_MODEL
+from tests.conftest import PROJECT_ROOT, SHAPES_MODEL, rectangle_annotation
 from tests.local_http import LocalHTTPServer
 from tools.shapes import draw_shapes_image
 from training.jobs import JobFiles, LocalProcessRunner, count_event, try_lock
@@ -39,25 +39,6 @@ def label_config(**attrs: str) -> str:
     )
 
 
-def rectangle(name: str, box, width: int, height: int) -> dict:
-    x1, y1, x2, y2 = box
-    return {
-        "from_name": "label",
-        "to_name": "image",
-        "type": "rectanglelabels",
-        "original_width": width,
-        "original_height": height,
-        "value": {
-            "x": 100 * x1 / width,
-            "y": 100 * y1 / height,
-            "width": 100 * (x2 - x1) / width,
-            "height": 100 * (y2 - y1) / height,
-            "rotation": 0,
-            "rectanglelabels": [name],
-        },
-    }
-
-
 def shapes_tasks(count: int, width: int = 160, height: int = 128) -> tuple[list[dict], dict[str, bytes]]:
     """`count` annotated tasks with generated images, one task with only a skipped annotation, one
     with none; the images by upload path."""
@@ -67,7 +48,7 @@ def shapes_tasks(count: int, width: int = 160, height: int = 128) -> tuple[list[
         image, shapes = draw_shapes_image(rng, width, height, n_shapes=2)
         path = f"/data/upload/{PROJECT}/{task_id:08x}-shapes.jpg"
         files[path] = cv2.imencode(".jpg", image)[1].tobytes()
-        result = [rectangle(name, box, width, height) for name, box in shapes]
+        result = [rectangle_annotation(name, box, width, height) for name, box in shapes]
         if task_id <= count:
             annotations = [
                 {

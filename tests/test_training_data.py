@@ -13,7 +13,7 @@ import yaml
 from control_models.labeling_plan import build_plan
 from converters.yolo_labels import rectangle_to_yolo
 from core.errors import LabelingConfigError, TrainingDataError
-from tests.conftest import SHAPES_MODEL
+from tests.conftest import SHAPES_MODEL, rectangle_annotation
 from tools.shapes import draw_shapes_image
 from training.dataset import AnnotatedImage, write_dataset
 from training.evaluation import evaluate
@@ -35,19 +35,6 @@ def spec_of(label_config: str, settings):
     return control.training_spec()
 
 
-def region(label: str, box, width: int, height: int, rotation: float = 0.0) -> dict:
-    x1, y1, x2, y2 = box
-    value = {
-        "x": x1 / width * 100,
-        "y": y1 / height * 100,
-        "width": (x2 - x1) / width * 100,
-        "height": (y2 - y1) / height * 100,
-        "rotation": rotation,
-        "rectanglelabels": [label],
-    }
-    return {"from_name": "box", "to_name": "image", "type": "rectanglelabels", "value": value}
-
-
 def shapes_images(
     folder: Path, count: int, seed: int = 3, size=(160, 128), rename=str
 ) -> list[AnnotatedImage]:
@@ -57,7 +44,7 @@ def shapes_images(
         image, shapes = draw_shapes_image(rng, *size, n_shapes=3)
         path = folder / f"task-{task_id}.png"
         cv2.imwrite(str(path), image)
-        regions = [region(rename(name), box, *size) for name, box in shapes]
+        regions = [rectangle_annotation(rename(name), box, *size, from_name="box") for name, box in shapes]
         images.append(AnnotatedImage(task_id, path, regions, *size))
     return images
 

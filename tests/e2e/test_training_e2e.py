@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import SHAPES_MODEL
+from tests.conftest import SHAPES_MODEL, rectangle_annotation
 
 from .backend_server import BackendServer
 from .label_studio import LabelStudioServer
@@ -26,25 +26,6 @@ CONFIG = (
     'model_train_epochs="2" model_train_imgsz="96" model_train_batch="4" model_train_promote="always">'
     '<Label value="circle"/><Label value="square"/><Label value="triangle"/></RectangleLabels></View>'
 )
-
-
-def region(name: str, box, width: int, height: int) -> dict:
-    x1, y1, x2, y2 = box
-    return {
-        "from_name": "label",
-        "to_name": "image",
-        "type": "rectanglelabels",
-        "original_width": width,
-        "original_height": height,
-        "value": {
-            "x": 100 * x1 / width,
-            "y": 100 * y1 / height,
-            "width": 100 * (x2 - x1) / width,
-            "height": 100 * (y2 - y1) / height,
-            "rotation": 0,
-            "rectanglelabels": [name],
-        },
-    }
 
 
 @pytest.fixture
@@ -90,7 +71,7 @@ def test_start_training_serves_a_new_version_that_retrieve_predictions_uses(
         truths.append(shapes)
     project, tasks = create_project(api, "e2e training", CONFIG, images)
     for task, shapes in zip(tasks, truths, strict=True):
-        api.create_annotation(task["id"], [region(name, box, 160, 128) for name, box in shapes])
+        api.create_annotation(task["id"], [rectangle_annotation(name, box, 160, 128) for name, box in shapes])
     ml = api.connect_ml_backend(project["id"], backend.url, title="YOLO")
     before = ml["model_version"]
     api.retrieve_predictions(project["id"])
