@@ -63,6 +63,7 @@ def test_no_secret_in_logs_or_answers(make_client, bus_image, captured_logs, cap
     predict_body = {
         "tasks": [task],
         "label_config": CONFIG,
+        "project": "1.1",
         "params": {"login": BASIC_USER, "password": PARAMS_PASSWORD, "context": None},
     }
     with StandInLabelStudio(bus_image.read_bytes()) as label_studio:
@@ -148,7 +149,9 @@ def test_settings_and_auth_objects_do_not_show_secrets(make_settings):
     from media.label_studio_api import LabelStudioAuth
     from server.schemas import PredictRequest, SetupRequest
 
-    settings = make_settings(label_studio_api_key=LEGACY_TOKEN, basic_auth_pass=BASIC_PASSWORD)
+    settings = make_settings(
+        label_studio_api_key=LEGACY_TOKEN, basic_auth_user=BASIC_USER, basic_auth_pass=BASIC_PASSWORD
+    )
     setup = SetupRequest(schema="<View/>", access_token=SETUP_TOKEN_UNREACHABLE)
     predict = PredictRequest(
         tasks=[{"data": {}}], label_config="<View/>", params={"login": "u", "password": PARAMS_PASSWORD}
