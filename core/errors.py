@@ -47,12 +47,6 @@ class MediaError(BackendError):
     status_code = 422
 
 
-class AuthError(BackendError):
-    """The caller did not give this backend's basic-auth credentials."""
-
-    status_code = 401
-
-
 class LabelStudioAccessError(BackendError):
     """Label Studio refused our API key or could not be reached."""
 

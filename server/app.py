@@ -13,15 +13,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import AuthError, BackendError
+from core.errors import BackendError
 from core.settings import Settings
 from model import YOLOBackend
-from server.auth import basic_auth_dependency
+from server.auth import BasicAuth
 from server.body_limit import BodySizeLimit
 from server.metrics import Metrics
 from server.schemas import (
@@ -63,13 +63,13 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     app = FastAPI(
         title="YOLO ML backend for Label Studio",
         lifespan=lifespan,
-        dependencies=[Depends(basic_auth_dependency(settings))],
     )
     app.state.backend = backend
     metrics = Metrics(settings.prometheus_multiproc_dir)
     _install_error_handlers(app)
     _install_metrics(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BasicAuth, settings=settings)  # added last: outermost, before the body is read
 
     # async: answered on the event loop, so it never waits for a thread that runs a prediction.
     @app.get("/", response_model=HealthResponse)
@@ -130,8 +130,7 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BackendError)
     async def backend_error(_: Request, error: BackendError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Basic"} if isinstance(error, AuthError) else None
-        return JSONResponse({"error": error.message}, status_code=error.status_code, headers=headers)
+        return JSONResponse({"error": error.message}, status_code=error.status_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -95,3 +95,16 @@ def test_hole_8_setup_hostname_must_be_an_http_origin(make_client):
         body = {"project": "1.1", "schema": CONFIG, "hostname": hostname, "access_token": LEGACY_TOKEN}
         answer = client.post("/setup", json=body)
         assert answer.status_code == 422 and "hostname" in answer.json()["error"], answer.text
+
+
+def test_hole_6_no_body_is_read_or_parsed_before_auth(make_client):
+    """Hole 6: with basic auth on, an anonymous `{not json` got 400 (parsed) and a body over
+    MAX_REQUEST_BYTES 413 (buffered): both are refused from the headers alone now."""
+    client = make_client(basic_auth_user="annotator", basic_auth_pass="secret", max_request_bytes=1000)
+    for body in (b"{not json", b"x" * 5000):
+        answer = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Basic", answer.text
+    for route in ("/health", "/ui", "/jobs", "/metrics"):
+        assert client.get(route).status_code == 401
+    assert client.get("/health", auth=("annotator", "secret")).status_code == 200
+    assert client.get("/health", auth=("annotator", "wrong")).status_code == 401
