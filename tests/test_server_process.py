@@ -70,7 +70,12 @@ def serve(model_root: Path, tmp_path: Path, workers: int = 1):
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            ["./start.sh"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            ["./start.sh"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: the workers go with the master at the end
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -86,9 +91,9 @@ def serve(model_root: Path, tmp_path: Path, workers: int = 1):
             time.sleep(0.5)
         yield process, url, log_path
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):  # workers outlive a killed master otherwise
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 def predict_body(image: Path, count: int) -> dict:
