@@ -289,7 +289,15 @@ def test_a_decoder_crash_spoils_its_task_only(client, bus_image, zidane_image, m
         ({"label_config": RECT_CONFIG}, 422, "tasks"),
         ({"tasks": [{"id": 1, "data": {"image": "x"}}]}, 422, "label_config"),
         ({"tasks": [], "label_config": RECT_CONFIG}, 422, "tasks"),
-        ({"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, 400, "no 'data' object"),
+        ({"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, 422, "tasks.0.data: Field required"),
+        (
+            {
+                "tasks": [{"id": 1, "data": {"image": "x"}}, {"id": 2.5, "data": {}}],
+                "label_config": RECT_CONFIG,
+            },
+            422,
+            "tasks.1.id",
+        ),
         (
             {"tasks": [{"id": 1, "data": {"img": "x"}}], "label_config": RECT_CONFIG},
             422,
