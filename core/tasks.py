@@ -36,8 +36,19 @@ TASK_IDS = TypeAdapter(list[StrictInt])
 
 
 def as_dicts(tasks: list[Task]) -> list[dict[str, Any]]:
-    """The tasks as `YOLOBackend.predict` takes them: the keys that were sent, no defaults added."""
-    return [task.model_dump(exclude_unset=True) for task in tasks]
+    """The tasks as `YOLOBackend.predict` takes them: the keys that were sent (no defaults added), the
+    declared ones first; the values themselves, not copies (`model_dump` would copy every annotation).
+
+    Example:
+        >>> as_dicts([Task.model_validate({"meta": {}, "data": {"image": "a.jpg"}, "id": 3})])
+        [{'id': 3, 'data': {'image': 'a.jpg'}, 'meta': {}}]
+    """
+    return [_as_dict(task) for task in tasks]
+
+
+def _as_dict(task: Task) -> dict[str, Any]:
+    sent = {name: getattr(task, name) for name in type(task).model_fields if name in task.model_fields_set}
+    return {**sent, **(task.model_extra or {})}
 
 
 __all__ = ["PROJECT_TASKS", "TASK_IDS", "ProjectTask", "Task", "TaskId", "as_dicts"]
