@@ -184,13 +184,15 @@ class YOLOBackend:
 
     def predict(
         self,
-        tasks: Sequence[Any],
+        tasks: Sequence[Mapping[str, Any]],
         label_config: str,
         project: Any = None,
         uploads: Mapping[str, Path] | None = None,
         missing_key_fails_request: bool = True,
     ) -> PredictionRun:
         """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7).
+
+        `tasks` have the `core.tasks.Task` shape, checked where they come in (/predict's body, cli.py).
 
         A data key that no task of the call has is a config/data mismatch worth a 4xx for /predict
         (`missing_key_fails_request`); a caller that predicts a project in small batches (cli.py) turns
@@ -204,7 +206,7 @@ class YOLOBackend:
         # Tasks carry their project id; the request's is the fallback (copies: the caller's stay as they are).
         checked = [
             {**task, "project": project_key(project)} if task.get("project") is None else task
-            for task in _checked_tasks(tasks)
+            for task in tasks
         ]
         project = project if project is not None else (checked[0].get("project") if checked else None)
         run = PredictionRun(
@@ -618,17 +620,6 @@ def _check_task(control: ControlModel, model: LoadedModel) -> None:
             f"model '{model.name}' is a {model.task} model, but <{control.control_tag} "
             f'name="{control.from_name}"> needs a {" or ".join(control.model_tasks)} model'
         )
-
-
-def _checked_tasks(tasks: Any) -> list[dict]:
-    if not isinstance(tasks, list) or not tasks:
-        raise BadRequestError("'tasks' must be a non-empty list of Label Studio tasks")
-    for position, task in enumerate(tasks):
-        if not isinstance(task, dict):
-            raise BadRequestError(f"tasks[{position}] is not an object")
-        if not isinstance(task.get("data"), dict):
-            raise BadRequestError(f"tasks[{position}] has no 'data' object")
-    return tasks
 
 
 def _require_data_keys(tasks: list[dict], controls: list[ControlModel]) -> None:

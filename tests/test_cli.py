@@ -266,6 +266,23 @@ def test_bad_task_lists_are_refused(make_settings, label_studio, tmp_path, capsy
     assert message in capsys.readouterr().err
 
 
+def test_a_bad_task_in_a_file_is_named_with_its_field(make_settings, label_studio, tmp_path, capsys):
+    """The file's tasks are checked by the `core.tasks.Task` model: the message says which field is wrong."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps([{"id": 1, "data": {"image": "a.png"}}, {"id": 2, "data": ["b.png"]}]))
+    assert run_cli(make_settings, label_studio, "--tasks", str(path)) == 2
+    assert "item 1.data: Input should be a valid dictionary" in capsys.readouterr().err
+
+
+def test_label_studio_address_and_key_default_to_the_settings(make_settings, label_studio, monkeypatch):
+    """One `Settings` for the server and the CLI: the CLI reads no environment variable of its own."""
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    settings = make_settings(label_studio_url=label_studio.url, label_studio_api_key=LEGACY_KEY)
+    assert cli.main(["--project", str(PROJECT), "--tasks", "1"], settings=settings) == 0
+    assert [p["task"] for p in label_studio.predictions] == [1]
+
+
 def test_command_line_help_runs():
     result = subprocess.run(
         [sys.executable, "cli.py", "--help"], cwd=Path(cli.__file__).parent, capture_output=True, text=True

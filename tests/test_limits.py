@@ -602,20 +602,20 @@ def _bodies(image: str) -> list[tuple[str, object, int, str]]:
         (
             "/predict",
             {"tasks": [{"id": 1, "data": [image]}], "label_config": CONFIG},
-            400,
-            "tasks[0] has no 'data' object",
+            422,
+            "tasks.0.data: Input should be a valid dictionary",
         ),
         (
             "/predict",
             {"tasks": [{"id": 1, "data": image}], "label_config": CONFIG},
-            400,
-            "tasks[0] has no 'data' object",
+            422,
+            "tasks.0.data: Input should be a valid dictionary",
         ),
         (
             "/predict",
             {"tasks": [{"id": 1, "data": None}], "label_config": CONFIG},
-            400,
-            "tasks[0] has no 'data' object",
+            422,
+            "tasks.0.data: Input should be a valid dictionary",
         ),
         (
             "/predict",

@@ -113,6 +113,22 @@ def test_real_label_studio_bodies_predict(client, bus_image, tmp_path):
         assert_valid(body["label_config"], prediction)
 
 
+def test_the_backend_gets_each_task_as_label_studio_sent_it(client, bus_image, monkeypatch):
+    """The `Task` model checks the shape only: every key and value reaches `YOLOBackend.predict` as sent,
+    and no default (`"id": None`, `"project": None`) is added."""
+    body = label_studio_request("predict_interactive")
+    body["tasks"][0]["data"]["image"] = str(bus_image)
+    body["tasks"].append({"data": {"image": str(bus_image)}})
+    backend = client.app.state.backend
+    received = []
+    real_predict = backend.predict
+    monkeypatch.setattr(
+        backend, "predict", lambda tasks, *a, **k: received.extend(tasks) or real_predict(tasks, *a, **k)
+    )
+    assert client.post("/predict", json=body).status_code == 200
+    assert received == body["tasks"]
+
+
 def test_rectangles_in_percent_of_the_original_image(client, bus_image):
     body = predict(client, RECT_CONFIG, bus_image)
     (prediction,) = body["results"]
@@ -289,7 +305,15 @@ def test_a_decoder_crash_spoils_its_task_only(client, bus_image, zidane_image, m
         ({"label_config": RECT_CONFIG}, 422, "tasks"),
         ({"tasks": [{"id": 1, "data": {"image": "x"}}]}, 422, "label_config"),
         ({"tasks": [], "label_config": RECT_CONFIG}, 422, "tasks"),
-        ({"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, 400, "no 'data' object"),
+        ({"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, 422, "tasks.0.data: Field required"),
+        (
+            {
+                "tasks": [{"id": 1, "data": {"image": "x"}}, {"id": 2.5, "data": {}}],
+                "label_config": RECT_CONFIG,
+            },
+            422,
+            "tasks.1.id",
+        ),
         (
             {"tasks": [{"id": 1, "data": {"img": "x"}}], "label_config": RECT_CONFIG},
             422,
