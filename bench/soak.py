@@ -220,8 +220,13 @@ def setup(world: World, r: random.Random) -> Request:
 
 
 def webhook(world: World, r: random.Random) -> Request:
-    action = r.choice(["ANNOTATION_CREATED", "START_TRAINING", "SOMETHING"])
+    action = r.choice(["ANNOTATION_CREATED", "SOMETHING"])
     return "POST", "/webhook", {"json": {"action": action, "project": {"id": 1}}}
+
+
+def training_without_config(world: World, r: random.Random) -> Request:
+    # No label_config in the event: the backend cannot tell what to train and says so with a 400.
+    return "POST", "/webhook", {"json": {"action": "START_TRAINING", "project": {"id": 1}}}
 
 
 def health(world: World, r: random.Random) -> Request:
@@ -240,7 +245,8 @@ def mix(world: World) -> list[Kind]:
         ("too big", 3, {413}, too_big),
         ("wrong auth", 4, {401}, wrong_auth),
         ("setup", 8, {200}, setup),
-        ("webhook", 6, {200}, webhook),
+        ("webhook", 4, {200}, webhook),
+        ("training without config", 2, {400}, training_without_config),
         ("health", 10, {200}, health),
     ]
     return [Kind(name, weight, expected, partial(make, world)) for name, weight, expected, make in kinds]
