@@ -166,6 +166,8 @@ class TrainingRun:
         from training.evaluation import evaluate
 
         spec = self.spec_for(label_config, control)
+        if spec.kind == "timeline":
+            return self.run_timeline(project, spec)
         images = self.images(project, spec)
         serving_weights, serving_map, serving_name = self.serving_model(project, spec)
         version_dir = self.store.create_version(project, control)
@@ -211,6 +213,23 @@ class TrainingRun:
         if promoted:
             self.store.promote(project, control, version_dir.name)  # the one atomic switch
         return Outcome(version_dir.name, promoted, message)
+
+    def run_timeline(self, project: str, spec: Any) -> Outcome:
+        """A trainable TimelineLabels: a sequence head on the classifier's frame features (training/timeline.py)."""
+        from training.timeline import TimelineTraining
+
+        self.reporter.phase("fetching annotations")
+        picked = annotated_tasks(self.tasks_source(project), spec.from_name)
+
+        def fetch(url: Any, task_id: int) -> Path:
+            return self.media.local_path(
+                url, task_id, max_bytes=self.settings.max_video_bytes, project=project
+            )
+
+        done = TimelineTraining(self.settings, self.registry, self.store, self.reporter, SEED).run(
+            project, spec, picked, fetch
+        )
+        return Outcome(done.version, done.promoted, done.message)
 
 
 @dataclass

@@ -1,0 +1,227 @@
+"""Trainable TimelineLabels: annotated videos -> per-frame features and labels -> a trained head -> served.
+
+Videos are drawn here: solid red frames in one part, solid blue in the rest (a few dozen frames), and
+annotated the way Label Studio stores TimelineLabels results. The classifier is yolov8n-cls built from
+its YAML (random weights): its features still tell solid colours apart, which is all the head needs.
+Its ImageNet classes have no "Red" or "Blue", so only a trained head can find these labels.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from label_studio_sdk.label_interface import LabelInterface
+
+import converters.timeline_frames
+import inference.features
+import training.timeline
+from converters.timeline_frames import frame_labels, rows_to_frames
+from converters.video_regions import timeline_regions
+from training.versions import VersionStore
+
+PROJECT = "5"
+W, H, FPS = 64, 48, 10.0
+RED, BLUE = (30, 30, 220), (220, 40, 30)  # BGR
+CLASSIFIER = "yolov8n-cls.pt"
+# Frames of each training video that are red (1-based, both included); the rest is blue.
+RED_SPANS = {1: (1, 12), 2: (10, 24), 3: (18, 30), 4: (5, 16), 5: (20, 30), 6: (1, 6)}
+NEW_VIDEO_RED = (8, 19)  # a video no job has seen
+FRAMES = 30
+
+
+def timeline_config(attrs: str = "") -> str:
+    return f"""
+<View>
+  <Video name="video" value="$video" frameRate="{FPS:g}"/>
+  <TimelineLabels name="timeline" toName="video" model_trainable="true" {attrs}>
+    <Label value="Red"/><Label value="Blue"/>
+  </TimelineLabels>
+</View>"""
+
+
+def write_colour_video(path: Path, red: tuple[int, int], frames: int = FRAMES) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
+    assert writer.isOpened()
+    for frame in range(1, frames + 1):
+        writer.write(np.full((H, W, 3), RED if red[0] <= frame <= red[1] else BLUE, np.uint8))
+    writer.release()
+    return path
+
+
+def truth_ranges(red: tuple[int, int], frames: int = FRAMES) -> list[tuple[str, int, int]]:
+    """(label, start, end) as Label Studio shows them, ordered like `timeline_regions`: by start, then label."""
+    ranges = [("Red", red[0], red[1])]
+    if red[0] > 1:
+        ranges.append(("Blue", 1, red[0] - 1))
+    if red[1] < frames:
+        ranges.append(("Blue", red[1] + 1, frames))
+    order = {"Red": 0, "Blue": 1}
+    return sorted(ranges, key=lambda r: (r[1], order[r[0]]))
+
+
+def timeline_result(label: str, start: int, end: int) -> dict:
+    return {
+        "id": f"{label}-{start}",
+        "from_name": "timeline",
+        "to_name": "video",
+        "type": "timelinelabels",
+        "origin": "manual",
+        "value": {"ranges": [{"start": start, "end": end}], "timelinelabels": [label]},
+    }
+
+
+@pytest.fixture(scope="module")
+def colour_videos(tmp_path_factory) -> dict[int, Path]:
+    folder = tmp_path_factory.mktemp("colour-videos")
+    videos = {task_id: write_colour_video(folder / f"{task_id}.mp4", red) for task_id, red in RED_SPANS.items()}
+    videos[0] = write_colour_video(folder / "new.mp4", NEW_VIDEO_RED)
+    return videos
+
+
+def annotated_tasks(videos: dict[int, Path]) -> list[dict]:
+    """Label Studio tasks with annotations; task 7 was only skipped (left out), like the image tests."""
+    tasks = []
+    for task_id, red in RED_SPANS.items():
+        result = [timeline_result(*r) for r in truth_ranges(red)]
+        tasks.append(
+            {
+                "id": task_id,
+                "data": {"video": str(videos[task_id])},
+                "annotations": [
+                    {"id": 10 + task_id, "result": [], "was_cancelled": False, "updated_at": "2026-01-01"},
+                    {"id": 20 + task_id, "result": result, "was_cancelled": False, "updated_at": "2026-02-01"},
+                ],
+            }
+        )
+    tasks.append(
+        {
+            "id": 7,
+            "data": {"video": str(videos[0])},
+            "annotations": [{"id": 99, "result": [timeline_result("Red", 1, 30)], "was_cancelled": True}],
+        }
+    )
+    return tasks
+
+
+@pytest.fixture
+def own_root(model_root: Path, tmp_path: Path) -> Path:
+    """A MODEL_ROOT of this test's own (training writes into it), with the random-weights classifier."""
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(model_root / CLASSIFIER, root / CLASSIFIER)
+    return root
+
+
+class Reporter:
+    def __init__(self):
+        from training.jobs import Job
+
+        self.job = Job(id="test", project=PROJECT, control="timeline")
+        self.phases: list[str] = []
+        self.epochs: list[tuple[int, int]] = []
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def epoch(self, epoch: int, epochs: int, metrics: dict) -> None:
+        self.epochs.append((epoch, epochs))
+
+
+def train(settings, videos: dict[int, Path], config: str):
+    from training_pipeline import TrainingRun
+
+    run = TrainingRun(settings, Reporter(), tasks_source=lambda project: annotated_tasks(videos))
+    return run.run(PROJECT, "timeline", config)
+
+
+def found_ranges(regions: list[dict]) -> list[tuple[str, int, int]]:
+    return [
+        (r["value"]["timelinelabels"][0], r["value"]["ranges"][0]["start"], r["value"]["ranges"][0]["end"])
+        for r in regions
+    ]
+
+
+# -- pure conversions -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [converters.timeline_frames, inference.features, training.timeline])
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize(("frames_count", "step"), [(17, 1), (17, 3), (18, 3), (5, 4)])
+def test_frames_from_rows_cover_what_the_emitted_ranges_cover(frames_count, step):
+    """Evaluation's frames (rows_to_frames) and Label Studio's ranges (timeline_regions read back by
+    frame_labels) are the same frames, with and without a stride."""
+    rows = -(-frames_count // step)
+    probs = np.random.default_rng(frames_count * step).random((rows, 2))
+    regions = timeline_regions(
+        from_name="t", to_name="v", probs=probs, labels=["A", "B"], threshold=0.5, frames_count=frames_count, step=step
+    )
+    assert np.array_equal(frame_labels(regions, ["A", "B"], frames_count), rows_to_frames(probs >= 0.5, frames_count, step))
+
+
+def test_frame_labels_clip_and_skip_what_is_not_a_range():
+    regions = [
+        timeline_result("Red", 0, 3),  # starts before the video
+        timeline_result("Blue", 4, 99),  # ends after it
+        timeline_result("Green", 1, 6),  # not a label of the control
+        {"type": "timelinelabels", "value": {"ranges": [{"start": "2", "end": None}], "timelinelabels": ["Red"]}},
+        {"type": "choices", "value": {"choices": ["Red"]}},
+    ]
+    assert frame_labels(regions, ["Red", "Blue"], 6).astype(int).tolist() == [
+        [1, 0],
+        [1, 0],
+        [1, 0],
+        [0, 1],
+        [0, 1],
+        [0, 1],
+    ]
+
+
+# -- dataset ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_each_video_gives_features_and_exact_frame_labels(make_settings, own_root, colour_videos, stride):
+    from control_models.labeling_plan import build_plan
+    from inference.model_registry import ModelRegistry
+    from training.timeline import TimelineTraining
+    from training_pipeline import annotated_tasks as picked_tasks
+
+    settings = make_settings(model_root=own_root)
+    (control,) = build_plan(timeline_config(f'model_vid_stride="{stride}"'), settings).controls
+    spec = control.training_spec()
+    assert (spec.kind, spec.labels, spec.head.vid_stride) == ("timeline", ("Red", "Blue"), stride)
+    job = TimelineTraining(settings, ModelRegistry(settings), VersionStore(own_root), Reporter())
+    picked = picked_tasks(annotated_tasks(colour_videos), "timeline")
+    samples = job.samples(spec, picked, lambda url, task_id: Path(url))
+    assert [s.task_id for s in samples] == list(RED_SPANS)  # the skipped task left out
+    for sample in samples:
+        red = RED_SPANS[sample.task_id]
+        frames = np.arange(1, FRAMES + 1)
+        is_red = (frames >= red[0]) & (frames <= red[1])
+        assert sample.truth.tolist() == np.stack([is_red, ~is_red], axis=1).tolist()
+        assert sample.targets.tolist() == sample.truth[::stride].tolist()
+        assert sample.features.shape == (len(range(0, FRAMES, stride)), 256)
+
+
+def test_the_split_is_by_task_seeded_and_keeps_both_sides(make_settings):
+    from training.timeline import VideoSample, split_by_task
+
+    samples = [VideoSample(i, np.zeros((1, 1)), np.zeros((1, 1), bool), np.zeros((1, 1), bool)) for i in range(8)]
+    train, val = split_by_task(samples, seed=0)
+    again = split_by_task(list(reversed(samples)), seed=0)
+    assert [s.task_id for s in train] == [s.task_id for s in again[0]]
+    assert len(val) == 2 and not {s.task_id for s in train} & {s.task_id for s in val}
+    two = split_by_task(samples[:2], seed=0)
+    assert len(two[0]) == len(two[1]) == 1
