@@ -22,7 +22,7 @@ from label_studio_sdk.label_interface import LabelInterface
 import converters.timeline_frames
 import inference.features
 import training.timeline
-from converters.timeline_frames import frame_labels, rows_to_frames
+from converters.timeline_frames import frame_labels, processed_rows, rows_to_frames
 from converters.video_regions import timeline_regions
 from training.versions import VersionStore
 
@@ -34,6 +34,8 @@ CLASSIFIER = "yolov8n-cls.pt"
 RED_SPANS = {1: (1, 12), 2: (10, 24), 3: (18, 30), 4: (5, 16), 5: (20, 30), 6: (1, 6)}
 NEW_VIDEO_RED = (8, 19)  # a video no job has seen
 FRAMES = 30
+# Two torch threads on a CPU shared with other work spin against each other (10x slower here).
+ONE_THREAD = 1
 
 
 def timeline_config(attrs: str = "") -> str:
@@ -80,7 +82,9 @@ def timeline_result(label: str, start: int, end: int) -> dict:
 @pytest.fixture(scope="module")
 def colour_videos(tmp_path_factory) -> dict[int, Path]:
     folder = tmp_path_factory.mktemp("colour-videos")
-    videos = {task_id: write_colour_video(folder / f"{task_id}.mp4", red) for task_id, red in RED_SPANS.items()}
+    videos = {
+        task_id: write_colour_video(folder / f"{task_id}.mp4", red) for task_id, red in RED_SPANS.items()
+    }
     videos[0] = write_colour_video(folder / "new.mp4", NEW_VIDEO_RED)
     return videos
 
@@ -96,7 +100,12 @@ def annotated_tasks(videos: dict[int, Path]) -> list[dict]:
                 "data": {"video": str(videos[task_id])},
                 "annotations": [
                     {"id": 10 + task_id, "result": [], "was_cancelled": False, "updated_at": "2026-01-01"},
-                    {"id": 20 + task_id, "result": result, "was_cancelled": False, "updated_at": "2026-02-01"},
+                    {
+                        "id": 20 + task_id,
+                        "result": result,
+                        "was_cancelled": False,
+                        "updated_at": "2026-02-01",
+                    },
                 ],
             }
         )
@@ -110,12 +119,27 @@ def annotated_tasks(videos: dict[int, Path]) -> list[dict]:
     return tasks
 
 
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Path:
+    """yolov8n-cls with random weights and two ImageNet names, predicting at 64 px (the frames are 64x48:
+    224 would only cost time)."""
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n-cls.yaml")
+    model.model.names = {0: "tabby cat", 1: "goldfish"}
+    model.model.yaml["nc"] = 2
+    model.ckpt = {"train_args": {"imgsz": 64, "task": "classify"}}
+    target = tmp_path_factory.mktemp("classifier") / CLASSIFIER
+    model.save(str(target))
+    return target
+
+
 @pytest.fixture
-def own_root(model_root: Path, tmp_path: Path) -> Path:
+def own_root(classifier: Path, tmp_path: Path) -> Path:
     """A MODEL_ROOT of this test's own (training writes into it), with the random-weights classifier."""
     root = tmp_path / "models"
     root.mkdir()
-    shutil.copy(model_root / CLASSIFIER, root / CLASSIFIER)
+    shutil.copy(classifier, root / CLASSIFIER)
     return root
 
 
@@ -134,11 +158,12 @@ class Reporter:
         self.epochs.append((epoch, epochs))
 
 
-def train(settings, videos: dict[int, Path], config: str):
+def train(settings, tasks: list[dict], config: str | None = None, reporter: Reporter | None = None):
+    """One training job in this process, on these Label Studio tasks."""
     from training_pipeline import TrainingRun
 
-    run = TrainingRun(settings, Reporter(), tasks_source=lambda project: annotated_tasks(videos))
-    return run.run(PROJECT, "timeline", config)
+    run = TrainingRun(settings, reporter or Reporter(), tasks_source=lambda project: tasks)
+    return run.run(PROJECT, "timeline", config or timeline_config())
 
 
 def found_ranges(regions: list[dict]) -> list[tuple[str, int, int]]:
@@ -165,9 +190,17 @@ def test_frames_from_rows_cover_what_the_emitted_ranges_cover(frames_count, step
     rows = -(-frames_count // step)
     probs = np.random.default_rng(frames_count * step).random((rows, 2))
     regions = timeline_regions(
-        from_name="t", to_name="v", probs=probs, labels=["A", "B"], threshold=0.5, frames_count=frames_count, step=step
+        from_name="t",
+        to_name="v",
+        probs=probs,
+        labels=["A", "B"],
+        threshold=0.5,
+        frames_count=frames_count,
+        step=step,
     )
-    assert np.array_equal(frame_labels(regions, ["A", "B"], frames_count), rows_to_frames(probs >= 0.5, frames_count, step))
+    assert np.array_equal(
+        frame_labels(regions, ["A", "B"], frames_count), rows_to_frames(probs >= 0.5, frames_count, step)
+    )
 
 
 def test_frame_labels_clip_and_skip_what_is_not_a_range():
@@ -175,7 +208,10 @@ def test_frame_labels_clip_and_skip_what_is_not_a_range():
         timeline_result("Red", 0, 3),  # starts before the video
         timeline_result("Blue", 4, 99),  # ends after it
         timeline_result("Green", 1, 6),  # not a label of the control
-        {"type": "timelinelabels", "value": {"ranges": [{"start": "2", "end": None}], "timelinelabels": ["Red"]}},
+        {
+            "type": "timelinelabels",
+            "value": {"ranges": [{"start": "2", "end": None}], "timelinelabels": ["Red"]},
+        },
         {"type": "choices", "value": {"choices": ["Red"]}},
     ]
     assert frame_labels(regions, ["Red", "Blue"], 6).astype(int).tolist() == [
@@ -198,7 +234,7 @@ def test_each_video_gives_features_and_exact_frame_labels(make_settings, own_roo
     from training.timeline import TimelineTraining
     from training_pipeline import annotated_tasks as picked_tasks
 
-    settings = make_settings(model_root=own_root)
+    settings = make_settings(model_root=own_root, torch_threads=ONE_THREAD)
     (control,) = build_plan(timeline_config(f'model_vid_stride="{stride}"'), settings).controls
     spec = control.training_spec()
     assert (spec.kind, spec.labels, spec.head.vid_stride) == ("timeline", ("Red", "Blue"), stride)
@@ -218,10 +254,167 @@ def test_each_video_gives_features_and_exact_frame_labels(make_settings, own_roo
 def test_the_split_is_by_task_seeded_and_keeps_both_sides(make_settings):
     from training.timeline import VideoSample, split_by_task
 
-    samples = [VideoSample(i, np.zeros((1, 1)), np.zeros((1, 1), bool), np.zeros((1, 1), bool)) for i in range(8)]
+    samples = [
+        VideoSample(i, np.zeros((1, 1)), np.zeros((1, 1), bool), np.zeros((1, 1), bool)) for i in range(8)
+    ]
     train, val = split_by_task(samples, seed=0)
     again = split_by_task(list(reversed(samples)), seed=0)
     assert [s.task_id for s in train] == [s.task_id for s in again[0]]
     assert len(val) == 2 and not {s.task_id for s in train} & {s.task_id for s in val}
     two = split_by_task(samples[:2], seed=0)
     assert len(two[0]) == len(two[1]) == 1
+
+
+# -- training -------------------------------------------------------------------------------------------
+
+
+def test_too_few_videos_or_a_label_never_annotated_is_refused(make_settings, own_root, colour_videos):
+    from core.errors import TrainingDataError
+
+    settings = make_settings(model_root=own_root, torch_threads=ONE_THREAD)
+    tasks = annotated_tasks(colour_videos)
+    with pytest.raises(TrainingDataError, match="1 annotated video.*at least 2 are needed"):
+        train(settings, tasks[:1])
+    only_red = [
+        {**task, "annotations": [{"id": 1, "result": [timeline_result("Red", 1, 5)]}]} for task in tasks[:3]
+    ]
+    with pytest.raises(TrainingDataError, match="no annotated frame of 'Blue'"):
+        train(settings, only_red)
+    assert VersionStore(own_root).versions(PROJECT, "timeline") == []
+
+
+def test_a_head_learns_the_colours_and_is_scored_on_held_out_videos(make_settings, own_root, colour_videos):
+    """The job end to end in this process: promoted (nothing served before), F1 from held-out videos."""
+    settings = make_settings(model_root=own_root, torch_threads=ONE_THREAD)
+    reporter = Reporter()
+    outcome = train(settings, annotated_tasks(colour_videos), reporter=reporter)
+    assert outcome.promoted and "the first trained head" in outcome.message, outcome.message
+    assert reporter.phases == ["fetching annotations", "extracting features", "training", "evaluating"]
+    assert reporter.epochs[-1] == (300, 300)
+    store = VersionStore(own_root)
+    assert store.served(PROJECT, "timeline") == outcome.version
+    folder = store.control_dir(PROJECT, "timeline") / outcome.version
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best.pt",
+        "dataset.json",
+        "head.json",
+        "metrics.json",
+    ]
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert sorted(dataset["train_task_ids"] + dataset["val_task_ids"]) == list(RED_SPANS)
+    assert len(dataset["val_task_ids"]) == 2  # a quarter of 6 videos, rounded
+    metrics = json.loads((folder / "metrics.json").read_text())
+    new = metrics["new"]
+    assert new["frames"] == 2 * FRAMES and set(new["per_label"]) == {"Red", "Blue"}
+    assert new["mean_f1"] >= 0.95, new
+    assert all(row["f1"] >= 0.9 for row in new["per_label"].values()), new
+    red_support = sum(RED_SPANS[t][1] - RED_SPANS[t][0] + 1 for t in dataset["val_task_ids"])
+    assert new["per_label"]["Red"]["support"] == red_support
+    assert metrics["serving"] == {"model": "none"} and metrics["promoted"] is True
+
+    again = train(settings, annotated_tasks(colour_videos))  # same data, same seed: the same head
+    assert not again.promoted and "not better than the served head" in again.message, again.message
+    assert store.served(PROJECT, "timeline") == outcome.version
+    served_f1 = json.loads((folder.parent / again.version / "metrics.json").read_text())["serving"]["mean_f1"]
+    assert served_f1 == pytest.approx(new["mean_f1"])
+
+
+# -- serving ---------------------------------------------------------------------------------------------
+
+
+def predict(client, config: str, *videos: Path, project: str | None = f"{PROJECT}.1700000000") -> dict:
+    tasks = [{"id": 100 + i, "data": {"video": str(video)}} for i, video in enumerate(videos)]
+    response = client.post("/predict", json={"tasks": tasks, "label_config": config, "project": project})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_before_training_each_task_is_told_to_train_first(make_client, own_root, colour_videos):
+    client = make_client(model_root=own_root, torch_threads=ONE_THREAD)
+    body = predict(client, timeline_config(), colour_videos[0], colour_videos[1])
+    for answer in body["results"]:
+        assert "result" not in answer  # Label Studio stores nothing and asks again after training
+        assert 'model_trainable="true"' in answer["error"] and "Start Training" in answer["error"]
+    assert "timeline" not in body.get("errors", {})
+
+
+def test_the_served_head_labels_a_new_video_as_annotated(make_client, make_settings, own_root, colour_videos):
+    """Start Training's job, then /predict: the ranges come from the trained head (the classifier's own
+    classes have no Red or Blue; without the head each task is an error, as the test above shows)."""
+    config = timeline_config('model_score_threshold="0.5"')
+    client = make_client(model_root=own_root, torch_threads=ONE_THREAD)
+    before = predict(client, config, colour_videos[0])
+    assert "error" in before["results"][0]
+
+    outcome = train(
+        make_settings(model_root=own_root, torch_threads=ONE_THREAD), annotated_tasks(colour_videos), config
+    )
+    assert outcome.promoted, outcome.message
+    body = predict(client, config, colour_videos[0], colour_videos[3])
+    assert (
+        body["model_version"]
+        == client.app.state.backend.setup(config, project=PROJECT)
+        != before["model_version"]
+    )
+    assert f"timeline.{outcome.version.split('-')[0]}" in body["model_version"]
+    new_video, trained_video = (answer["result"] for answer in body["results"])
+    assert LabelInterface(config).validate_prediction({"result": new_video}, return_errors=True) == []
+    assert found_ranges(new_video) == truth_ranges(NEW_VIDEO_RED)
+    assert found_ranges(trained_video) == truth_ranges(RED_SPANS[3])
+    assert all(0.5 <= region["score"] <= 1.0 for region in new_video)
+    # Another project has no head: it is still told to train first.
+    other = predict(client, config, colour_videos[0], project="77")
+    assert "Start Training" in other["results"][0]["error"]
+
+
+def test_the_head_serves_at_its_stride(make_client, make_settings, own_root, colour_videos):
+    """model_vid_stride="3": features (training and serving) on frames 1, 4, 7, ...; the ranges are what a
+    perfect head gives on those frames, each row standing for its frame and the two after it."""
+    stride = 3
+    config = timeline_config(f'model_vid_stride="{stride}"')
+    settings = make_settings(model_root=own_root, torch_threads=ONE_THREAD)
+    outcome = train(settings, annotated_tasks(colour_videos), config)
+    assert outcome.promoted, outcome.message
+    client = make_client(model_root=own_root, torch_threads=ONE_THREAD)
+    regions = predict(client, config, colour_videos[0])["results"][0]["result"]
+    truth = frame_labels([timeline_result(*r) for r in truth_ranges(NEW_VIDEO_RED)], ["Red", "Blue"], FRAMES)
+    perfect = rows_to_frames(processed_rows(truth, stride), FRAMES, stride)
+    assert frame_labels(regions, ["Red", "Blue"], FRAMES).tolist() == perfect.tolist()
+
+
+def test_a_head_file_that_is_a_pickle_is_refused_not_run(make_client, own_root, colour_videos, tmp_path):
+    """Hole closed: a `best.pt` in a version folder (written by anyone who can write MODEL_ROOT/trained)
+    is read with weights_only, so a pickle that runs code when loaded is refused, not executed."""
+    store = VersionStore(own_root)
+    folder = store.create_version(PROJECT, "timeline")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (folder / "best.pt").write_bytes(pickle.dumps(Payload()))
+    meta = {
+        "labels": ["Red", "Blue"],
+        "feature_dim": 256,
+        "hidden_size": 32,
+        "num_layers": 1,
+        "vid_stride": 1,
+    }
+    (folder / "head.json").write_text(
+        json.dumps({**meta, "feature_model": CLASSIFIER, "format": "timeline-lstm-1"})
+    )
+    (folder / "metrics.json").write_text("{}")
+    store.promote(PROJECT, "timeline", folder.name)
+    client = make_client(model_root=own_root, torch_threads=ONE_THREAD)
+    (answer,) = predict(client, timeline_config(), colour_videos[0])["results"]
+    assert "result" not in answer and "could not be loaded" in answer["error"]
+    assert not marker.exists()
+
+
+def test_a_trainable_timeline_needs_a_pt_classifier(make_client, own_root, colour_videos):
+    client = make_client(model_root=own_root)
+    tasks = [{"id": 1, "data": {"video": str(colour_videos[0])}}]
+    config = timeline_config('model_format="openvino-int8"')
+    response = client.post("/predict", json={"tasks": tasks, "label_config": config})
+    assert response.status_code == 422 and 'model_format="pt"' in response.json()["error"]
