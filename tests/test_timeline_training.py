@@ -273,7 +273,7 @@ def test_too_few_videos_or_a_label_never_annotated_is_refused(make_settings, own
 
     settings = make_settings(model_root=own_root, torch_threads=ONE_THREAD)
     tasks = annotated_tasks(colour_videos)
-    with pytest.raises(TrainingDataError, match="1 annotated video.*at least 2 are needed"):
+    with pytest.raises(TrainingDataError, match=r"1 annotated video.*at least 2 are needed"):
         train(settings, tasks[:1])
     only_red = [
         {**task, "annotations": [{"id": 1, "result": [timeline_result("Red", 1, 5)]}]} for task in tasks[:3]
