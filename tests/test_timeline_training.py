@@ -34,6 +34,7 @@ CLASSIFIER = "yolov8n-cls.pt"
 RED_SPANS = {1: (1, 12), 2: (10, 24), 3: (18, 30), 4: (5, 16), 5: (20, 30), 6: (1, 6)}
 NEW_VIDEO_RED = (8, 19)  # a video no job has seen
 FRAMES = 30
+EPOCHS = 100  # enough for colours; each epoch is one step over all training windows
 # Two torch threads on a CPU shared with other work spin against each other (10x slower here).
 ONE_THREAD = 1
 
@@ -42,7 +43,7 @@ def timeline_config(attrs: str = "") -> str:
     return f"""
 <View>
   <Video name="video" value="$video" frameRate="{FPS:g}"/>
-  <TimelineLabels name="timeline" toName="video" model_trainable="true" {attrs}>
+  <TimelineLabels name="timeline" toName="video" model_trainable="true" model_classifier_epochs="{EPOCHS}" {attrs}>
     <Label value="Red"/><Label value="Blue"/>
   </TimelineLabels>
 </View>"""
@@ -290,7 +291,7 @@ def test_a_head_learns_the_colours_and_is_scored_on_held_out_videos(make_setting
     outcome = train(settings, annotated_tasks(colour_videos), reporter=reporter)
     assert outcome.promoted and "the first trained head" in outcome.message, outcome.message
     assert reporter.phases == ["fetching annotations", "extracting features", "training", "evaluating"]
-    assert reporter.epochs[-1] == (300, 300)
+    assert reporter.epochs[-1] == (EPOCHS, EPOCHS)
     store = VersionStore(own_root)
     assert store.served(PROJECT, "timeline") == outcome.version
     folder = store.control_dir(PROJECT, "timeline") / outcome.version
@@ -418,3 +419,26 @@ def test_a_trainable_timeline_needs_a_pt_classifier(make_client, own_root, colou
     config = timeline_config('model_format="openvino-int8"')
     response = client.post("/predict", json={"tasks": tasks, "label_config": config})
     assert response.status_code == 422 and 'model_format="pt"' in response.json()["error"]
+
+
+@pytest.mark.slow
+def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, own_root, colour_videos):
+    """The webhook's path: START_TRAINING -> a job process (training_pipeline.py) fetching the tasks
+    through the SDK from a stand-in Label Studio -> a promoted head that this backend then serves."""
+    from tests.test_training import TOKEN, TasksLabelStudio, backend_for, wait_for
+
+    config = timeline_config()
+    project = {"id": 3, "label_config": config}
+    with TasksLabelStudio(annotated_tasks(colour_videos), {}) as stand_in:
+        one_thread = lambda **values: make_settings(torch_threads=ONE_THREAD, **values)  # noqa: E731
+        backend = backend_for(one_thread, own_root, stand_in.url)
+        answer = backend.fit("START_TRAINING", {"action": "START_TRAINING", "project": project})
+        (started,) = answer["jobs"]
+        assert (started["control"], started["submission"]) == ("timeline", "started")
+        job = wait_for(backend, started["id"], lambda j: j.state in ("succeeded", "failed"))
+        assert job.state == "succeeded" and job.promoted, (job.error, job.log_tail)
+        assert "the first trained head" in job.message and job.epoch == job.epochs == EPOCHS
+        run = backend.predict([{"id": 1, "data": {"video": str(colour_videos[0])}}], config, project="3")
+        assert found_ranges(run.tasks[0].regions) == truth_ranges(NEW_VIDEO_RED)
+        assert TOKEN  # the stand-in checked the job's key on every call
+        backend.close()
