@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 
 from control_models.labeling_plan import build_plan
-from core.errors import BackendError, LabelingConfigError
+from core.errors import BackendError, LabelingConfigError, TrainingDataError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
 from media.label_studio_api import LabelStudioAuth
@@ -254,6 +254,11 @@ def evaluate_project(
     from training.evaluation import evaluate
 
     spec = run.spec_for(label_config, control)
+    if spec.kind == "timeline":  # its held-out scores are in each version's metrics.json
+        raise TrainingDataError(
+            f"evaluate scores image models; for the timeline head of '{control}' see `cli.py models` "
+            "(per-label frame F1 of each version on its held-out videos, in metrics.json)"
+        )
     images = run.images(project, spec)
     if model_path:
         weights, label_map, name = run.registry.resolve(model_path), dict(spec.label_map), model_path

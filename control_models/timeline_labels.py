@@ -110,6 +110,12 @@ class TimelineLabelsModel(VideoControlModel):
         if not self.trainable:
             return ProbabilitySession(self, self.label_map(class_names))
         head = self.head()
+        if head.meta.feature_model != self.model_path:
+            raise ModelError(
+                f'the trained timeline head of <TimelineLabels name="{self.from_name}"> reads the features '
+                f"of '{head.meta.feature_model}', but the control now names model_path '{self.model_path}': "
+                "train again (Start Training)"
+            )
         labels = [label for label in self.labels if label in head.labels]
         if not labels:
             raise ModelError(

@@ -366,6 +366,11 @@ def test_the_served_head_labels_a_new_video_as_annotated(make_client, make_setti
     # Another project has no head: it is still told to train first.
     other = predict(client, config, colour_videos[0], project="77")
     assert "Start Training" in other["results"][0]["error"]
+    # Another classifier gives other features (here: the same numbers, but no one can know that).
+    shutil.copy(own_root / CLASSIFIER, own_root / "other-cls.pt")
+    swapped = timeline_config('model_score_threshold="0.5" model_path="other-cls.pt"')
+    (answer,) = predict(client, swapped, colour_videos[0])["results"]
+    assert "model_path 'other-cls.pt'" in answer["error"] and "train again" in answer["error"]
 
 
 def test_the_head_serves_at_its_stride(make_client, make_settings, own_root, colour_videos):
@@ -401,6 +406,7 @@ def test_a_head_file_that_is_a_pickle_is_refused_not_run(make_client, own_root, 
         "hidden_size": 32,
         "num_layers": 1,
         "vid_stride": 1,
+        "sequence_size": 64,
     }
     (folder / "head.json").write_text(
         json.dumps({**meta, "feature_model": CLASSIFIER, "format": "timeline-lstm-1"})

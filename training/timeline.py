@@ -310,10 +310,14 @@ class TimelineTraining:
         if version is None:
             return "none", None
         try:
-            return version, load_head(self.store.control_dir(project, spec.from_name) / version, WEIGHTS)
+            head = load_head(self.store.control_dir(project, spec.from_name) / version, WEIGHTS)
         except ModelLoadError as error:
             print(f"the served head {version} is not comparable: {error.message}", flush=True)
             return version, None
+        if head.meta.feature_model != spec.model_path:  # it reads another classifier's features
+            print(f"the served head {version} reads {head.meta.feature_model}: not comparable", flush=True)
+            return version, None
+        return version, head
 
 
 def dataset_summary(spec: TrainingSpec, train: list[VideoSample], val: list[VideoSample]) -> dict:

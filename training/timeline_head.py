@@ -37,6 +37,7 @@ class HeadMeta:
     hidden_size: int
     num_layers: int
     vid_stride: int  # the stride its training features were taken at
+    sequence_size: int  # the window it was trained on, and reads videos in
     feature_model: str  # the classifier (model_path) whose features it reads
     format: str = FORMAT
 
@@ -52,6 +53,7 @@ class HeadMeta:
                 hidden_size=int(data["hidden_size"]),
                 num_layers=int(data["num_layers"]),
                 vid_stride=int(data["vid_stride"]),
+                sequence_size=int(data["sequence_size"]),
                 feature_model=str(data["feature_model"]),
                 format=str(data["format"]),
             )
@@ -59,7 +61,11 @@ class HeadMeta:
             raise ModelLoadError(f"{HEAD_META} is not a timeline head description ({error})") from None
         if meta.format != FORMAT:
             raise ModelLoadError(f"{HEAD_META} has format '{meta.format}'; this backend reads '{FORMAT}'")
-        if not meta.labels or min(meta.feature_dim, meta.hidden_size, meta.num_layers, meta.vid_stride) < 1:
+        if (
+            not meta.labels
+            or min(meta.feature_dim, meta.hidden_size, meta.num_layers, meta.vid_stride, meta.sequence_size)
+            < 1
+        ):
             raise ModelLoadError(f"{HEAD_META} describes an empty head")
         return meta
 
@@ -115,9 +121,14 @@ class TimelineHead:
             )
         if len(features) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        # In the windows it was trained on: an LSTM that only ever saw `sequence_size` steps is not
+        # trusted over a whole long video, and evaluation, which reads videos the same way, vouches
+        # for exactly this.
+        size = self.meta.sequence_size
+        cut = [features[start : start + size] for start in range(0, len(features), size)]
         with torch.no_grad():
-            logits = self._module(torch.from_numpy(features)[None])[0]
-        return torch.sigmoid(logits).numpy()
+            logits = [self._module(torch.from_numpy(window)[None])[0] for window in cut]
+        return torch.sigmoid(torch.cat(logits)).numpy()
 
     def save(self, folder: Path, weights_name: str) -> None:
         import torch
@@ -206,6 +217,7 @@ def train_head(
         hidden_size=params.hidden_size,
         num_layers=params.num_layers,
         vid_stride=params.vid_stride,
+        sequence_size=params.sequence_size,
         feature_model=feature_model,
     )
     module = _module(meta)
