@@ -121,14 +121,13 @@ class TimelineHead:
             )
         if len(features) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        # In the windows it was trained on: an LSTM that only ever saw `sequence_size` steps is not
-        # trusted over a whole long video, and evaluation, which reads videos the same way, vouches
-        # for exactly this.
-        size = self.meta.sequence_size
-        cut = [features[start : start + size] for start in range(0, len(features), size)]
+        # In the windows it was trained on, padded the same way (`windows`): an LSTM that only ever saw
+        # `sequence_size` steps, the last ones of a short window zeros, is not trusted over a whole long
+        # video; evaluation reads videos the same way, so its score vouches for exactly this.
+        cut = windows([(features, np.zeros((len(features), 0), np.float32))], self.meta.sequence_size)
         with torch.no_grad():
-            logits = [self._module(torch.from_numpy(window)[None])[0] for window in cut]
-        return torch.sigmoid(torch.cat(logits)).numpy()
+            logits = self._module(torch.from_numpy(cut.features))
+        return torch.sigmoid(logits[torch.from_numpy(cut.mask)]).numpy()
 
     def save(self, folder: Path, weights_name: str) -> None:
         import torch
@@ -171,7 +170,8 @@ class TrainingWindow:
 def windows(videos: list[tuple[np.ndarray, np.ndarray]], sequence_size: int) -> TrainingWindow:
     """Cut each (features (N, D), targets (N, L)) video into consecutive windows; the last one padded.
 
-    Windows never cross from one video into another (no false context at the seam).
+    Windows never cross from one video into another (no false context at the seam). The padding rows
+    are zeros, at training and at prediction alike (the backward LSTM starts from them).
     """
     dim = videos[0][0].shape[1]
     labels = videos[0][1].shape[1]
