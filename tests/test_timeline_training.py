@@ -448,3 +448,38 @@ def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, ow
         assert found_ranges(run.tasks[0].regions) == truth_ranges(NEW_VIDEO_RED)
         assert TOKEN  # the stand-in checked the job's key on every call
         backend.close()
+
+
+# -- the head and the decision, without a classifier -------------------------------------------------------
+
+
+def test_a_long_video_is_read_in_the_windows_the_head_was_trained_on():
+    """150 rows with windows of 64: the same probabilities as each window (the last padded) read alone."""
+    from training.spec import SequenceHeadParams
+    from training.timeline_head import train_head
+
+    rng = np.random.default_rng(0)
+    videos = [(rng.random((150, 8)).astype(np.float32), rng.random((150, 2)) > 0.5) for _ in range(2)]
+    head = train_head(videos, ("a", "b"), SequenceHeadParams(epochs=5, sequence_size=64), "x.pt")
+    features = videos[0][0]
+    whole = head.probabilities(features)
+    assert whole.shape == (150, 2) and np.all((whole > 0) & (whole < 1))
+    alone = np.concatenate([head.probabilities(features[start : start + 64]) for start in (0, 64, 128)])
+    assert np.allclose(whole, alone, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("promote", "serving", "new", "promoted", "says"),
+    [
+        ("better", None, 0.4, True, "the first trained head"),
+        ("better", None, 0.0, False, "finds no annotated frame"),
+        ("better", 0.5, 0.6, True, "better"),
+        ("better", 0.6, 0.6, False, "not better"),
+        ("always", 0.9, 0.1, True, "always"),
+    ],
+)
+def test_a_head_is_promoted_when_its_mean_f1_is_higher(promote, serving, new, promoted, says):
+    from training.timeline import decide_head
+
+    decision, message = decide_head(promote, serving, new, "v1-20260101T000000")
+    assert decision is promoted and says in message and f"{new:.4f}" in message
