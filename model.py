@@ -39,6 +39,7 @@ from core.errors import (
 )
 from core.settings import PROJECT_ROOT, Settings
 from inference.detections import from_ultralytics
+from inference.features import embedding_options, features_of
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader
@@ -317,6 +318,10 @@ class YOLOBackend:
         key = (plan.config_hash, control.from_name, model_path)
         with self._setup_auths_lock:
             bound = self._trained_controls.get(key)
+            if bound is None and control.training is not None and control.training.kind == "timeline":
+                # A trained TimelineLabels head: the classifier stays (it gives the features the head reads).
+                bound = control.with_head(self.settings.model_root / model_path)
+                self._trained_controls[key] = bound
             if bound is None:
                 # A trained model's classes are the labels themselves: predicted_values no longer apply.
                 labels = {
@@ -525,11 +530,15 @@ class YOLOBackend:
         )
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
-        options = control.predict_options()
+        options = {
+            **control.predict_options(),
+            **(embedding_options(model) if control.reads_features else {}),
+        }
         for numbers, frames in reader.batches(model.batch_size):
             results = _timed_predict(model, frames, options, run)
-            for number, frame, result in zip(numbers, frames, results, strict=True):
-                session.add(number, from_ultralytics(result), frame)
+            outputs = features_of(results) if control.reads_features else map(from_ultralytics, results)
+            for number, frame, output in zip(numbers, frames, outputs, strict=True):
+                session.add(number, output, frame)
         return session.regions(reader.frames_count, reader.info.fps)
 
     def close(self) -> None:

@@ -402,15 +402,6 @@ def test_timeline_labels_with_the_default_imagenet_classifier(video_client, ligh
     ]
 
 
-def test_trainable_timeline_labels_get_a_clear_message(video_client, light_video):
-    config = timeline_config('model_trainable="true"')
-    response = video_client.post(
-        "/predict", json={"tasks": [{"id": 1, "data": {"video": str(light_video)}}], "label_config": config}
-    )
-    assert response.status_code == 422
-    assert "trainable timeline models come with training" in response.json()["error"]
-
-
 def test_timeline_and_tracking_together(video_client, shapes_video):
     config = """
 <View>
