@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from control_models import ControlModel
-from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
+from control_models.labeling_plan import LabelingPlan, PlanCache, check_label_config_size, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
 from core.errors import (
@@ -74,6 +74,21 @@ class PredictionRun:
     label_warnings: dict[str, str] = field(default_factory=dict)
     # Seconds spent inside each model's calls during this run (the /metrics histogram per model).
     inference_seconds: dict[str, float] = field(default_factory=dict)
+
+    def refuse_every_task(self) -> None:
+        """Some controls cannot run: no task gets a prediction, each gets an error naming them.
+
+        Label Studio stores a prediction for good under its model_version and never asks again, so a
+        prediction without the failed controls' regions would stay wrong after the model is fixed.
+        """
+        failed = "; ".join(f"<{name}>: {message}" for name, message in self.control_errors.items())
+        error = (
+            f"not predicted, because some controls of the labeling config cannot run ({failed}); fix their "
+            'models, or add model_skip="true" to those controls, and the task is predicted at the next retrieve'
+        )
+        for outcome in self.tasks:
+            outcome.regions = []
+            outcome.error = outcome.error or error
 
     def failed_tasks(self) -> int:
         return sum(outcome.error is not None for outcome in self.tasks)
@@ -135,6 +150,7 @@ class YOLOBackend:
         project: Any = None,
     ) -> str:
         """Remember how this project reaches Label Studio; answer the model version. Never loads a model."""
+        check_label_config_size(label_config, self.settings.max_label_config_bytes)
         if hostname and access_token and not self.settings.label_studio_api_key.get_secret_value():
             with self._setup_auths_lock:
                 key = project_key(project) or ""
@@ -150,6 +166,7 @@ class YOLOBackend:
         Names the trained versions this project serves (`yolo-1a2b3c4d-label.v3`), so after a promotion
         or a rollback Label Studio's Retrieve Predictions predicts every task again, once.
         """
+        check_label_config_size(label_config, self.settings.max_label_config_bytes)
         version = f"{self.settings.model_version}-{config_hash(label_config)}"
         key = project_key(project)
         if key:
@@ -221,10 +238,16 @@ class YOLOBackend:
         video_controls = [c for c in controls if "Video" in c.object_tags]
         if missing_key_fails_request:
             _require_data_keys(checked, image_controls + video_controls)
-        self._predict_images(checked, image_controls, run, uploads)
-        self._predict_videos(checked, video_controls, run, uploads)
-        if run.control_errors and len(run.control_errors) == len(plan.controls):
-            raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+        image_groups, video_groups = _group_by_model(image_controls), _group_by_model(video_controls)
+        image_models = self._load_models(image_groups, run)
+        video_models = self._load_models(video_groups, run)
+        if run.control_errors:
+            if len(run.control_errors) == len(plan.controls):
+                raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+            run.refuse_every_task()
+            return run
+        self._predict_images(checked, image_groups, image_models, run, uploads)
+        self._predict_videos(checked, video_groups, video_models, run, uploads)
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -346,17 +369,14 @@ class YOLOBackend:
     def _predict_images(
         self,
         tasks: list[dict],
-        controls: list[ControlModel],
+        groups: dict[GroupKey, list[ControlModel]],
+        models: dict[GroupKey, LoadedModel],
         run: PredictionRun,
         uploads: Mapping[str, Path],
     ) -> None:
-        if not controls:
-            return
-        groups = _group_by_model(controls)
-        value_keys = sorted({c.value_key for c in controls})
-        models = self._load_models(groups, run)
         if not models:
             return
+        value_keys = sorted({key[2] for key in models})
         chunk_size = max(model.batch_size for model in models.values())
         for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
@@ -456,7 +476,8 @@ class YOLOBackend:
     def _predict_videos(
         self,
         tasks: list[dict],
-        controls: list[ControlModel],
+        groups: dict[GroupKey, list[ControlModel]],
+        models: dict[GroupKey, LoadedModel],
         run: PredictionRun,
         uploads: Mapping[str, Path],
     ) -> None:
@@ -467,10 +488,6 @@ class YOLOBackend:
         session (its tracker, its probabilities) per video: no state passes between videos or requests.
         A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
         """
-        if not controls:
-            return
-        groups = _group_by_model(controls)
-        models = self._load_models(groups, run)
         runnable = [
             (control, models[key]) for key, group in groups.items() if key in models for control in group
         ]
