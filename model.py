@@ -42,7 +42,7 @@ from inference.detections import from_ultralytics
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader
-from media.video import VideoReader
+from media.video import Deadline, VideoReader
 from training.jobs import JobRunner, LocalProcessRunner, count_event
 from training.versions import ServedVersions, VersionStore
 
@@ -497,12 +497,13 @@ class YOLOBackend:
                 continue
             paths: dict[str, Path] = {}
             regions: list[dict] = []
+            deadline = Deadline(self.settings.max_video_task_seconds)
             try:
                 for control, model in runnable:
                     if control.value_key not in paths:
                         paths[control.value_key] = self._task_video(task, control.value_key, uploads)
                     path = paths[control.value_key]
-                    regions.extend(self._predict_video(path, control, model, task["data"], run))
+                    regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -530,6 +531,7 @@ class YOLOBackend:
         model: LoadedModel,
         task_data: dict,
         run: PredictionRun,
+        deadline: Deadline,
     ) -> list[dict]:
         reader = VideoReader(
             path,
@@ -537,6 +539,7 @@ class YOLOBackend:
             max_frames=self.settings.max_video_frames,
             max_pixels=self.settings.max_image_pixels,
             name=f"the video of '{task_data.get(control.value_key)}'",
+            deadline=deadline,
         )
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)

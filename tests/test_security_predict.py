@@ -236,3 +236,63 @@ def test_hole_12_custom_model_paths_turn_downloads_off_by_default(
         response = post_predict(client, SHAPES.format(name="label", path="yolo11x.pt"), shapes_png)
     assert response.status_code == 422 and "not found in MODEL_ROOT" in response.json()["error"]
     assert downloads == []
+
+
+# -- hole 4: what FFmpeg may read for a task's video ---------------------------------------------------------
+
+VIDEO = (
+    '<View><Video name="video" value="$video"/><Labels name="labels" toName="video">'
+    '<Label value="circle"/><Label value="square"/><Label value="triangle"/></Labels>'
+    f'<VideoRectangle name="box" toName="video" model_path="{SHAPES_MODEL.name}"/></View>'
+)
+
+
+def write_video(path: Path, frames: int = 12) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (96, 64))
+    for number in range(frames):
+        writer.write(np.full((64, 96, 3), 10 * number, np.uint8))
+    writer.release()
+    return path
+
+
+def predict_video(client, video: Path) -> dict:
+    task = {"id": 1, "data": {"video": str(video)}}
+    response = client.post("/predict", json={"tasks": [task], "label_config": VIDEO})
+    assert response.status_code == 200, response.text
+    (entry,) = response.json()["results"]
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("task.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\n{secret}\n#EXT-X-ENDLIST\n"),
+        ("task.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\nfile:{secret}\n#EXT-X-ENDLIST\n"),
+        ("task.mp4", "ffconcat version 1.0\nfile {relative}\n"),
+    ],
+    ids=["hls", "hls-file-url", "ffconcat"],
+)
+def test_hole_4_a_playlist_cannot_make_ffmpeg_read_another_local_file(make_client, tmp_path, name, text):
+    """Hole 4 (part): a task's "video" that was an HLS playlist or an ffconcat list made FFmpeg (through
+    OpenCV) read the local file it named, e.g. another project's video. Only plain video containers read
+    from the file itself are decoded now (FFmpeg protocol and format whitelists)."""
+    secret = write_video(tmp_path / "other-project.mp4")
+    playlist = tmp_path / name
+    playlist.write_text(text.format(secret=secret, relative=secret.name))
+    client = make_client()
+    refused = predict_video(client, playlist)
+    assert "result" not in refused and "not a video that can be decoded" in refused["error"], refused
+    assert "result" in predict_video(client, secret)  # a plain video still works
+
+
+# -- hole 11: memory and time bombs ----------------------------------------------------------------------------
+
+
+def test_hole_11_a_video_task_has_a_time_budget(make_client, tmp_path):
+    """Hole 11: a video task could decode and predict for as long as the video lasted (with a huge stride
+    on a long video, hours); now it stops at MAX_VIDEO_TASK_SECONDS with a per-task error naming it."""
+    assert Settings(_env_file=None).max_video_task_seconds == 3600
+    video = write_video(tmp_path / "video.mp4")
+    refused = predict_video(make_client(max_video_task_seconds=1e-6), video)
+    assert "result" not in refused and "MAX_VIDEO_TASK_SECONDS" in refused["error"], refused
+    assert "result" in predict_video(make_client(), video)
