@@ -38,7 +38,7 @@ from core.errors import (
     WrongModelKindError,
 )
 from core.settings import PROJECT_ROOT, Settings
-from inference.detections import from_ultralytics
+from inference.detections import MaskBudget, from_ultralytics
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader
@@ -74,6 +74,8 @@ class PredictionRun:
     label_warnings: dict[str, str] = field(default_factory=dict)
     # Seconds spent inside each model's calls during this run (the /metrics histogram per model).
     inference_seconds: dict[str, float] = field(default_factory=dict)
+    # Bytes of brush masks this run may still decode (MAX_MASK_BYTES); None: no limit.
+    mask_budget: MaskBudget | None = None
 
     def refuse_every_task(self) -> None:
         """Some controls cannot run: no task gets a prediction, each gets an error naming them.
@@ -228,6 +230,7 @@ class YOLOBackend:
             model_version=self.model_version(label_config, project),
             tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
             control_errors={},
+            mask_budget=MaskBudget(self.settings.max_mask_bytes),
         )
         trained = self.served_model_paths(plan, project)
         controls = [
@@ -428,8 +431,12 @@ class YOLOBackend:
         results = _timed_predict(model, [images[i] for i in positions], dict(options), run)
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
-            output = from_ultralytics(result, with_masks=with_masks)
             outcome = run.tasks[chunk_start + position]
+            try:
+                output = from_ultralytics(result, with_masks=with_masks, mask_budget=run.mask_budget)
+            except BackendError as error:  # over MAX_MASK_BYTES: this task only
+                outcome.error = error.message
+                continue
             for control in group:
                 outcome.regions.extend(control.regions(output, model.class_names))
 

@@ -89,10 +89,10 @@ class Settings(BaseSettings):
     )
 
     max_mask_bytes: int = Field(
-        default=2 * 1024**3,
+        default=4 * 1024**3,
         ge=1,
-        description="Bytes of brush masks (each cropped to its box, at the original image size) one "
-        "request may decode; a task over it gets an error.",
+        description="Bytes of brush masks one request may decode (each: its box, plus the whole image "
+        "for its RLE); a task over it gets an error.",
     )
     max_video_task_seconds: float = Field(
         default=3600.0, gt=0, description="Seconds one video task may take to decode and predict."

@@ -65,7 +65,6 @@ def padded(config: str, size: int) -> str:
 def test_hole_6_a_label_config_over_the_limit_is_refused_everywhere(make_client, shapes_png):
     """Hole 6 (rest): a 4.7 MB config cost ~300 MB to parse, and the plan cache kept 64 of them. Over
     MAX_LABEL_CONFIG_BYTES, /predict, /setup and the /ui upload answer 422 naming it, before parsing."""
-    assert Settings(_env_file=None).max_label_config_bytes == 1024**2
     client = make_client(max_label_config_bytes=20_000)
     big = padded(GOOD, 30_000)
     refused = post_predict(client, big, shapes_png)
@@ -79,6 +78,7 @@ def test_hole_6_a_label_config_over_the_limit_is_refused_everywhere(make_client,
     fits = padded(GOOD, 19_000)
     assert "result" in predict(client, fits, shapes_png)["results"][0]
     assert client.post("/setup", json={"project": "1.1", "schema": fits}).status_code == 200
+    assert Settings(_env_file=None).max_label_config_bytes == 1024**2
 
 
 # -- hole 9: partial predictions ------------------------------------------------------------------------------
@@ -291,8 +291,65 @@ def test_hole_4_a_playlist_cannot_make_ffmpeg_read_another_local_file(make_clien
 def test_hole_11_a_video_task_has_a_time_budget(make_client, tmp_path):
     """Hole 11: a video task could decode and predict for as long as the video lasted (with a huge stride
     on a long video, hours); now it stops at MAX_VIDEO_TASK_SECONDS with a per-task error naming it."""
-    assert Settings(_env_file=None).max_video_task_seconds == 3600
     video = write_video(tmp_path / "video.mp4")
     refused = predict_video(make_client(max_video_task_seconds=1e-6), video)
     assert "result" not in refused and "MAX_VIDEO_TASK_SECONDS" in refused["error"], refused
     assert "result" in predict_video(make_client(), video)
+    assert Settings(_env_file=None).max_video_task_seconds == 3600
+
+
+BRUSH = (
+    '<View><Image name="image" value="$image"/><BrushLabels name="brush" toName="image" '
+    'model_score_threshold="0.1"><Label value="person"/></BrushLabels></View>'
+)
+BIG_W, BIG_H = 2000, 1500  # letterboxed to 640x480 for the model: masks live at that size
+
+
+@pytest.fixture
+def ten_masks_per_image(monkeypatch):
+    """The segmentation model answers 10 person instances per image, each a known rectangle with its
+    mask at the inference size (as Ultralytics gives them), without running the network."""
+    import torch
+    from ultralytics.engine.results import Results
+
+    from inference.model_registry import LoadedModel
+
+    def predict(self, images, **options):
+        results = []
+        for image in images:
+            height, width = image.shape[:2]
+            boxes = torch.tensor(
+                [[10.0 * i, 20.0 * i, width - 10.0 * i, height / 2, 0.9, 0.0] for i in range(10)]
+            )
+            masks = torch.zeros((10, 480, 640))
+            for i, (x1, y1, x2, y2, *_) in enumerate(boxes.tolist()):
+                scale = 640 / width
+                masks[i, round(y1 * scale) : round(y2 * scale), round(x1 * scale) : round(x2 * scale)] = 1.0
+            results.append(Results(image, "task.png", self.class_names, boxes=boxes, masks=masks))
+        return results
+
+    monkeypatch.setattr(LoadedModel, "predict", predict)
+
+
+def test_hole_11_brush_masks_have_a_decode_budget_per_request(make_client, tmp_path, ten_masks_per_image):
+    """Hole 11: BrushLabels scaled every mask (up to 300) to the full image as float32 at once (a 100 MP
+    image: tens of GB). Each mask is now scaled inside its box only, and a request may decode at most
+    MAX_MASK_BYTES of masks (each: its box, plus the image once for its RLE): the task over it gets an
+    error naming the setting; the tasks before it keep their masks."""
+    from label_studio_sdk.converter.brush import decode_rle
+
+    image = tmp_path / "big.png"
+    cv2.imwrite(str(image), np.full((BIG_H, BIG_W, 3), 128, np.uint8))
+    # ten masks: each its box (see the fixture), and the image once more for its RLE
+    one_image = sum((BIG_W - 20 * i) * (BIG_H // 2 - 20 * i) + BIG_W * BIG_H for i in range(10))
+    client = make_client(max_mask_bytes=int(1.5 * one_image))
+    first, second = predict(client, BRUSH, image, image)["results"]
+    assert "result" not in second and "MAX_MASK_BYTES" in second["error"], second
+    assert len(first["result"]) == 10
+    for i, region in enumerate(first["result"]):  # in the model's order: the i-th rectangle
+        painted = decode_rle(region["value"]["rle"]).reshape(BIG_H, BIG_W, 4)[..., 3] > 0
+        ys, xs = np.nonzero(painted)
+        assert abs(xs.min() - 10 * i) <= 4 and abs(xs.max() + 1 - (BIG_W - 10 * i)) <= 4
+        assert abs(ys.min() - 20 * i) <= 4 and abs(ys.max() + 1 - BIG_H / 2) <= 4
+    assert all(len(r["result"]) == 10 for r in predict(make_client(), BRUSH, image, image)["results"])
+    assert Settings(_env_file=None).max_mask_bytes == 4 * 1024**3
