@@ -6,7 +6,8 @@ in parallel a chunk ahead of inference -> one batched model call per (model file
 
 A task whose media fails gets `{"error": ...}` without a `result` key: Label Studio skips such an
 entry (it logs it and stores nothing), so the task is predicted again on the next retrieve instead
-of keeping an empty prediction.
+of keeping an empty prediction. The same holds when some control of the config cannot run (its model
+is missing or of the wrong kind): no task gets a prediction without that control's regions.
 """
 
 from __future__ import annotations
