@@ -33,7 +33,8 @@ DEFAULT_FPS = 24.0
 # only through the demuxers of plain video containers. A playlist (hls `.m3u8`) or an `ffconcat` list is
 # refused, so a task's "video" cannot make the decoder read another local file (another project's video).
 FFMPEG_CAPTURE_OPTIONS = (
-    "protocol_whitelist;file|format_whitelist;mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,ogg"
+    "protocol_whitelist;file"
+    "|format_whitelist;mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,ogg,flv,asf"
 )
 
 
