@@ -6,7 +6,8 @@ in parallel a chunk ahead of inference -> one batched model call per (model file
 
 A task whose media fails gets `{"error": ...}` without a `result` key: Label Studio skips such an
 entry (it logs it and stores nothing), so the task is predicted again on the next retrieve instead
-of keeping an empty prediction.
+of keeping an empty prediction. The same holds when some control of the config cannot run (its model
+is missing or of the wrong kind): no task gets a prediction without that control's regions.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from control_models import ControlModel
-from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
+from control_models.labeling_plan import LabelingPlan, PlanCache, check_label_config_size, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
 from core.errors import (
@@ -38,12 +39,12 @@ from core.errors import (
     WrongModelKindError,
 )
 from core.settings import PROJECT_ROOT, Settings
-from inference.detections import from_ultralytics
+from inference.detections import MaskBudget, from_ultralytics
 from inference.features import embedding_options, features_of
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader
-from media.video import VideoReader
+from media.video import Deadline, VideoReader
 from training.jobs import JobRunner, LocalProcessRunner, count_event
 from training.versions import ServedVersions, VersionStore
 
@@ -75,6 +76,23 @@ class PredictionRun:
     label_warnings: dict[str, str] = field(default_factory=dict)
     # Seconds spent inside each model's calls during this run (the /metrics histogram per model).
     inference_seconds: dict[str, float] = field(default_factory=dict)
+    # Bytes of brush masks this run may still decode (MAX_MASK_BYTES); None: no limit.
+    mask_budget: MaskBudget | None = None
+
+    def refuse_every_task(self) -> None:
+        """Some controls cannot run: no task gets a prediction, each gets an error naming them.
+
+        Label Studio stores a prediction for good under its model_version and never asks again, so a
+        prediction without the failed controls' regions would stay wrong after the model is fixed.
+        """
+        failed = "; ".join(f"<{name}>: {message}" for name, message in self.control_errors.items())
+        error = (
+            f"not predicted, because some controls of the labeling config cannot run ({failed}); fix their "
+            'models, or add model_skip="true" to those controls, and the task is predicted at the next retrieve'
+        )
+        for outcome in self.tasks:
+            outcome.regions = []
+            outcome.error = outcome.error or error
 
     def failed_tasks(self) -> int:
         return sum(outcome.error is not None for outcome in self.tasks)
@@ -136,6 +154,7 @@ class YOLOBackend:
         project: Any = None,
     ) -> str:
         """Remember how this project reaches Label Studio; answer the model version. Never loads a model."""
+        check_label_config_size(label_config, self.settings.max_label_config_bytes)
         if hostname and access_token and not self.settings.label_studio_api_key.get_secret_value():
             with self._setup_auths_lock:
                 key = project_key(project) or ""
@@ -151,6 +170,7 @@ class YOLOBackend:
         Names the trained versions this project serves (`yolo-1a2b3c4d-label.v3`), so after a promotion
         or a rollback Label Studio's Retrieve Predictions predicts every task again, once.
         """
+        check_label_config_size(label_config, self.settings.max_label_config_bytes)
         version = f"{self.settings.model_version}-{config_hash(label_config)}"
         key = project_key(project)
         if key:
@@ -214,6 +234,7 @@ class YOLOBackend:
             model_version=self.model_version(label_config, project),
             tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
             control_errors={},
+            mask_budget=MaskBudget(self.settings.max_mask_bytes),
         )
         trained = self.served_model_paths(plan, project)
         controls = [
@@ -224,10 +245,16 @@ class YOLOBackend:
         video_controls = [c for c in controls if "Video" in c.object_tags]
         if missing_key_fails_request:
             _require_data_keys(checked, image_controls + video_controls)
-        self._predict_images(checked, image_controls, run, uploads)
-        self._predict_videos(checked, video_controls, run, uploads)
-        if run.control_errors and len(run.control_errors) == len(plan.controls):
-            raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+        image_groups, video_groups = _group_by_model(image_controls), _group_by_model(video_controls)
+        image_models = self._load_models(image_groups, run)
+        video_models = self._load_models(video_groups, run)
+        if run.control_errors:
+            if len(run.control_errors) == len(plan.controls):
+                raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+            run.refuse_every_task()
+            return run
+        self._predict_images(checked, image_groups, image_models, run, uploads)
+        self._predict_videos(checked, video_groups, video_models, run, uploads)
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -353,17 +380,14 @@ class YOLOBackend:
     def _predict_images(
         self,
         tasks: list[dict],
-        controls: list[ControlModel],
+        groups: dict[GroupKey, list[ControlModel]],
+        models: dict[GroupKey, LoadedModel],
         run: PredictionRun,
         uploads: Mapping[str, Path],
     ) -> None:
-        if not controls:
-            return
-        groups = _group_by_model(controls)
-        value_keys = sorted({c.value_key for c in controls})
-        models = self._load_models(groups, run)
         if not models:
             return
+        value_keys = sorted({key[2] for key in models})
         chunk_size = max(model.batch_size for model in models.values())
         for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
@@ -415,8 +439,12 @@ class YOLOBackend:
         results = _timed_predict(model, [images[i] for i in positions], dict(options), run)
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
-            output = from_ultralytics(result, with_masks=with_masks)
             outcome = run.tasks[chunk_start + position]
+            try:
+                output = from_ultralytics(result, with_masks=with_masks, mask_budget=run.mask_budget)
+            except BackendError as error:  # over MAX_MASK_BYTES: this task only
+                outcome.error = error.message
+                continue
             for control in group:
                 outcome.regions.extend(control.regions(output, model.class_names))
 
@@ -463,7 +491,8 @@ class YOLOBackend:
     def _predict_videos(
         self,
         tasks: list[dict],
-        controls: list[ControlModel],
+        groups: dict[GroupKey, list[ControlModel]],
+        models: dict[GroupKey, LoadedModel],
         run: PredictionRun,
         uploads: Mapping[str, Path],
     ) -> None:
@@ -474,10 +503,6 @@ class YOLOBackend:
         session (its tracker, its probabilities) per video: no state passes between videos or requests.
         A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
         """
-        if not controls:
-            return
-        groups = _group_by_model(controls)
-        models = self._load_models(groups, run)
         runnable = [
             (control, models[key]) for key, group in groups.items() if key in models for control in group
         ]
@@ -487,12 +512,13 @@ class YOLOBackend:
                 continue
             paths: dict[str, Path] = {}
             regions: list[dict] = []
+            deadline = Deadline(self.settings.max_video_task_seconds)
             try:
                 for control, model in runnable:
                     if control.value_key not in paths:
                         paths[control.value_key] = self._task_video(task, control.value_key, uploads)
                     path = paths[control.value_key]
-                    regions.extend(self._predict_video(path, control, model, task["data"], run))
+                    regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -520,6 +546,7 @@ class YOLOBackend:
         model: LoadedModel,
         task_data: dict,
         run: PredictionRun,
+        deadline: Deadline,
     ) -> list[dict]:
         reader = VideoReader(
             path,
@@ -527,6 +554,7 @@ class YOLOBackend:
             max_frames=self.settings.max_video_frames,
             max_pixels=self.settings.max_image_pixels,
             name=f"the video of '{task_data.get(control.value_key)}'",
+            deadline=deadline,
         )
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)

@@ -197,7 +197,7 @@ def brush_region(
     if not mask.any():
         return None
     height, width = mask.shape
-    rle = mask2rle(np.where(mask != 0, 255, 0).astype(np.uint8))
+    rle = mask2rle(np.where(mask != 0, np.uint8(255), np.uint8(0)))  # uint8 at once, not int64 first
     value = {"format": "rle", "rle": [int(byte) for byte in rle], "brushlabels": [label]}
     return _image_region(
         region_id=region_id,

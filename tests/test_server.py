@@ -370,13 +370,14 @@ def test_model_of_the_wrong_task_for_the_tag(client, bus_image):
     assert "is a classify model" in body["error"] and "RectangleLabels" in body["error"]
 
 
-def test_a_failing_control_leaves_the_others_working(client, bus_image):
+def test_a_failing_control_leaves_every_task_unpredicted(client, bus_image):
+    """No partial prediction: Label Studio would keep it for good (issue 9, hole 9)."""
     config = RECT_CONFIG.replace(
         "</View>",
         '<PolygonLabels name="poly" toName="image" model_path="missing-seg.pt"><Label value="person"/></PolygonLabels></View>',
     )
     body = predict(client, config, bus_image)
-    assert body["results"][0]["result"]
+    assert "result" not in body["results"][0] and "<poly>" in body["results"][0]["error"]
     assert "poly" in body["errors"] and "missing-seg.pt" in body["errors"]["poly"]
 
 
