@@ -19,6 +19,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from core.errors import MediaError
 from tests.conftest import SHAPES_MODEL, assert_nearly_equal
+from tests.known_models import build_two_class_classifier
 from tools.shapes import draw_scene
 
 W, H, FRAMES, FPS = 320, 240, 40, 20.0
@@ -58,41 +59,8 @@ def video_models(model_root: Path) -> Path:
     if not (model_root / "yolov8n.pt").exists():
         shutil.copy(model_root / "yolov8m.pt", model_root / "yolov8n.pt")  # same n architecture, COCO names
     if not (model_root / "light-cls.pt").exists():
-        build_two_class_classifier(model_root / "light-cls.pt")
+        build_two_class_classifier(model_root / "light-cls.pt", DARK, BRIGHT, (H, W))
     return model_root
-
-
-def build_two_class_classifier(target: Path) -> None:
-    """A yolov8n-cls telling dark frames from bright ones, by construction instead of training.
-
-    Random weights everywhere but the head: its last linear layer projects the pooled features onto the
-    difference between a bright and a dark frame's features (centred between them).
-    """
-    import torch
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import ClassificationModel
-
-    model = YOLO("yolov8n-cls.yaml")
-    ClassificationModel.reshape_outputs(model.model, 2)
-    model.model.names = {0: "dark", 1: "bright"}
-    model.model.yaml["nc"] = 2
-    model.ckpt = {"train_args": {"imgsz": 224, "task": "classify"}}  # predict at 224 px, like yolov8n-cls.pt
-    head = model.model.model[-1]
-    with torch.no_grad():  # random features are ~1e-8: scale them up, or fp16 weights cannot separate them
-        head.conv.bn.weight.fill_(1e4)
-    linear = head.linear
-    features = []
-    hook = linear.register_forward_pre_hook(lambda _, inputs: features.append(inputs[0][0].detach().clone()))
-    for level in (DARK, BRIGHT):
-        model.predict(np.full((H, W, 3), level, np.uint8), verbose=False)
-    hook.remove()
-    dark, bright = features[-2], features[-1]
-    direction = (bright - dark) * (8.0 / float((bright - dark).square().sum()))
-    middle = float(direction @ (bright + dark) / 2)
-    with torch.no_grad():
-        linear.weight.copy_(torch.stack([-direction, direction]))
-        linear.bias.copy_(torch.tensor([middle, -middle]))
-    model.save(str(target))
 
 
 @pytest.fixture(scope="module")
