@@ -319,6 +319,32 @@ def test_every_image_tag_gives_the_regions_its_model_found(make_settings, tmp_pa
     assert drawn[0][1] != drawn[1][1]  # two different scenes: a mix-up would show
 
 
+DEFAULT_MODELS_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="box" toName="image"><Label value="person"/></RectangleLabels>'
+    '<RectangleLabels name="obb" toName="image" model_obb="true"><Label value="plane"/></RectangleLabels>'
+    '<PolygonLabels name="poly" toName="image"><Label value="person"/></PolygonLabels>'
+    '<BrushLabels name="brush" toName="image"><Label value="person"/></BrushLabels>'
+    '<Choices name="cls" toName="image"><Choice value="Bus" predicted_values="school bus"/></Choices>'
+    '<Taxonomy name="tax" toName="image"><Choice value="Bus" predicted_values="school bus"/></Taxonomy>'
+    '<KeyPointLabels name="kp" toName="image"><Label value="nose" predicted_values="person" model_index="0"/>'
+    "</KeyPointLabels></View>"
+)
+
+
+def test_each_tag_without_model_path_loads_its_default_model(client, bus_image):
+    body = predict(client, DEFAULT_MODELS_CONFIG, bus_image)
+    assert "errors" not in body
+    assert_valid(DEFAULT_MODELS_CONFIG, body["results"][0])
+    assert client.get("/health").json()["loaded_models"] == {
+        "yolov8m.pt": "detect",
+        "yolov8n-obb.pt": "obb",
+        "yolov8n-seg.pt": "segment",
+        "yolov8n-cls.pt": "classify",
+        "yolov8n-pose.pt": "pose",
+    }
+
+
 def test_choices_and_taxonomy_from_a_classifier_built_to_tell_dark_from_bright(
     make_client, model_root, tmp_path
 ):
