@@ -167,3 +167,24 @@ def build_two_class_classifier(target: Path, dark: int, bright: int, size: tuple
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     return target
+
+
+class CodeOnUnpickle:
+    """Pickled as a call of `os.system`: whatever unpickles it runs the command."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+def write_code_running_weights(path: Path, marker: Path) -> Path:
+    """A `.pt` file whose unpickling (torch.load without weights_only) creates `marker`."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": CodeOnUnpickle(f"touch {marker}")}, path)
+    return path

@@ -224,36 +224,6 @@ def test_bad_model_files_get_a_4xx_naming_the_file(
     assert "result" in predict(client, str(small_png), config=good)["results"][0]
 
 
-class CodeOnUnpickle:
-    """Pickled as a call of `os.system`: whatever unpickles it runs the command."""
-
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (self.command,))
-
-
-def test_safe_load_refuses_a_weight_file_that_runs_code(make_client, own_model_root, small_png, monkeypatch):
-    """`start.sh` sets ULTRALYTICS_SAFE_LOAD=true; Ultralytics reads it at import, so it is set here."""
-    import torch
-    import ultralytics.nn.tasks
-
-    marker = own_model_root.parent / "code-ran"
-    torch.save({"model": CodeOnUnpickle(f"touch {marker}")}, own_model_root / "evil.pt")
-    monkeypatch.setattr(ultralytics.nn.tasks, "SAFE_LOAD", True)
-    client = make_client(model_root=own_model_root)
-    body = predict(
-        client, str(small_png), config=SHAPES_CONFIG.format(name="label", path="evil.pt"), status=422
-    )
-    assert "'evil.pt' could not be loaded as an Ultralytics YOLO model" in body["error"]
-    assert not marker.exists()
-    good = predict(client, str(small_png), config=SHAPES_CONFIG.format(name="label", path="good.pt"))
-    assert "errors" not in good and "result" in good["results"][0]  # real checkpoints load safely
-
-
 def test_a_link_that_stays_inside_model_root_loads(make_client, own_model_root, small_png):
     client = make_client(model_root=own_model_root)
     body = predict(client, str(small_png), config=SHAPES_CONFIG.format(name="label", path="alias.pt"))
