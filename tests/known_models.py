@@ -188,3 +188,43 @@ def write_code_running_weights(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": CodeOnUnpickle(f"touch {marker}")}, path)
     return path
+
+
+def build_constant_obb_model(target: Path, names: dict[int, str], half_side: int, angle: float) -> Path:
+    """A yolov8n-obb whose output ignores the image: every anchor of the stride-32 level predicts a
+    square of side 2 * half_side * 32 px (at the inference size) turned by `angle` radians, of class 0
+    with score ~0.99; the other levels and classes score ~0. NMS keeps a grid of such squares.
+
+    The last convolution of each head branch gets zero weights and a bias that says it: the box branch
+    one peaked distribution bin (`half_side`) per side, the class branch the scores, the angle branch
+    sigmoid^-1(angle / pi + 0.25) (Ultralytics decodes the angle as (sigmoid(x) - 0.25) * pi).
+    """
+    import math
+
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n-obb.yaml")
+    head = model.model.model[-1]
+    head.nc, head.no = len(names), len(names) + head.reg_max * 4
+    with torch.no_grad():
+        for level in range(head.nl):
+            box, cls, rotation = head.cv2[level][-1], head.cv3[level], head.cv4[level][-1]
+            cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
+            for conv in (box, cls[-1], rotation):
+                conv.weight.zero_()
+            bins = torch.full((4, head.reg_max), -20.0)
+            bins[:, half_side] = 20.0
+            box.bias.copy_(bins.reshape(-1))
+            scores = torch.full((len(names),), -20.0)
+            if level == head.nl - 1:
+                scores[0] = 5.0
+            cls[-1].bias.copy_(scores)
+            fraction = angle / math.pi + 0.25
+            rotation.bias.fill_(math.log(fraction / (1 - fraction)))
+    model.model.names = names
+    model.model.yaml["nc"] = len(names)
+    model.ckpt = {"train_args": {"imgsz": 640, "task": "obb"}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    return target
