@@ -51,13 +51,11 @@ def write_video(path: Path, frames) -> Path:
 
 @pytest.fixture(scope="module")
 def video_models(model_root: Path) -> Path:
-    """MODEL_ROOT with the shapes detector, a `yolov8n.pt` (the VideoRectangle default) and a 2-class classifier."""
+    """MODEL_ROOT (with the shapes detector and `yolov8n.pt`, the VideoRectangle default) and a 2-class classifier."""
     if not (model_root / SHAPES).exists():
         if not SHAPES_MODEL.exists():
             pytest.fail(f"{SHAPES_MODEL} is missing; run tools/train_shapes_model.py")
         shutil.copy(SHAPES_MODEL, model_root / SHAPES)
-    if not (model_root / "yolov8n.pt").exists():
-        shutil.copy(model_root / "yolov8m.pt", model_root / "yolov8n.pt")  # same n architecture, COCO names
     if not (model_root / "light-cls.pt").exists():
         build_two_class_classifier(model_root / "light-cls.pt", DARK, BRIGHT, (H, W))
     return model_root
