@@ -57,6 +57,8 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     for file_name, (architecture, names_file) in DEFAULT_MODELS.items():
         build_model(architecture, _dataset_names(names_file), root / file_name)
+    # VideoRectangle's default: the same n architecture and COCO names as the yolov8m.pt built above.
+    shutil.copy(root / "yolov8m.pt", root / "yolov8n.pt")
     shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
     return root
 

@@ -360,3 +360,40 @@ def test_an_interrupted_run_resumes_with_the_rest(
     assert run_cli(make_settings, label_studio, "--all-tasks", "--batch-size", batch_size) == 0
     assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]
     assert sorted(i for call in predict_calls for i in call) == [2, 3]  # task 1 is not predicted again
+
+
+def test_cli_refuses_a_weight_file_that_runs_code(tmp_path, small_image):
+    """`python cli.py` as a user runs it (no ULTRALYTICS_SAFE_LOAD in the environment): a `.pt` whose
+    unpickling would run code is refused with a message naming the file, and its code never runs."""
+    import os
+
+    from tests.known_models import write_code_running_weights
+
+    marker = tmp_path / "code-ran"
+    write_code_running_weights(tmp_path / "models" / "evil.pt", marker)
+    config = tmp_path / "config.xml"
+    config.write_text(CONFIG.replace("shapes-yolov8n.pt", "evil.pt"))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps([{"id": 1, "data": {"image": str(small_image)}}]))
+    env = {k: v for k, v in os.environ.items() if k != "ULTRALYTICS_SAFE_LOAD"}
+    env.update(MODEL_ROOT=str(tmp_path / "models"), ALLOW_CUSTOM_MODEL_PATH="true", YOLO_OFFLINE="1")
+    args = ["--project", "1", "--tasks", str(tasks), "--label-config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "cli.py", *args, "--dry-run", str(tmp_path / "out.json")],
+        cwd=Path(cli.__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert not marker.exists(), "unpickling the weight file ran its code"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "task 1: " in result.stdout
+    assert "'evil.pt' could not be loaded as an Ultralytics YOLO model" in result.stdout
+
+
+@pytest.fixture
+def small_image(tmp_path) -> Path:
+    path = tmp_path / "small.png"
+    cv2.imwrite(str(path), np.full((64, 96, 3), 90, np.uint8))
+    return path
