@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported anywhere
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # as start.sh and cli.py: never pip-install from a test
 
 import cv2
 import pytest
