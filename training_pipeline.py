@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from inference.model_registry import ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader, check_image_pixels
 from training.jobs import JobReporter
+from training.spec import IMAGE_TASKS
 from training.trainer import TrainParams, fine_tune
 from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
 
@@ -49,18 +51,19 @@ def latest_annotation(annotations: list[dict]) -> dict | None:
     return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
 
 
-def annotated_tasks(tasks: list[dict], from_name: str) -> list[tuple[dict, list[dict]]]:
-    """(task, result items of `from_name`) for each task whose latest annotation is usable.
+def annotated_tasks(tasks: list[dict], from_names: str | Sequence[str]) -> list[tuple[dict, list[dict]]]:
+    """(task, result items of the control(s) `from_names`) for each task whose latest annotation is usable.
 
     A task whose latest annotation has no region of this control still counts: it is an image with no
     object (a negative example), as Label Studio's annotator meant when submitting it empty.
     """
+    names = {from_names} if isinstance(from_names, str) else set(from_names)
     picked = []
     for task in tasks:
         annotation = latest_annotation(task.get("annotations") or [])
         if annotation is None:
             continue
-        regions = [r for r in annotation.get("result") or [] if r.get("from_name") == from_name]
+        regions = [r for r in annotation.get("result") or [] if r.get("from_name") in names]
         picked.append((task, regions))
     return picked
 
@@ -133,7 +136,7 @@ class TrainingRun:
         from training.dataset import AnnotatedImage
 
         self.reporter.phase("fetching annotations")
-        picked = annotated_tasks(self.tasks_source(project), spec.from_name)
+        picked = annotated_tasks(self.tasks_source(project), spec.region_from_names)
         images = []
         for task, regions in picked:
             url = (task.get("data") or {}).get(spec.value_key)
@@ -162,13 +165,20 @@ class TrainingRun:
         return self.registry.resolve(loaded.name), dict(spec.label_map), spec.model_path
 
     def run(self, project: str, control: str, label_config: str) -> Outcome:
+        """One job: the control's spec says which kind of training it is."""
+        spec = self.spec_for(label_config, control)
+        if spec.task in IMAGE_TASKS:
+            return self.train_on_images(project, spec)
+        raise LabelingConfigError(f"{spec.tag} trains a {spec.task} model, which this backend cannot train")
+
+    def train_on_images(self, project: str, spec: Any) -> Outcome:
+        """Images and their regions -> YOLO dataset -> fine-tune -> evaluate both -> promote if better."""
         from training.dataset import write_dataset
         from training.evaluation import evaluate
 
-        spec = self.spec_for(label_config, control)
         images = self.images(project, spec)
         serving_weights, serving_map, serving_name = self.serving_model(project, spec)
-        version_dir = self.store.create_version(project, control)
+        version_dir = self.store.create_version(project, spec.from_name)
         self.reporter.job.version = version_dir.name
         try:
             self.reporter.phase("writing dataset")
@@ -184,7 +194,7 @@ class TrainingRun:
                 device=self.settings.device,
             )
             best = fine_tune(
-                serving_weights, dataset.yaml_path, version_dir / "run", params, self.reporter.epoch
+                serving_weights, dataset.train_data, version_dir / "run", params, self.reporter.epoch
             )
             shutil.copyfile(best, version_dir / WEIGHTS)
             self.reporter.phase("evaluating")
@@ -195,10 +205,12 @@ class TrainingRun:
             raise
         finally:
             shutil.rmtree(version_dir / "dataset", ignore_errors=True)  # copies of the images; summary kept
-        promoted, message = decide(spec.promote, before.map50_95, after.map50_95, serving_name)
+        promoted, message = decide(spec.promote, before.score, after.score, serving_name, before.metric)
         write_json_atomic(
             version_dir / METRICS,
             {
+                "task": spec.task,
+                "metric": before.metric,
                 "serving": {"model": serving_name, **before.to_json()},
                 "new": {"model": version_dir.name, **after.to_json()},
                 "promoted": promoted,
@@ -209,7 +221,7 @@ class TrainingRun:
             },
         )
         if promoted:
-            self.store.promote(project, control, version_dir.name)  # the one atomic switch
+            self.store.promote(project, spec.from_name, version_dir.name)  # the one atomic switch
         return Outcome(version_dir.name, promoted, message)
 
 
@@ -274,9 +286,10 @@ def task_errors(
     for image in images:
         truth = [box for box in (region_box(r, image.width, image.height) for r in image.regions) if box]
         result = model.predict(str(image.image_path), imgsz=spec.imgsz, conf=0.25, verbose=False)[0]
+        boxes = result.boxes if result.boxes is not None else result.obb  # an OBB model has no .boxes
         found = [
             (to_label[int(c)], tuple(map(float, xyxy)))
-            for c, xyxy in zip(result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), strict=True)
+            for c, xyxy in zip(boxes.cls.tolist(), boxes.xyxy.tolist(), strict=True)
             if to_label.get(int(c)) in spec.labels
         ]
         matched = match_boxes(truth, found)
@@ -328,9 +341,15 @@ def box_iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def decide(promote: str, serving: float, new: float, serving_name: str) -> tuple[bool, str]:
-    """Promote when the new model is better on mAP50-95, or always when the control asks for it."""
-    figures = f"mAP50-95 {new:.4f} (new) vs {serving:.4f} ({serving_name})"
+METRIC_NAMES = {"map50_95": "mAP50-95", "top1_accuracy": "top-1 accuracy"}
+
+
+def decide(
+    promote: str, serving: float, new: float, serving_name: str, metric: str = "map50_95"
+) -> tuple[bool, str]:
+    """Promote when the new model is better on the main metric (mAP50-95; classify: top-1 accuracy), or
+    always when the control asks for it."""
+    figures = f"{METRIC_NAMES.get(metric, metric)} {new:.4f} (new) vs {serving:.4f} ({serving_name})"
     if promote == "always":
         return True, f'promoted (model_train_promote="always"): {figures}'
     if new > serving:

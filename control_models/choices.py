@@ -24,6 +24,9 @@ class ChoicesModel(ControlModel):
     control_tag: ClassVar[str] = "Choices"
     model_tasks: ClassVar[tuple[str, ...]] = ("classify",)
     default_model: ClassVar[str] = "yolov8n-cls.pt"
+    training_task: ClassVar[str | None] = (
+        "classify"  # one chosen class per image; multi-choice tasks are left out
+    )
 
     multiple: bool = False
 

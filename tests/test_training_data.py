@@ -51,17 +51,19 @@ def shapes_images(
 
 def test_rectangles_become_yolo_lines_with_config_order_ids():
     value = {"x": 10, "y": 20, "width": 30, "height": 40, "rectanglelabels": ["circle"]}
-    assert rectangle_to_yolo(value, LABELS) == "1 0.250000 0.400000 0.300000 0.400000"
-    assert rectangle_to_yolo({**value, "rectanglelabels": ["dog"]}, LABELS) is None
+    assert rectangle_to_yolo(value, LABELS, 640, 480) == "1 0.250000 0.400000 0.300000 0.400000"
+    assert rectangle_to_yolo({**value, "rectanglelabels": ["dog"]}, LABELS, 640, 480) is None
 
 
 def test_a_rotated_rectangle_becomes_the_box_around_it_and_is_clipped():
     # 20 x 10 (percent) turned 90 degrees about its top-left corner (50, 50): it spans x 40..50, y 50..70.
     value = {"x": 50, "y": 50, "width": 20, "height": 10, "rotation": 90, "rectanglelabels": ["square"]}
-    assert rectangle_to_yolo(value, LABELS) == "2 0.450000 0.600000 0.100000 0.200000"
+    assert rectangle_to_yolo(value, LABELS, 100, 100) == "2 0.450000 0.600000 0.100000 0.200000"
+    # The turn is in pixels: on 640 x 480 the 128 px wide side ends up 128 px high, 26.7 % of the height.
+    assert rectangle_to_yolo(value, LABELS, 640, 480) == "2 0.462500 0.633333 0.075000 0.266667"
     outside = {"x": 90, "y": 90, "width": 20, "height": 20, "rectanglelabels": ["square"]}
-    assert rectangle_to_yolo(outside, LABELS) == "2 0.950000 0.950000 0.100000 0.100000"
-    assert rectangle_to_yolo({**outside, "x": 120}, LABELS) is None
+    assert rectangle_to_yolo(outside, LABELS, 640, 480) == "2 0.950000 0.950000 0.100000 0.100000"
+    assert rectangle_to_yolo({**outside, "x": 120}, LABELS, 640, 480) is None
 
 
 def test_dataset_files_match_the_annotations_line_by_line(make_settings, tmp_path):
@@ -121,9 +123,11 @@ def test_training_attributes_are_parsed_once_with_clear_errors(make_settings):
         spec_of(config(model_train_epochs="x"), make_settings())
     with pytest.raises(LabelingConfigError, match="model_train_promote"):
         spec_of(config(model_train_promote="sometimes"), make_settings())
-    choices = '<View><Image name="image" value="$image"/><Choices name="c" toName="image"><Choice value="a"/></Choices></View>'
-    (control,) = build_plan(choices, make_settings()).controls
-    assert control.training_spec() is None
+    video = (
+        '<View><Video name="video" value="$video"/><VideoRectangle name="box" toName="video"/>'
+        '<Labels name="l" toName="video"><Label value="circle"/></Labels></View>'
+    )
+    assert [c.training_spec() for c in build_plan(video, make_settings()).controls] == [None]
 
 
 def test_the_shapes_detector_scores_high_and_the_same_through_a_label_map(make_settings, tmp_path):
