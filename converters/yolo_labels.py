@@ -168,8 +168,8 @@ def pose_to_yolo(
         line = rectangle_to_yolo(value, labels, image_width, image_height)
         if line is None:
             continue
-        _, cx, cy, w, h = (float(v) for v in line.split())
-        xyxy = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 100
+        corners = _corners(value, image_width, image_height) * 100  # percent, as the keypoints are
+        xyxy = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
         instances.append((str(region.get("id", "")), line, xyxy))
     points: list[dict[str, tuple[float, float]]] = [{} for _ in instances]
     ids = {region_id: i for i, (region_id, _, _) in enumerate(instances) if region_id}
@@ -197,7 +197,7 @@ def _smallest_box_around(instances: Sequence[tuple[str, str, np.ndarray]], x: fl
     inside = [
         (float((box[2] - box[0]) * (box[3] - box[1])), i)
         for i, (_, _, box) in enumerate(instances)
-        if box[0] <= x <= box[2] and box[1] <= y <= box[3]
+        if box[0] - 1e-6 <= x <= box[2] + 1e-6 and box[1] - 1e-6 <= y <= box[3] + 1e-6
     ]
     return min(inside)[1] if inside else None
 
