@@ -159,7 +159,9 @@ def test_the_shapes_detector_scores_high_and_the_same_through_a_label_map(make_s
 # -- every other trainable tag: dataset lines against the geometry the images were drawn from ----------
 
 
-def write_project(kind: str, folder: Path, settings, count: int = 10, **attrs: str):
+def write_project(
+    kind: str, folder: Path, settings, count: int = 10, val_fraction: float = 0.2, **attrs: str
+):
     """A project of `kind` (tests/training_projects.py) written as a dataset; (spec, examples, summary)."""
     (control, *_) = [
         c for c in build_plan(projects.config(kind, **attrs), settings).controls if c.from_name == "label"
@@ -171,7 +173,7 @@ def write_project(kind: str, folder: Path, settings, count: int = 10, **attrs: s
         path = folder / f"task-{task_id}.png"
         cv2.imwrite(str(path), example.image)
         images.append(AnnotatedImage(task_id, path, example.regions, projects.WIDTH, projects.HEIGHT))
-    summary = write_dataset(images, spec, folder / "dataset", seed=0)
+    summary = write_dataset(images, spec, folder / "dataset", seed=0, val_fraction=val_fraction)
     return spec, made, summary
 
 
@@ -316,3 +318,84 @@ def test_what_cannot_be_trained_is_said(make_settings, tmp_path):
     (choices,) = build_plan(slashed, settings).controls
     with pytest.raises(TrainingDataError, match="'round/circle' cannot name a class folder"):
         write_dataset(images, choices.training_spec(), tmp_path / "d")
+
+
+# -- evaluation of the other kinds: a stand-in model that answers the drawn truth ------------------------
+
+MODEL_NAMES = {0: "CIRCLE", 1: "dog", 2: "SQUARE", 3: "TRIANGLE", 4: "BAR", 5: "PLATE"}  # not config order
+
+
+class TruthModel:
+    """Answers like a YOLO model of `task` whose classes are MODEL_NAMES: exactly the drawn truth of each
+    image (task id = file stem), so a correct evaluation scores it 1 through the label map."""
+
+    def __init__(self, task: str, made: list, offset: float = 0.0):
+        self.task, self.made, self.names = task, made, MODEL_NAMES
+        self.offset = offset  # pixels added to the answered corners, outlines or keypoints (not boxes)
+
+    def predict(self, source: str, **options):
+        import torch
+        from ultralytics.engine.results import Results
+        from ultralytics.utils.ops import xyxyxyxy2xywhr
+
+        image = cv2.imread(source)
+        truth = self.made[int(Path(source).stem) - 1].truth
+        ids = {name.lower(): i for i, name in MODEL_NAMES.items()}
+        cls = torch.tensor([[ids[t["label"]]] for t in truth], dtype=torch.float32)
+        if self.task == "classify":
+            probs = torch.full((len(MODEL_NAMES),), 0.02)
+            probs[1] = 0.6  # "dog" is likelier, but no label stands for it
+            probs[int(cls[0, 0])] = 0.3
+            return [Results(image, source, MODEL_NAMES, probs=probs)]
+        if self.task == "obb":
+            corners = np.stack([t["corners"].ravel() + self.offset for t in truth]).astype(np.float32)
+            xywhr = torch.tensor(xyxyxyxy2xywhr(corners))
+            return [
+                Results(image, source, MODEL_NAMES, obb=torch.cat([xywhr, torch.ones(len(truth), 1), cls], 1))
+            ]
+        if self.task == "segment":
+            outlines = [t["points"] for t in truth]
+        else:
+            x1, y1, x2, y2 = (np.array([t["box"][i] for t in truth]) for i in range(4))
+            outlines = [
+                np.array([[a, b], [c, b], [c, d], [a, d]]) for a, b, c, d in zip(x1, y1, x2, y2, strict=True)
+            ]
+        xyxy = torch.tensor([[*o.min(0), *o.max(0)] for o in outlines], dtype=torch.float32)
+        boxes = torch.cat([xyxy, torch.ones(len(truth), 1), cls], 1)
+        if self.task == "segment":
+            masks = np.zeros((len(truth), *image.shape[:2]), np.uint8)
+            for mask, outline in zip(masks, outlines, strict=True):
+                cv2.fillPoly(mask, [np.round(outline + self.offset).astype(np.int32)], 1)
+            return [Results(image, source, MODEL_NAMES, boxes=boxes, masks=torch.tensor(masks).float())]
+        keypoints = torch.zeros(len(truth), 17, 3)  # a COCO-sized pose model: more keypoints than labelled
+        for row, t in zip(keypoints, truth, strict=True):
+            for index, name in projects.KEYPOINTS.items():
+                if name in t["keypoints"]:
+                    row[index] = torch.tensor([*np.add(t["keypoints"][name], self.offset), 0.9])
+        return [Results(image, source, MODEL_NAMES, boxes=boxes, keypoints=keypoints)]
+
+
+@pytest.mark.parametrize("kind", ["obb", "polygon", "pose", "choices"])
+def test_every_kind_scores_the_truth_high_through_the_label_map_and_zero_without(
+    make_settings, tmp_path, monkeypatch, kind
+):
+    import ultralytics
+
+    spec, made, dataset = write_project(kind, tmp_path, make_settings(), count=6, val_fraction=1.0)
+    monkeypatch.setattr(ultralytics, "YOLO", lambda path: TruthModel(spec.task, made))
+    mapped = evaluate(Path("served.pt"), dataset, spec, imgsz=160, class_names_to_labels=spec.label_map)
+    unmapped = evaluate(Path("served.pt"), dataset, spec, imgsz=160, class_names_to_labels={})
+    support = sum(len(example.truth) for example in made)
+    assert sum(row["support"] for row in mapped.per_class.values()) == support
+    assert set(mapped.per_class) <= set(spec.labels) and mapped.recall == pytest.approx(1.0)
+    if kind == "choices":
+        assert mapped.metric == "top1_accuracy" and mapped.score == 1.0 and mapped.map50_95 is None
+    else:
+        assert (
+            mapped.metric == "map50_95" and mapped.map50 == pytest.approx(0.995) and mapped.score > 0.9
+        )  # 0.995: the top of the curve
+    assert unmapped.score == 0.0 and unmapped.recall == 0.0
+    if kind != "choices":  # the kind's own overlap decides: answers 16 px off score far lower
+        monkeypatch.setattr(ultralytics, "YOLO", lambda path: TruthModel(spec.task, made, offset=16.0))
+        off = evaluate(Path("served.pt"), dataset, spec, imgsz=160, class_names_to_labels=spec.label_map)
+        assert off.score < mapped.score / 2, (off.score, mapped.score)
