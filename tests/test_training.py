@@ -569,3 +569,80 @@ def test_log_tail_keeps_the_last_drawing_of_progress_bars_without_colours(tmp_pa
     files = JobFiles(tmp_path)
     files.log_path("job-1").write_text("start\n\x1b[34m\x1b[1mtrain:\x1b[0m 1/4\r\x1b[K2/4\r4/4 done\nend\n")
     assert files.log_tail("job-1") == ["start", "4/4 done", "end"]
+
+
+# -- every other trainable tag, through the real pipeline: dataset -> 1 epoch -> evaluate -> promote ------
+
+KIND_MODELS = {  # project kind -> (architecture, class names of the served base model, trained task)
+    "obb": ("yolov8n-obb.yaml", {0: "plane", 1: "BAR", 2: "plate"}, "obb"),
+    "polygon": ("yolov8n-seg.yaml", {0: "person", 1: "Circle", 2: "square", 3: "triangle"}, "segment"),
+    "brush": ("yolov8n-seg.yaml", {0: "circle", 1: "square", 2: "triangle"}, "segment"),
+    "pose": ("yolov8n-pose.yaml", {0: "person"}, "pose"),
+    "choices": ("yolov8n-cls.yaml", {0: "circle", 1: "dog", 2: "square", 3: "triangle"}, "classify"),
+    "taxonomy": ("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, "classify"),
+}
+
+
+def project_tasks(kind: str, count: int) -> tuple[list[dict], dict[str, bytes]]:
+    """`count` tasks of a tests/training_projects.py project, each with one submitted annotation."""
+    from tests import training_projects as projects
+
+    tasks, files = [], {}
+    for task_id, example in enumerate(projects.examples(kind, count), start=1):
+        path = f"/data/upload/{PROJECT}/{task_id:08x}-{kind}.png"
+        files[path] = cv2.imencode(".png", example.image)[1].tobytes()
+        annotation = {"id": task_id, "result": example.regions, "was_cancelled": False, "updated_at": "2026"}
+        tasks.append({"id": task_id, "data": {"image": path}, "annotations": [annotation]})
+    return tasks, files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(KIND_MODELS))
+def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_model_root, kind) -> None:
+    from ultralytics import YOLO
+
+    from model import YOLOBackend
+    from tests import training_projects as projects
+    from tests.conftest import build_model
+    from training_pipeline import TrainingRun
+
+    architecture, names, task = KIND_MODELS[kind]
+    build_model(architecture, names, own_model_root / "base.pt")
+    config = projects.config(
+        kind,
+        model_path="base.pt",
+        model_train_epochs="1",
+        model_train_imgsz="64",
+        model_train_batch="4",
+        model_train_promote="always",
+    )
+    tasks, files = project_tasks(kind, 9)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        outcome = TrainingRun(settings, Reporter()).run(PROJECT, "label", config)
+        store = VersionStore(own_model_root)
+        assert outcome.promoted and store.served(PROJECT, "label") == outcome.version
+        folder = store.control_dir(PROJECT, "label") / outcome.version
+        metrics = json.loads((folder / "metrics.json").read_text())
+        main = "top1_accuracy" if task == "classify" else "map50_95"
+        assert metrics["task"] == task and metrics["metric"] == main
+        for side in ("serving", "new"):
+            assert isinstance(metrics[side][main], float)
+            assert sum(row["support"] for row in metrics[side]["per_class"].values()) > 0
+        dataset = json.loads((folder / "dataset.json").read_text())
+        assert sorted(dataset["train_task_ids"] + dataset["val_task_ids"]) == list(range(1, 10))
+        trained = YOLO(str(folder / "best.pt"))
+        spec = TrainingRun(settings, Reporter()).spec_for(config, "label")
+        assert trained.task == task and sorted(trained.names.values()) == sorted(spec.labels)
+        if task == "pose":
+            assert list(trained.model.kpt_shape) == [4, 3]  # keypoint i is the label with model_index i
+
+        backend = YOLOBackend(settings)
+        run = backend.predict([{"id": 1, "data": tasks[0]["data"]}], config, project=PROJECT)
+        assert "label" not in run.control_errors, (
+            run.control_errors
+        )  # (pose: the box control has no model here)
+        assert outcome.version.split("-")[0] in run.model_version
+        backend.close()
