@@ -646,3 +646,39 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
         )  # (pose: the box control has no model here)
         assert outcome.version.split("-")[0] in run.model_version
         backend.close()
+
+
+@pytest.mark.parametrize(("serving", "new", "promoted"), [(0.6, 0.5, False), (0.5, 0.75, True)])
+def test_a_classifier_is_promoted_on_top1_accuracy(
+    make_settings, own_model_root, monkeypatch, serving, new, promoted
+) -> None:
+    import training_pipeline
+    from tests import training_projects as projects
+    from tests.conftest import build_model
+    from training.evaluation import Evaluation
+    from training_pipeline import TrainingRun
+
+    def evaluate(model_path, dataset, spec, imgsz, class_names_to_labels=None, device=""):
+        top1 = new if "trained" in Path(model_path).parts else serving
+        return Evaluation(None, None, 0.5, 0.5, {}, metric="top1_accuracy", top1_accuracy=top1)
+
+    monkeypatch.setattr(sys.modules["training.evaluation"], "evaluate", evaluate)
+    monkeypatch.setattr(
+        training_pipeline, "fine_tune", lambda base, data, run_dir, params, on_epoch: Path(base)
+    )
+    build_model("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
+    tasks, files = project_tasks("choices", 6)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        outcome = TrainingRun(settings, Reporter()).run(
+            PROJECT, "label", projects.config("choices", model_path="base.pt")
+        )
+    assert outcome.promoted is promoted and "top-1 accuracy" in outcome.message
+    metrics = json.loads(
+        (
+            VersionStore(own_model_root).control_dir(PROJECT, "label") / outcome.version / "metrics.json"
+        ).read_text()
+    )
+    assert metrics["metric"] == "top1_accuracy" and metrics["new"]["top1_accuracy"] == new
