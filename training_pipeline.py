@@ -162,6 +162,10 @@ class TrainingRun:
         if version is not None and self.store.weights(project, spec.from_name, version).is_file():
             return self.store.weights(project, spec.from_name, version), None, version
         loaded = self.registry.get(spec.model_path)  # downloads official weights when allowed and online
+        if spec.task != "detect" and loaded.task != spec.task:  # detect fine-tunes any model with boxes
+            raise LabelingConfigError(
+                f"model '{spec.model_path}' is a {loaded.task} model; {spec.tag} trains a {spec.task} model"
+            )
         return self.registry.resolve(loaded.name), dict(spec.label_map), spec.model_path
 
     def run(self, project: str, control: str, label_config: str) -> Outcome:
@@ -279,12 +283,14 @@ def task_errors(
     """Per task: annotated boxes the model missed and boxes it found that no annotation has (IoU 0.5)."""
     from ultralytics import YOLO
 
+    from training.dataset import label_lines
+
     model = YOLO(str(weights))
     names = {int(k): str(v) for k, v in model.names.items()}
     to_label = {i: label_map.get(n) for i, n in names.items()} if label_map else dict(names)
     errors = []
     for image in images:
-        truth = [box for box in (region_box(r, image.width, image.height) for r in image.regions) if box]
+        truth = [line_box(line, spec, image.width, image.height) for line in label_lines(image, spec)]
         result = model.predict(str(image.image_path), imgsz=spec.imgsz, conf=0.25, verbose=False)[0]
         boxes = result.boxes if result.boxes is not None else result.obb  # an OBB model has no .boxes
         found = [
@@ -297,23 +303,16 @@ def task_errors(
     return errors
 
 
-def region_box(region: dict, width: int, height: int) -> tuple[str, tuple[float, ...]] | None:
-    """(label, pixel xyxy) of a rectangle or polygon region; None for anything else."""
-    value = region.get("value") or {}
-    labels = value.get("rectanglelabels") or value.get("polygonlabels") or []
-    if not labels:
-        return None
-    if "points" in value:
-        xs = [p[0] * width / 100 for p in value["points"]]
-        ys = [p[1] * height / 100 for p in value["points"]]
-        return labels[0], (min(xs), min(ys), max(xs), max(ys))
-    x, y = value.get("x", 0) * width / 100, value.get("y", 0) * height / 100
-    return labels[0], (
-        x,
-        y,
-        x + value.get("width", 0) * width / 100,
-        y + value.get("height", 0) * height / 100,
-    )
+def line_box(line: str, spec: Any, width: int, height: int) -> tuple[str, tuple[float, ...]]:
+    """(label, pixel xyxy) of one YOLO label line: its box (detect), or the box around its points."""
+    cls, *numbers = (float(v) for v in line.split())
+    if spec.task == "detect":
+        cx, cy, w, h = numbers
+        xyxy = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    else:
+        xs, ys = numbers[0::2], numbers[1::2]
+        xyxy = (min(xs), min(ys), max(xs), max(ys))
+    return spec.labels[int(cls)], (xyxy[0] * width, xyxy[1] * height, xyxy[2] * width, xyxy[3] * height)
 
 
 def match_boxes(

@@ -682,3 +682,23 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
         ).read_text()
     )
     assert metrics["metric"] == "top1_accuracy" and metrics["new"]["top1_accuracy"] == new
+
+
+def test_a_base_model_of_the_wrong_kind_fails_before_training(make_settings, own_model_root) -> None:
+    from core.errors import LabelingConfigError
+    from tests import training_projects as projects
+    from training_pipeline import TrainingRun
+
+    tasks, files = project_tasks("polygon", 6)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        config = projects.config(
+            "polygon", model_path="shapes-yolov8n.pt", model_train_epochs="1", model_train_imgsz="64"
+        )
+        with pytest.raises(
+            LabelingConfigError, match=r"is a detect model; <PolygonLabels .*trains a segment"
+        ):
+            TrainingRun(settings, Reporter()).run(PROJECT, "label", config)
+    assert VersionStore(own_model_root).versions(PROJECT, "label") == []
