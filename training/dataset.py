@@ -135,38 +135,57 @@ def _check_trainable(spec: TrainingSpec) -> None:
 
 
 def _where_classes_come_from(spec: TrainingSpec) -> str:
-    return f' (pose classes are the boxes of <RectangleLabels name="{spec.box_from_name}">)' * (
-        spec.task == "pose"
-    )
+    if spec.task != "pose":
+        return ""
+    return f' (pose classes are the boxes of <RectangleLabels name="{spec.box_from_name}">)'
 
 
 def label_lines(image: AnnotatedImage, spec: TrainingSpec) -> list[str]:
     """The YOLO label lines of one image (classify: one line, the class id, or none)."""
     mine = [region for region in image.regions if region.get("from_name", spec.from_name) == spec.from_name]
-    values = [region.get("value") or {} for region in mine]
-    size = (image.width, image.height)
-    if spec.task == "detect":
-        rows = [rectangle_to_yolo(value, spec.labels, *size) for value in values]
-    elif spec.task == "obb":
-        rows = [rectangle_to_yolo_obb(value, spec.labels, *size) for value in values]
-    elif spec.task == "segment":
-        rows = []
-        for region, value in zip(mine, values, strict=True):
-            if "brushlabels" in value:  # the RLE has the size the annotator's image had
-                mask_size = (
-                    region.get("original_width") or image.width,
-                    region.get("original_height") or image.height,
-                )
-                rows += brush_to_yolo(value, spec.labels, *mask_size)
-            else:
-                rows.append(polygon_to_yolo(value, spec.labels))
-    elif spec.task == "pose":
-        boxes = [region for region in image.regions if region.get("from_name") == spec.box_from_name]
-        rows = pose_to_yolo(boxes, mine, spec.labels, spec.keypoint_labels, *size)
-    else:  # classify: the one choice of the latest annotation
-        chosen = [cls for cls in (choice_of(value, spec.labels) for value in values) if cls is not None]
-        rows = [str(chosen[0])] if len(chosen) == 1 else []
+    rows = LINES_OF[spec.task](mine, image, spec)
     return [row for row in rows if row is not None]
+
+
+def _detect_lines(regions: list[dict], image: AnnotatedImage, spec: TrainingSpec) -> list[str | None]:
+    return [rectangle_to_yolo(r.get("value") or {}, spec.labels, image.width, image.height) for r in regions]
+
+
+def _obb_lines(regions: list[dict], image: AnnotatedImage, spec: TrainingSpec) -> list[str | None]:
+    return [
+        rectangle_to_yolo_obb(r.get("value") or {}, spec.labels, image.width, image.height) for r in regions
+    ]
+
+
+def _segment_lines(regions: list[dict], image: AnnotatedImage, spec: TrainingSpec) -> list[str | None]:
+    rows: list[str | None] = []
+    for region in regions:
+        value = region.get("value") or {}
+        if "brushlabels" in value:  # the RLE has the size of the image the annotator saw
+            width = region.get("original_width") or image.width
+            rows += brush_to_yolo(value, spec.labels, width, region.get("original_height") or image.height)
+        else:
+            rows.append(polygon_to_yolo(value, spec.labels))
+    return rows
+
+
+def _pose_lines(regions: list[dict], image: AnnotatedImage, spec: TrainingSpec) -> list[str]:
+    boxes = [region for region in image.regions if region.get("from_name") == spec.box_from_name]
+    return pose_to_yolo(boxes, regions, spec.labels, spec.keypoint_labels, image.width, image.height)
+
+
+def _classify_lines(regions: list[dict], image: AnnotatedImage, spec: TrainingSpec) -> list[str]:
+    chosen = [c for c in (choice_of(r.get("value") or {}, spec.labels) for r in regions) if c is not None]
+    return [str(chosen[0])] if len(chosen) == 1 else []
+
+
+LINES_OF = {
+    "detect": _detect_lines,
+    "obb": _obb_lines,
+    "segment": _segment_lines,
+    "pose": _pose_lines,
+    "classify": _classify_lines,
+}
 
 
 def _write_example(
