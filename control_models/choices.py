@@ -24,9 +24,8 @@ class ChoicesModel(ControlModel):
     control_tag: ClassVar[str] = "Choices"
     model_tasks: ClassVar[tuple[str, ...]] = ("classify",)
     default_model: ClassVar[str] = "yolov8n-cls.pt"
-    training_task: ClassVar[str | None] = (
-        "classify"  # one chosen class per image; multi-choice tasks are left out
-    )
+    # One chosen class per image; a task with several choices is left out of the dataset.
+    training_task: ClassVar[str | None] = "classify"
 
     multiple: bool = False
 

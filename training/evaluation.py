@@ -60,6 +60,7 @@ def evaluate(
 ) -> Evaluation:
     """Score `model_path` on the val split; `class_names_to_labels` maps its class names to labels
     (None: its names are the labels, as for a model trained here)."""
+    import cv2
     from ultralytics import YOLO
 
     if spec.task not in IMAGE_TASKS:
@@ -80,8 +81,6 @@ def evaluate(
     predicted: list[int] = []
     truth_classes: list[int] = []
     for image_path in sorted((dataset.root / "images" / "val").iterdir()):
-        import cv2
-
         height, width = cv2.imread(str(image_path)).shape[:2]
         lines = (dataset.root / "labels" / "val" / f"{image_path.stem}.txt").read_text().splitlines()
         rows = [[float(v) for v in line.split()] for line in lines]
