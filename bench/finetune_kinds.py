@@ -57,10 +57,10 @@ def base_model(kind: str, labels: tuple[str, ...], target: Path) -> None:
     from ultralytics import YOLO
 
     model = YOLO(ARCHITECTURES[kind])
+    model.model = type(model.model)({**model.model.yaml, "nc": len(labels)}, verbose=False)  # its head
     if kind not in ("choices", "taxonomy"):  # a classifier's layers do not line up with a detector's
         model.load(str(ROOT / "models" / "shapes-yolov8n.pt"))
     model.model.names = dict(enumerate(labels))
-    model.model.yaml["nc"] = len(labels)
     model.ckpt = {"train_args": {"imgsz": 224 if model.task == "classify" else 640, "task": model.task}}
     model.save(str(target))
 

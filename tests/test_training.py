@@ -583,6 +583,19 @@ KIND_MODELS = {  # project kind -> (architecture, class names of the served base
 }
 
 
+def build_base(architecture: str, names: dict[int, str], target: Path) -> Path:
+    """A randomly initialised model whose head has one output per name (conftest's build_model keeps
+    the architecture's own class count, which only fits when `names` has that many)."""
+    from ultralytics import YOLO
+
+    model = YOLO(architecture)
+    model.model = type(model.model)({**model.model.yaml, "nc": len(names)}, verbose=False)
+    model.model.names = names
+    model.ckpt = {"train_args": {"imgsz": 224 if model.task == "classify" else 640, "task": model.task}}
+    model.save(str(target))
+    return target
+
+
 def project_tasks(kind: str, count: int) -> tuple[list[dict], dict[str, bytes]]:
     """`count` tasks of a tests/training_projects.py project, each with one submitted annotation."""
     from tests import training_projects as projects
@@ -603,11 +616,10 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
 
     from model import YOLOBackend
     from tests import training_projects as projects
-    from tests.conftest import build_model
     from training_pipeline import TrainingRun
 
     architecture, names, task = KIND_MODELS[kind]
-    build_model(architecture, names, own_model_root / "base.pt")
+    build_base(architecture, names, own_model_root / "base.pt")
     config = projects.config(
         kind,
         model_path="base.pt",
@@ -654,7 +666,6 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
 ) -> None:
     import training_pipeline
     from tests import training_projects as projects
-    from tests.conftest import build_model
     from training.evaluation import Evaluation
     from training_pipeline import TrainingRun
 
@@ -666,7 +677,7 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
     monkeypatch.setattr(
         training_pipeline, "fine_tune", lambda base, data, run_dir, params, on_epoch: Path(base)
     )
-    build_model("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
+    build_base("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
     tasks, files = project_tasks("choices", 6)
     with TasksLabelStudio(tasks, files) as stand_in:
         settings = make_settings(
