@@ -503,14 +503,16 @@ def report_table(evaluation: Any) -> str:
     lines = [f"{'label':>20} {'precision':>9} {'recall':>7} {'mAP50':>7} {'mAP50-95':>9} {'support':>8}"]
     for label, row in evaluation.per_class.items():
         lines.append(
-            f"{label:>20} {row.get('precision', 0):9.3f} {row.get('recall', 0):7.3f} {row.get('map50', 0):7.3f} "
-            f"{row.get('map50_95', 0):9.3f} {int(row.get('support', 0)):8d}"
+            f"{label:>20} {row.get('precision', 0):9.3f} {row.get('recall', 0):7.3f} {_figure(row.get('map50')):>7} "
+            f"{_figure(row.get('map50_95')):>9} {int(row.get('support', 0)):8d}"
         )
     support = sum(int(row.get("support", 0)) for row in evaluation.per_class.values())
     lines.append(
-        f"{'all':>20} {evaluation.precision:9.3f} {evaluation.recall:7.3f} {evaluation.map50:7.3f} "
-        f"{evaluation.map50_95:9.3f} {support:8d}"
+        f"{'all':>20} {evaluation.precision:9.3f} {evaluation.recall:7.3f} {_figure(evaluation.map50):>7} "
+        f"{_figure(evaluation.map50_95):>9} {support:8d}"
     )
+    if evaluation.metric != "map50_95":  # classify: no mAP, its figure is top-1 accuracy
+        lines.append(f"{evaluation.metric}: {evaluation.score:.3f}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from inference.model_registry import ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader, check_image_pixels
 from training.jobs import JobReporter
+from training.spec import IMAGE_TASKS
 from training.trainer import TrainParams, fine_tune
 from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
 
@@ -49,18 +51,19 @@ def latest_annotation(annotations: list[dict]) -> dict | None:
     return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
 
 
-def annotated_tasks(tasks: list[dict], from_name: str) -> list[tuple[dict, list[dict]]]:
-    """(task, result items of `from_name`) for each task whose latest annotation is usable.
+def annotated_tasks(tasks: list[dict], from_names: str | Sequence[str]) -> list[tuple[dict, list[dict]]]:
+    """(task, result items of the control(s) `from_names`) for each task whose latest annotation is usable.
 
     A task whose latest annotation has no region of this control still counts: it is an image with no
     object (a negative example), as Label Studio's annotator meant when submitting it empty.
     """
+    names = {from_names} if isinstance(from_names, str) else set(from_names)
     picked = []
     for task in tasks:
         annotation = latest_annotation(task.get("annotations") or [])
         if annotation is None:
             continue
-        regions = [r for r in annotation.get("result") or [] if r.get("from_name") == from_name]
+        regions = [r for r in annotation.get("result") or [] if r.get("from_name") in names]
         picked.append((task, regions))
     return picked
 
@@ -133,7 +136,7 @@ class TrainingRun:
         from training.dataset import AnnotatedImage
 
         self.reporter.phase("fetching annotations")
-        picked = annotated_tasks(self.tasks_source(project), spec.from_name)
+        picked = annotated_tasks(self.tasks_source(project), spec.region_from_names)
         images = []
         for task, regions in picked:
             url = (task.get("data") or {}).get(spec.value_key)
@@ -159,18 +162,29 @@ class TrainingRun:
         if version is not None and self.store.weights(project, spec.from_name, version).is_file():
             return self.store.weights(project, spec.from_name, version), None, version
         loaded = self.registry.get(spec.model_path)  # downloads official weights when allowed and online
+        if spec.task != "detect" and loaded.task != spec.task:  # detect fine-tunes any model with boxes
+            raise LabelingConfigError(
+                f"model '{spec.model_path}' is a {loaded.task} model; {spec.tag} trains a {spec.task} model"
+            )
         return self.registry.resolve(loaded.name), dict(spec.label_map), spec.model_path
 
     def run(self, project: str, control: str, label_config: str) -> Outcome:
-        from training.dataset import write_dataset
-        from training.evaluation import evaluate
-
+        """One job: the control's spec says which kind of training it is."""
         spec = self.spec_for(label_config, control)
         if spec.kind == "timeline":
             return self.run_timeline(project, spec)
+        if spec.task in IMAGE_TASKS:
+            return self.train_on_images(project, spec)
+        raise LabelingConfigError(f"{spec.tag} trains a {spec.task} model, which this backend cannot train")
+
+    def train_on_images(self, project: str, spec: Any) -> Outcome:
+        """Images and their regions -> YOLO dataset -> fine-tune -> evaluate both -> promote if better."""
+        from training.dataset import write_dataset
+        from training.evaluation import evaluate
+
         images = self.images(project, spec)
         serving_weights, serving_map, serving_name = self.serving_model(project, spec)
-        version_dir = self.store.create_version(project, control)
+        version_dir = self.store.create_version(project, spec.from_name)
         self.reporter.job.version = version_dir.name
         try:
             self.reporter.phase("writing dataset")
@@ -186,7 +200,7 @@ class TrainingRun:
                 device=self.settings.device,
             )
             best = fine_tune(
-                serving_weights, dataset.yaml_path, version_dir / "run", params, self.reporter.epoch
+                serving_weights, dataset.train_data, version_dir / "run", params, self.reporter.epoch
             )
             shutil.copyfile(best, version_dir / WEIGHTS)
             self.reporter.phase("evaluating")
@@ -197,10 +211,12 @@ class TrainingRun:
             raise
         finally:
             shutil.rmtree(version_dir / "dataset", ignore_errors=True)  # copies of the images; summary kept
-        promoted, message = decide(spec.promote, before.map50_95, after.map50_95, serving_name)
+        promoted, message = decide(spec.promote, before.score, after.score, serving_name, before.metric)
         write_json_atomic(
             version_dir / METRICS,
             {
+                "task": spec.task,
+                "metric": before.metric,
                 "serving": {"model": serving_name, **before.to_json()},
                 "new": {"model": version_dir.name, **after.to_json()},
                 "promoted": promoted,
@@ -211,7 +227,7 @@ class TrainingRun:
             },
         )
         if promoted:
-            self.store.promote(project, control, version_dir.name)  # the one atomic switch
+            self.store.promote(project, spec.from_name, version_dir.name)  # the one atomic switch
         return Outcome(version_dir.name, promoted, message)
 
     def run_timeline(self, project: str, spec: Any) -> Outcome:
@@ -291,16 +307,19 @@ def task_errors(
     """Per task: annotated boxes the model missed and boxes it found that no annotation has (IoU 0.5)."""
     from ultralytics import YOLO
 
+    from training.dataset import label_lines
+
     model = YOLO(str(weights))
     names = {int(k): str(v) for k, v in model.names.items()}
     to_label = {i: label_map.get(n) for i, n in names.items()} if label_map else dict(names)
     errors = []
     for image in images:
-        truth = [box for box in (region_box(r, image.width, image.height) for r in image.regions) if box]
+        truth = [line_box(line, spec, image.width, image.height) for line in label_lines(image, spec)]
         result = model.predict(str(image.image_path), imgsz=spec.imgsz, conf=0.25, verbose=False)[0]
+        boxes = result.boxes if result.boxes is not None else result.obb  # an OBB model has no .boxes
         found = [
             (to_label[int(c)], tuple(map(float, xyxy)))
-            for c, xyxy in zip(result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), strict=True)
+            for c, xyxy in zip(boxes.cls.tolist(), boxes.xyxy.tolist(), strict=True)
             if to_label.get(int(c)) in spec.labels
         ]
         matched = match_boxes(truth, found)
@@ -308,23 +327,16 @@ def task_errors(
     return errors
 
 
-def region_box(region: dict, width: int, height: int) -> tuple[str, tuple[float, ...]] | None:
-    """(label, pixel xyxy) of a rectangle or polygon region; None for anything else."""
-    value = region.get("value") or {}
-    labels = value.get("rectanglelabels") or value.get("polygonlabels") or []
-    if not labels:
-        return None
-    if "points" in value:
-        xs = [p[0] * width / 100 for p in value["points"]]
-        ys = [p[1] * height / 100 for p in value["points"]]
-        return labels[0], (min(xs), min(ys), max(xs), max(ys))
-    x, y = value.get("x", 0) * width / 100, value.get("y", 0) * height / 100
-    return labels[0], (
-        x,
-        y,
-        x + value.get("width", 0) * width / 100,
-        y + value.get("height", 0) * height / 100,
-    )
+def line_box(line: str, spec: Any, width: int, height: int) -> tuple[str, tuple[float, ...]]:
+    """(label, pixel xyxy) of one YOLO label line: its box (detect), or the box around its points."""
+    cls, *numbers = (float(v) for v in line.split())
+    if spec.task == "detect":
+        cx, cy, w, h = numbers
+        xyxy = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    else:
+        xs, ys = numbers[0::2], numbers[1::2]
+        xyxy = (min(xs), min(ys), max(xs), max(ys))
+    return spec.labels[int(cls)], (xyxy[0] * width, xyxy[1] * height, xyxy[2] * width, xyxy[3] * height)
 
 
 def match_boxes(
@@ -352,9 +364,15 @@ def box_iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def decide(promote: str, serving: float, new: float, serving_name: str) -> tuple[bool, str]:
-    """Promote when the new model is better on mAP50-95, or always when the control asks for it."""
-    figures = f"mAP50-95 {new:.4f} (new) vs {serving:.4f} ({serving_name})"
+METRIC_NAMES = {"map50_95": "mAP50-95", "top1_accuracy": "top-1 accuracy"}
+
+
+def decide(
+    promote: str, serving: float, new: float, serving_name: str, metric: str = "map50_95"
+) -> tuple[bool, str]:
+    """Promote when the new model is better on the main metric (mAP50-95; classify: top-1 accuracy), or
+    always when the control asks for it."""
+    figures = f"{METRIC_NAMES.get(metric, metric)} {new:.4f} (new) vs {serving:.4f} ({serving_name})"
     if promote == "always":
         return True, f'promoted (model_train_promote="always"): {figures}'
     if new > serving:

@@ -232,11 +232,6 @@ def _training_spec(
         raise LabelingConfigError(
             f'<{control.tag} name="{control.name}"> has model_train_promote="{promote}"; use "better" or "always"'
         )
-    label_map: dict[str, str] = {}
-    for label, label_attrs in labels.items():
-        for name in predicted_names(label, label_attrs):  # matched exactly or ignoring case, as in predict
-            label_map.setdefault(name, label)
-            label_map.setdefault(name.lower(), label)
     every = attrs.get("model_train_every")
     return TrainingSpec(
         from_name=control.name,
@@ -245,7 +240,7 @@ def _training_spec(
         task=cls.training_task,
         labels=tuple(labels),
         model_path=model_path,
-        label_map=label_map,
+        label_map=class_label_map(labels),
         epochs=parse_positive_int(attrs, "model_train_epochs", 30, control.name),
         imgsz=parse_positive_int(attrs, "model_train_imgsz", 320, control.name),
         batch=parse_positive_int(attrs, "model_train_batch", 8, control.name),
@@ -255,3 +250,17 @@ def _training_spec(
         if every in (None, "", "0")
         else parse_positive_int(attrs, "model_train_every", 0, control.name),
     )
+
+
+def class_label_map(labels: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Model class name -> Label Studio label, for reading a served model's classes while evaluating.
+
+    Names are matched exactly or ignoring case, as in predict: {"Car": {"predicted_values": "car"}} gives
+    {"car": "Car"}.
+    """
+    label_map: dict[str, str] = {}
+    for label, label_attrs in labels.items():
+        for name in predicted_names(label, label_attrs):
+            label_map.setdefault(name, label)
+            label_map.setdefault(name.lower(), label)
+    return label_map

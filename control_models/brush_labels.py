@@ -15,6 +15,7 @@ class BrushLabelsModel(ControlModel):
     model_tasks: ClassVar[tuple[str, ...]] = ("segment",)
     default_model: ClassVar[str] = "yolov8n-seg.pt"
     needs_masks: ClassVar[bool] = True
+    training_task: ClassVar[str | None] = "segment"  # masks -> outline polygons (converters/yolo_labels.py)
 
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.masks is None:

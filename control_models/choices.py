@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from control_models.base import ControlModel
+from control_models.base import ControlModel, class_label_map
 from converters.image_regions import choices_region, taxonomy_region
 from core.errors import LabelingConfigError
 from core.settings import Settings
@@ -26,6 +26,8 @@ class ChoicesModel(ControlModel):
     control_tag: ClassVar[str] = "Choices"
     model_tasks: ClassVar[tuple[str, ...]] = ("classify",)
     default_model: ClassVar[str] = "yolov8n-cls.pt"
+    # One chosen class per image; a task with several choices is left out of the dataset.
+    training_task: ClassVar[str | None] = "classify"
 
     multiple: bool = False
 
@@ -77,7 +79,15 @@ class TaxonomyModel(ChoicesModel):
     def from_control(cls, control: Any, settings: Settings, **extra: Any) -> ControlModel:
         interface = extra.get("interface")
         paths = _taxonomy_paths(interface.config, control.name) if interface is not None else {}
-        return super().from_control(control, settings, paths=paths, **extra)
+        model = super().from_control(control, settings, paths=paths, **extra)
+        if model.training is not None and paths:
+            # The classes a classifier learns are the leaves; a path ending at an inner node (say
+            # "Animal" alone) is no example of one of them.
+            inner = {node for path in paths.values() for node in path[:-1]}
+            leaves = tuple(label for label in model.training.labels if label not in inner)
+            kept = {label: model.labels[label] for label in leaves}
+            model.training = replace(model.training, labels=leaves, label_map=class_label_map(kept))
+        return model
 
     def regions(self, output: Classification, class_names: Mapping[int, str]) -> list[dict]:
         chosen = self.chosen(output, class_names)

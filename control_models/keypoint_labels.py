@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from control_models.attributes import parse_bool, parse_float
-from control_models.base import ControlModel, build_label_map, first_sibling
+from control_models.base import ControlModel, build_label_map, class_label_map, first_sibling
 from converters.image_regions import keypoint_region, rectangle_region
 from converters.regions import new_region_id
 from core.errors import LabelingConfigError
@@ -29,6 +29,7 @@ class KeyPointLabelsModel(ControlModel):
     control_tag: ClassVar[str] = "KeyPointLabels"
     model_tasks: ClassVar[tuple[str, ...]] = ("pose",)
     default_model: ClassVar[str] = "yolov8n-pose.pt"
+    training_task: ClassVar[str | None] = "pose"
 
     keypoint_labels: dict[int, str] = field(default_factory=dict)  # keypoint index -> label
     point_threshold: float = 0.0
@@ -60,7 +61,7 @@ class KeyPointLabelsModel(ControlModel):
         bbox_from_name, bbox_labels = None, {}
         if parse_bool(attrs.get("model_add_bboxes"), default=True) and interface is not None:
             bbox_from_name, bbox_labels = _rectangle_control_for(interface, control)
-        return super().from_control(
+        model = super().from_control(
             control,
             settings,
             keypoint_labels=keypoint_labels,
@@ -70,6 +71,9 @@ class KeyPointLabelsModel(ControlModel):
             bbox_labels=bbox_labels,
             **extra,
         )
+        if model.training is not None and interface is not None:
+            model.training = _pose_training_spec(model.training, interface, control, keypoint_labels)
+        return model
 
     def _build_label_map(self, class_names: Mapping[int, str]) -> dict[int, str]:
         """Which detection classes carry these keypoints: the labels' predicted_values, else all."""
@@ -139,3 +143,22 @@ def _rectangle_control_for(interface: Any, control: Any) -> tuple[str | None, di
         'KeyPointLabels "%s": no <RectangleLabels> on the same image, so poses get no boxes', control.name
     )
     return None, {}
+
+
+def _pose_training_spec(spec: Any, interface: Any, control: Any, keypoint_labels: dict[int, str]) -> Any:
+    """Pose classes are the boxes' labels (the first <RectangleLabels> on the same image, which groups the
+    keypoints per instance); keypoint i of the dataset is the label with model_index="i", so a trained
+    model keeps the indices predict reads. Without a rectangle control, `box_from_name` stays empty and
+    the dataset writer says what is missing."""
+    boxes = first_sibling(interface, control, "RectangleLabels")
+    positions = tuple(keypoint_labels.get(i, "") for i in range(max(keypoint_labels) + 1))
+    if boxes is None:
+        return replace(spec, labels=(), label_map={}, keypoint_labels=positions)
+    labels = {label: dict(tag.attr) for label, tag in (boxes.labels_attrs or {}).items()}
+    return replace(
+        spec,
+        labels=tuple(labels),
+        label_map=class_label_map(labels),
+        keypoint_labels=positions,
+        box_from_name=boxes.name,
+    )

@@ -14,6 +14,7 @@ class PolygonLabelsModel(ControlModel):
     control_tag: ClassVar[str] = "PolygonLabels"
     model_tasks: ClassVar[tuple[str, ...]] = ("segment",)
     default_model: ClassVar[str] = "yolov8n-seg.pt"
+    training_task: ClassVar[str | None] = "segment"
 
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.polygons is None:

@@ -15,6 +15,7 @@ class OrientedRectangleLabelsModel(ControlModel):
     control_tag: ClassVar[str] = "RectangleLabels"
     model_tasks: ClassVar[tuple[str, ...]] = ("obb",)
     default_model: ClassVar[str] = "yolov8n-obb.pt"
+    training_task: ClassVar[str | None] = "obb"
 
     @classmethod
     def matches(cls, control) -> bool:

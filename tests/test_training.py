@@ -569,3 +569,147 @@ def test_log_tail_keeps_the_last_drawing_of_progress_bars_without_colours(tmp_pa
     files = JobFiles(tmp_path)
     files.log_path("job-1").write_text("start\n\x1b[34m\x1b[1mtrain:\x1b[0m 1/4\r\x1b[K2/4\r4/4 done\nend\n")
     assert files.log_tail("job-1") == ["start", "4/4 done", "end"]
+
+
+# -- every other trainable tag, through the real pipeline: dataset -> 1 epoch -> evaluate -> promote ------
+
+KIND_MODELS = {  # project kind -> (architecture, class names of the served base model, trained task)
+    "obb": ("yolov8n-obb.yaml", {0: "plane", 1: "BAR", 2: "plate"}, "obb"),
+    "polygon": ("yolov8n-seg.yaml", {0: "person", 1: "Circle", 2: "square", 3: "triangle"}, "segment"),
+    "brush": ("yolov8n-seg.yaml", {0: "circle", 1: "square", 2: "triangle"}, "segment"),
+    "pose": ("yolov8n-pose.yaml", {0: "person"}, "pose"),
+    "choices": ("yolov8n-cls.yaml", {0: "circle", 1: "dog", 2: "square", 3: "triangle"}, "classify"),
+    "taxonomy": ("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, "classify"),
+}
+
+
+def build_base(architecture: str, names: dict[int, str], target: Path) -> Path:
+    """A randomly initialised model whose head has one output per name (conftest's build_model keeps
+    the architecture's own class count, which only fits when `names` has that many)."""
+    from ultralytics import YOLO
+
+    model = YOLO(architecture)
+    model.model = type(model.model)({**model.model.yaml, "nc": len(names)}, verbose=False)
+    model.model.names = names
+    model.ckpt = {"train_args": {"imgsz": 224 if model.task == "classify" else 640, "task": model.task}}
+    model.save(str(target))
+    return target
+
+
+def project_tasks(kind: str, count: int) -> tuple[list[dict], dict[str, bytes]]:
+    """`count` tasks of a tests/training_projects.py project, each with one submitted annotation."""
+    from tests import training_projects as projects
+
+    tasks, files = [], {}
+    for task_id, example in enumerate(projects.examples(kind, count), start=1):
+        path = f"/data/upload/{PROJECT}/{task_id:08x}-{kind}.png"
+        files[path] = cv2.imencode(".png", example.image)[1].tobytes()
+        annotation = {"id": task_id, "result": example.regions, "was_cancelled": False, "updated_at": "2026"}
+        tasks.append({"id": task_id, "data": {"image": path}, "annotations": [annotation]})
+    return tasks, files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(KIND_MODELS))
+def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_model_root, kind) -> None:
+    from ultralytics import YOLO
+
+    from model import YOLOBackend
+    from tests import training_projects as projects
+    from training_pipeline import TrainingRun
+
+    architecture, names, task = KIND_MODELS[kind]
+    build_base(architecture, names, own_model_root / "base.pt")
+    config = projects.config(
+        kind,
+        model_path="base.pt",
+        model_train_epochs="1",
+        model_train_imgsz="64",
+        model_train_batch="4",
+        model_train_promote="always",
+    )
+    tasks, files = project_tasks(kind, 9)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        outcome = TrainingRun(settings, Reporter()).run(PROJECT, "label", config)
+        store = VersionStore(own_model_root)
+        assert outcome.promoted and store.served(PROJECT, "label") == outcome.version
+        folder = store.control_dir(PROJECT, "label") / outcome.version
+        metrics = json.loads((folder / "metrics.json").read_text())
+        main = "top1_accuracy" if task == "classify" else "map50_95"
+        assert metrics["task"] == task and metrics["metric"] == main
+        for side in ("serving", "new"):
+            assert isinstance(metrics[side][main], float)
+            assert sum(row["support"] for row in metrics[side]["per_class"].values()) > 0
+        dataset = json.loads((folder / "dataset.json").read_text())
+        assert sorted(dataset["train_task_ids"] + dataset["val_task_ids"]) == list(range(1, 10))
+        trained = YOLO(str(folder / "best.pt"))
+        spec = TrainingRun(settings, Reporter()).spec_for(config, "label")
+        assert trained.task == task and sorted(trained.names.values()) == sorted(spec.labels)
+        if task == "pose":
+            assert list(trained.model.kpt_shape) == [4, 3]  # keypoint i is the label with model_index i
+
+        backend = YOLOBackend(settings)
+        run = backend.predict([{"id": 1, "data": tasks[0]["data"]}], config, project=PROJECT)
+        assert "label" not in run.control_errors, (
+            run.control_errors
+        )  # (pose: the box control has no model here)
+        assert outcome.version.split("-")[0] in run.model_version
+        backend.close()
+
+
+@pytest.mark.parametrize(("serving", "new", "promoted"), [(0.6, 0.5, False), (0.5, 0.75, True)])
+def test_a_classifier_is_promoted_on_top1_accuracy(
+    make_settings, own_model_root, monkeypatch, serving, new, promoted
+) -> None:
+    import training_pipeline
+    from tests import training_projects as projects
+    from training.evaluation import Evaluation
+    from training_pipeline import TrainingRun
+
+    def evaluate(model_path, dataset, spec, imgsz, class_names_to_labels=None, device=""):
+        top1 = new if "trained" in Path(model_path).parts else serving
+        return Evaluation(None, None, 0.5, 0.5, {}, metric="top1_accuracy", top1_accuracy=top1)
+
+    monkeypatch.setattr(sys.modules["training.evaluation"], "evaluate", evaluate)
+    monkeypatch.setattr(
+        training_pipeline, "fine_tune", lambda base, data, run_dir, params, on_epoch: Path(base)
+    )
+    build_base("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
+    tasks, files = project_tasks("choices", 6)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        outcome = TrainingRun(settings, Reporter()).run(
+            PROJECT, "label", projects.config("choices", model_path="base.pt")
+        )
+    assert outcome.promoted is promoted and "top-1 accuracy" in outcome.message
+    metrics = json.loads(
+        (
+            VersionStore(own_model_root).control_dir(PROJECT, "label") / outcome.version / "metrics.json"
+        ).read_text()
+    )
+    assert metrics["metric"] == "top1_accuracy" and metrics["new"]["top1_accuracy"] == new
+
+
+def test_a_base_model_of_the_wrong_kind_fails_before_training(make_settings, own_model_root) -> None:
+    from core.errors import LabelingConfigError
+    from tests import training_projects as projects
+    from training_pipeline import TrainingRun
+
+    tasks, files = project_tasks("polygon", 6)
+    with TasksLabelStudio(tasks, files) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        config = projects.config(
+            "polygon", model_path="shapes-yolov8n.pt", model_train_epochs="1", model_train_imgsz="64"
+        )
+        with pytest.raises(
+            LabelingConfigError, match=r"is a detect model; <PolygonLabels .*trains a segment"
+        ):
+            TrainingRun(settings, Reporter()).run(PROJECT, "label", config)
+    assert VersionStore(own_model_root).versions(PROJECT, "label") == []

@@ -1,33 +1,50 @@
-"""How good a detector is on a dataset's val split: mAP50-95, mAP50, precision, recall, per class.
+"""How good a model is on a dataset's val split, for every trainable kind, with one piece of code.
 
 The same code scores the served model and a newly trained one. The served model may name its classes
 differently from the labels (COCO `car` filling the label `Car` through `predicted_values`), so its
 predictions are read through the control's label map before they are matched; Ultralytics' own `val()`
 cannot do that (it compares class ids), so matching is done here and the curves are Ultralytics'
-`ap_per_class`.
+`ap_per_class`. What "overlap" means per kind (Ultralytics' own measures):
+
+| kind     | matched by                                   | main metric    |
+|----------|----------------------------------------------|----------------|
+| detect   | box IoU (`box_iou`)                          | mAP50-95       |
+| obb      | rotated-box IoU (`batch_probiou`)            | mAP50-95       |
+| segment  | mask IoU of the outlines, drawn at <= 320 px | mAP50-95       |
+| pose     | keypoint similarity (`kpt_iou`, OKS)         | mAP50-95 (OKS) |
+| classify | the best class the label map keeps           | top-1 accuracy |
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.errors import TrainingDataError
 from training.dataset import DatasetSummary
-from training.spec import TrainingSpec
+from training.spec import IMAGE_TASKS, TrainingSpec
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+MASK_SIDE = 320  # segment masks are compared at most this many pixels wide or high
 
 
 @dataclass
 class Evaluation:
-    map50_95: float
-    map50: float
-    precision: float
+    map50_95: float | None  # None for classify
+    map50: float | None
+    precision: float  # mean over the classes with annotations
     recall: float
     per_class: dict[str, dict[str, float]]  # label -> precision, recall, map50, map50_95, support
+    metric: str = "map50_95"  # the field promotion compares: map50_95, or top1_accuracy (classify)
+    top1_accuracy: float | None = None
+
+    @property
+    def score(self) -> float:
+        return float(getattr(self, self.metric) or 0.0)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -43,29 +60,38 @@ def evaluate(
 ) -> Evaluation:
     """Score `model_path` on the val split; `class_names_to_labels` maps its class names to labels
     (None: its names are the labels, as for a model trained here)."""
+    import cv2
     from ultralytics import YOLO
 
-    if spec.task != "detect":
-        raise TrainingDataError(f"evaluating a {spec.task} model is not supported yet")
+    if spec.task not in IMAGE_TASKS:
+        raise TrainingDataError(f"evaluating a {spec.task} model is not supported")
     model = YOLO(str(model_path))
+    if spec.task != "detect" and model.task != spec.task:  # detect reads the boxes of any box model
+        raise TrainingDataError(
+            f"model '{Path(model_path).name}' is a {model.task} model; {spec.tag} needs a {spec.task} model"
+        )
     to_label = {int(i): _label_of(str(n), class_names_to_labels) for i, n in model.names.items()}
+    to_class = {i: spec.labels.index(label) for i, label in to_label.items() if label in spec.labels}
+    options = {"imgsz": imgsz, "verbose": False, **({"device": device} if device else {})}
+    if spec.task == "classify":
+        return _classify(model, dataset, spec, to_class, options)
+    truth_of, found_of, overlaps = KINDS[spec.task]
     matches: list[np.ndarray] = []
     scores: list[float] = []
     predicted: list[int] = []
     truth_classes: list[int] = []
     for image_path in sorted((dataset.root / "images" / "val").iterdir()):
-        truth = _truth(dataset.root / "labels" / "val" / f"{image_path.stem}.txt", image_path)
+        height, width = cv2.imread(str(image_path)).shape[:2]
+        lines = (dataset.root / "labels" / "val" / f"{image_path.stem}.txt").read_text().splitlines()
+        rows = [[float(v) for v in line.split()] for line in lines]
+        truth = truth_of(rows, width, height, spec)
         truth_classes += [cls for cls, _ in truth]
-        options = {"imgsz": imgsz, "conf": 0.001, "verbose": False, **({"device": device} if device else {})}
-        result = model.predict(str(image_path), **options)[0]
+        result = model.predict(str(image_path), conf=0.001, **options)[0]
         found = [
-            (spec.labels.index(to_label[int(c)]), box, conf)
-            for c, box, conf in zip(
-                result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), result.boxes.conf.tolist(), strict=True
-            )
-            if to_label.get(int(c)) in spec.labels
+            (to_class[c], g, conf) for c, g, conf in found_of(result, width, height, spec) if c in to_class
         ]
-        for cls, tp, conf in _match(found, truth):
+        ious = overlaps([g for _, g, _ in found], [g for _, g in truth]) if found and truth else None
+        for cls, tp, conf in _match(found, truth, ious):
             matches.append(tp)
             scores.append(conf)
             predicted.append(cls)
@@ -78,14 +104,15 @@ def _label_of(class_name: str, class_names_to_labels: dict[str, str] | None) -> 
     return class_names_to_labels.get(class_name, class_names_to_labels.get(class_name.lower()))
 
 
-def _truth(label_file: Path, image_path: Path) -> list[tuple[int, list[float]]]:
-    """(class, pixel xyxy) of each annotated box of one val image."""
-    import cv2
+# -- per kind: truth from the label lines, predictions from Results, overlaps (predictions x truth) ------
 
-    height, width = cv2.imread(str(image_path)).shape[:2]
+Found = list[tuple[int, Any, float]]  # (model class index, geometry, confidence)
+
+
+def _boxes_truth(rows: list[list[float]], width: int, height: int, spec: TrainingSpec) -> list:
+    """(class, pixel xyxy) per "cls cx cy w h ..." line (pose lines start the same way)."""
     boxes = []
-    for line in label_file.read_text().splitlines():
-        cls, cx, cy, w, h = (float(v) for v in line.split())
+    for cls, cx, cy, w, h, *_ in rows:
         boxes.append(
             (
                 int(cls),
@@ -95,28 +122,138 @@ def _truth(label_file: Path, image_path: Path) -> list[tuple[int, list[float]]]:
     return boxes
 
 
-def _match(
-    found: list[tuple[int, list[float], float]], truth: list[tuple[int, list[float]]]
-) -> list[tuple[int, np.ndarray, float]]:
-    """Greedy by score, per IoU threshold: each annotated box is taken by at most one prediction."""
+def _boxes_found(result: Any, width: int, height: int, spec: TrainingSpec) -> Found:
+    boxes = result.boxes
+    return list(zip(boxes.cls.int().tolist(), boxes.xyxy.tolist(), boxes.conf.tolist(), strict=True))
+
+
+def _box_overlaps(found: list, truth: list) -> np.ndarray:
     import torch
     from ultralytics.utils.metrics import box_iou
 
+    return box_iou(torch.tensor(found), torch.tensor(truth)).numpy()
+
+
+def _obb_truth(rows: list[list[float]], width: int, height: int, spec: TrainingSpec) -> list:
+    """(class, pixel xywhr) per "cls x1 y1 ... x4 y4" line."""
+    from ultralytics.utils.ops import xyxyxyxy2xywhr
+
+    if not rows:
+        return []
+    corners = np.array([row[1:9] for row in rows], dtype=np.float32) * np.tile([width, height], 4)
+    return [(int(row[0]), box) for row, box in zip(rows, xyxyxyxy2xywhr(corners).tolist(), strict=True)]
+
+
+def _obb_found(result: Any, width: int, height: int, spec: TrainingSpec) -> Found:
+    obb = result.obb
+    return list(zip(obb.cls.int().tolist(), obb.xywhr.tolist(), obb.conf.tolist(), strict=True))
+
+
+def _obb_overlaps(found: list, truth: list) -> np.ndarray:
+    import torch
+    from ultralytics.utils.metrics import batch_probiou
+
+    return batch_probiou(torch.tensor(found), torch.tensor(truth)).numpy()
+
+
+def _mask_scale(width: int, height: int) -> float:
+    return min(1.0, MASK_SIDE / max(width, height))
+
+
+def _raster(polygon: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A pixel polygon drawn as a flat 0/1 mask of the image scaled to at most MASK_SIDE pixels."""
+    import cv2
+
+    scale = _mask_scale(width, height)
+    mask = np.zeros((max(1, round(height * scale)), max(1, round(width * scale))), dtype=np.uint8)
+    if len(polygon) >= 3:
+        cv2.fillPoly(mask, [np.round(np.asarray(polygon) * scale).astype(np.int32)], 1)
+    return mask.ravel()
+
+
+def _segment_truth(rows: list[list[float]], width: int, height: int, spec: TrainingSpec) -> list:
+    size = np.array([width, height], dtype=np.float64)
+    return [(int(row[0]), _raster(np.reshape(row[1:], (-1, 2)) * size, width, height)) for row in rows]
+
+
+def _segment_found(result: Any, width: int, height: int, spec: TrainingSpec) -> Found:
+    if result.masks is None:
+        return []
+    polygons = result.masks.xy  # pixel outlines in the original image
+    boxes = result.boxes
+    return [
+        (cls, _raster(polygon, width, height), conf)
+        for cls, polygon, conf in zip(boxes.cls.int().tolist(), polygons, boxes.conf.tolist(), strict=True)
+    ]
+
+
+def _mask_overlaps(found: list, truth: list) -> np.ndarray:
+    import torch
+    from ultralytics.utils.metrics import mask_iou
+
+    return mask_iou(torch.tensor(np.stack(found)).float(), torch.tensor(np.stack(truth)).float()).numpy()
+
+
+def _pose_truth(rows: list[list[float]], width: int, height: int, spec: TrainingSpec) -> list:
+    """(class, (box area, pixel keypoints (K, 3))) per pose line."""
+    truth = []
+    for (cls, xyxy), row in zip(_boxes_truth(rows, width, height, spec), rows, strict=True):
+        points = np.array(row[5:], dtype=np.float64).reshape(-1, 3) * [width, height, 1]
+        truth.append((cls, ((xyxy[2] - xyxy[0]) * (xyxy[3] - xyxy[1]), points)))
+    return truth
+
+
+def _pose_found(result: Any, width: int, height: int, spec: TrainingSpec) -> Found:
+    if result.keypoints is None:
+        return []
+    wanted = len(spec.keypoint_labels)
+    points = result.keypoints.data.cpu().numpy()  # (N, K, 3): x, y, confidence
+    fitted = np.zeros((len(points), wanted, 3))
+    fitted[:, : min(wanted, points.shape[1])] = points[:, :wanted]  # a served model may know more or fewer
+    boxes = result.boxes
+    return list(zip(boxes.cls.int().tolist(), fitted, boxes.conf.tolist(), strict=True))
+
+
+def _pose_overlaps(found: list, truth: list) -> np.ndarray:
+    import torch
+    from ultralytics.utils.metrics import OKS_SIGMA, kpt_iou
+
+    keypoints = len(found[0])
+    sigma = OKS_SIGMA if keypoints == 17 else np.ones(keypoints) / keypoints  # as Ultralytics' PoseValidator
+    # Ultralytics scales the box area by 0.53 to approximate the segment area COCO's OKS uses.
+    area = torch.tensor([a for a, _ in truth]) * 0.53
+    oks = kpt_iou(torch.tensor(np.stack([k for _, k in truth])), torch.tensor(np.stack(found)), area, sigma)
+    return oks.numpy().T
+
+
+KINDS: dict[str, tuple[Callable, Callable, Callable]] = {
+    "detect": (_boxes_truth, _boxes_found, _box_overlaps),
+    "obb": (_obb_truth, _obb_found, _obb_overlaps),
+    "segment": (_segment_truth, _segment_found, _mask_overlaps),
+    "pose": (_pose_truth, _pose_found, _pose_overlaps),
+}
+
+
+# -- matching and the figures --------------------------------------------------------------------------
+
+
+def _match(found: Found, truth: list, ious: np.ndarray | None) -> list[tuple[int, np.ndarray, float]]:
+    """Greedy by score, per IoU threshold: each annotated region is taken by at most one prediction of
+    its class. `ious` is (predictions, truth), in `found`'s order."""
     used = np.zeros((len(truth), len(IOU_THRESHOLDS)), dtype=bool)
     rows = []
-    for cls, box, conf in sorted(found, key=lambda item: -item[2]):
+    for p in sorted(range(len(found)), key=lambda index: -found[index][2]):
+        cls, _, conf = found[p]
         tp = np.zeros(len(IOU_THRESHOLDS), dtype=bool)
-        if truth:
-            ious = box_iou(torch.tensor([box]), torch.tensor([b for _, b in truth])).numpy()[0]
-            for k, threshold in enumerate(IOU_THRESHOLDS):
-                candidates = [
-                    j
-                    for j, (tc, _) in enumerate(truth)
-                    if tc == cls and not used[j, k] and ious[j] >= threshold
-                ]
-                if candidates:
-                    best = max(candidates, key=lambda j: ious[j])
-                    used[best, k] = tp[k] = True
+        for k, threshold in enumerate(IOU_THRESHOLDS):
+            candidates = [
+                j
+                for j, (tc, _) in enumerate(truth)
+                if tc == cls and not used[j, k] and ious is not None and ious[p, j] >= threshold
+            ]
+            if candidates:
+                best = max(candidates, key=lambda j: ious[p, j])
+                used[best, k] = tp[k] = True
         rows.append((cls, tp, conf))
     return rows
 
@@ -153,3 +290,41 @@ def _summary(
         return float(np.mean([row[key] for row in rows])) if rows else 0.0
 
     return Evaluation(mean("map50_95"), mean("map50"), mean("precision"), mean("recall"), per_class)
+
+
+def _classify(
+    model: Any, dataset: DatasetSummary, spec: TrainingSpec, to_class: dict[int, int], options: dict
+) -> Evaluation:
+    """Top-1 accuracy and per-class precision/recall; the prediction is the most probable class the
+    label map keeps (as predict chooses), none when it keeps none."""
+    truth: list[int] = []
+    chosen: list[int | None] = []
+    for cls, label in enumerate(spec.labels):
+        folder = dataset.root / "val" / label
+        for image_path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            probs = model.predict(str(image_path), **options)[0].probs.data.cpu().numpy()
+            kept = [i for i in to_class if i < len(probs)]
+            truth.append(cls)
+            chosen.append(to_class[max(kept, key=lambda i: probs[i])] if kept else None)
+    per_class: dict[str, dict[str, float]] = {}
+    for cls, label in enumerate(spec.labels):
+        support = truth.count(cls)
+        picked = sum(1 for c in chosen if c == cls)
+        right = sum(1 for t, c in zip(truth, chosen, strict=True) if t == c == cls)
+        if support or picked:
+            per_class[label] = {
+                "precision": right / picked if picked else 0.0,
+                "recall": right / support if support else 0.0,
+                "support": support,
+            }
+    with_support = [row for row in per_class.values() if row["support"]]
+    accuracy = sum(1 for t, c in zip(truth, chosen, strict=True) if t == c) / len(truth) if truth else 0.0
+    return Evaluation(
+        map50_95=None,
+        map50=None,
+        precision=float(np.mean([row["precision"] for row in with_support])) if with_support else 0.0,
+        recall=float(np.mean([row["recall"] for row in with_support])) if with_support else 0.0,
+        per_class=per_class,
+        metric="top1_accuracy",
+        top1_accuracy=accuracy,
+    )
