@@ -170,3 +170,20 @@ def rectangle_annotation(
             "rectanglelabels": [label],
         },
     }
+
+
+class RecordingReporter:
+    """A training job's reporter that keeps what the job said, for tests that run `TrainingRun` in-process."""
+
+    def __init__(self, project: str, control: str):
+        from training.jobs import Job
+
+        self.job = Job(id="test", project=project, control=control)
+        self.phases: list[str] = []
+        self.epochs: list[tuple[int, int]] = []
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def epoch(self, epoch: int, epochs: int, metrics: dict) -> None:
+        self.epochs.append((epoch, epochs))

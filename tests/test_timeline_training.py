@@ -24,6 +24,7 @@ import inference.features
 import training.timeline
 from converters.timeline_frames import frame_labels, processed_rows, rows_to_frames
 from converters.video_regions import timeline_regions
+from tests.conftest import RecordingReporter
 from training.versions import VersionStore
 
 PROJECT = "5"
@@ -144,26 +145,13 @@ def own_root(classifier: Path, tmp_path: Path) -> Path:
     return root
 
 
-class Reporter:
-    def __init__(self):
-        from training.jobs import Job
-
-        self.job = Job(id="test", project=PROJECT, control="timeline")
-        self.phases: list[str] = []
-        self.epochs: list[tuple[int, int]] = []
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def epoch(self, epoch: int, epochs: int, metrics: dict) -> None:
-        self.epochs.append((epoch, epochs))
-
-
-def train(settings, tasks: list[dict], config: str | None = None, reporter: Reporter | None = None):
+def train(settings, tasks: list[dict], config: str | None = None, reporter: RecordingReporter | None = None):
     """One training job in this process, on these Label Studio tasks."""
     from training_pipeline import TrainingRun
 
-    run = TrainingRun(settings, reporter or Reporter(), tasks_source=lambda project: tasks)
+    run = TrainingRun(
+        settings, reporter or RecordingReporter(PROJECT, "timeline"), tasks_source=lambda project: tasks
+    )
     return run.run(PROJECT, "timeline", config or timeline_config())
 
 
@@ -239,7 +227,9 @@ def test_each_video_gives_features_and_exact_frame_labels(make_settings, own_roo
     (control,) = build_plan(timeline_config(f'model_vid_stride="{stride}"'), settings).controls
     spec = control.training_spec()
     assert (spec.kind, spec.labels, spec.head.vid_stride) == ("timeline", ("Red", "Blue"), stride)
-    job = TimelineTraining(settings, ModelRegistry(settings), VersionStore(own_root), Reporter())
+    job = TimelineTraining(
+        settings, ModelRegistry(settings), VersionStore(own_root), RecordingReporter(PROJECT, "timeline")
+    )
     picked = picked_tasks(annotated_tasks(colour_videos), "timeline")
     samples = job.samples(spec, picked, lambda url, task_id: Path(url))
     assert [s.task_id for s in samples] == list(RED_SPANS)  # the skipped task left out
@@ -287,7 +277,7 @@ def test_too_few_videos_or_a_label_never_annotated_is_refused(make_settings, own
 def test_a_head_learns_the_colours_and_is_scored_on_held_out_videos(make_settings, own_root, colour_videos):
     """The job end to end in this process: promoted (nothing served before), F1 from held-out videos."""
     settings = make_settings(model_root=own_root, torch_threads=ONE_THREAD)
-    reporter = Reporter()
+    reporter = RecordingReporter(PROJECT, "timeline")
     outcome = train(settings, annotated_tasks(colour_videos), reporter=reporter)
     assert outcome.promoted and "the first trained head" in outcome.message, outcome.message
     assert reporter.phases == ["fetching annotations", "extracting features", "training", "evaluating"]

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SHAPES_MODEL, rectangle_annotation
+from tests.conftest import PROJECT_ROOT, SHAPES_MODEL, RecordingReporter, rectangle_annotation
 from tests.local_http import LocalHTTPServer
 from tools.shapes import draw_shapes_image
 from training.jobs import JobFiles, LocalProcessRunner, count_event, try_lock
@@ -244,21 +244,6 @@ def test_latest_non_cancelled_annotation_per_task() -> None:
 # -- the pipeline, in this process ----------------------------------------------------------------------
 
 
-class Reporter:
-    def __init__(self):
-        from training.jobs import Job
-
-        self.job = Job(id="test", project=PROJECT, control="label")
-        self.phases: list[str] = []
-        self.epochs: list[tuple[int, int]] = []
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def epoch(self, epoch: int, epochs: int, metrics: dict) -> None:
-        self.epochs.append((epoch, epochs))
-
-
 def fake_evaluations(monkeypatch, serving: float, new: float) -> None:
     import training_pipeline
     from training.evaluation import Evaluation
@@ -287,7 +272,9 @@ def test_a_version_is_promoted_only_when_it_is_better(
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
-        outcome = TrainingRun(settings, Reporter()).run(PROJECT, "label", label_config())
+        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
+            PROJECT, "label", label_config()
+        )
     store = VersionStore(own_model_root)
     assert outcome.promoted is promoted
     assert store.served(PROJECT, "label") == (outcome.version if promoted else None)
@@ -306,7 +293,7 @@ def test_promote_always_takes_a_worse_model(make_settings, own_model_root, monke
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
-        outcome = TrainingRun(settings, Reporter()).run(
+        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
             PROJECT, "label", label_config(model_train_promote="always")
         )
     assert outcome.promoted and "always" in outcome.message
@@ -326,7 +313,7 @@ def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
         with pytest.raises(Exception, match="annotated") as raised:
-            TrainingRun(settings, Reporter()).run(PROJECT, "label", label_config())
+            TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(PROJECT, "label", label_config())
     assert getattr(raised.value, "status_code", None) == 422
     assert store.served(PROJECT, "label") == old
     assert [v.name for v in store.versions(PROJECT, "label")] == [old]  # the failed job's folder is gone
@@ -633,7 +620,7 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
-        outcome = TrainingRun(settings, Reporter()).run(PROJECT, "label", config)
+        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(PROJECT, "label", config)
         store = VersionStore(own_model_root)
         assert outcome.promoted and store.served(PROJECT, "label") == outcome.version
         folder = store.control_dir(PROJECT, "label") / outcome.version
@@ -646,7 +633,7 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
         dataset = json.loads((folder / "dataset.json").read_text())
         assert sorted(dataset["train_task_ids"] + dataset["val_task_ids"]) == list(range(1, 10))
         trained = YOLO(str(folder / "best.pt"))
-        spec = TrainingRun(settings, Reporter()).spec_for(config, "label")
+        spec = TrainingRun(settings, RecordingReporter(PROJECT, "label")).spec_for(config, "label")
         assert trained.task == task and sorted(trained.names.values()) == sorted(spec.labels)
         if task == "pose":
             assert list(trained.model.kpt_shape) == [4, 3]  # keypoint i is the label with model_index i
@@ -683,7 +670,7 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
-        outcome = TrainingRun(settings, Reporter()).run(
+        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
             PROJECT, "label", projects.config("choices", model_path="base.pt")
         )
     assert outcome.promoted is promoted and "top-1 accuracy" in outcome.message
@@ -711,5 +698,5 @@ def test_a_base_model_of_the_wrong_kind_fails_before_training(make_settings, own
         with pytest.raises(
             LabelingConfigError, match=r"is a detect model; <PolygonLabels .*trains a segment"
         ):
-            TrainingRun(settings, Reporter()).run(PROJECT, "label", config)
+            TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(PROJECT, "label", config)
     assert VersionStore(own_model_root).versions(PROJECT, "label") == []
