@@ -149,8 +149,9 @@ def _host_entry(entry: str) -> tuple[str, int | None]:
     """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (host, port or None)."""
     host, port = entry, ""
     if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
+        host, bracket, rest = entry[1:].partition("]")
         port = rest.removeprefix(":")
+        host = host if bracket and (not rest or rest.startswith(":")) else ""
     elif entry.count(":") == 1:
         host, port = entry.split(":")
     if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):

@@ -235,7 +235,7 @@ class MediaHTTP:
         self._retry = Retry(
             total=retries,
             connect=1,
-            read=0,
+            read=False,  # a read error is raised as it is (ReadTimeout), never retried: the body may be half read
             status=retries,
             other=0,
             redirect=False,  # redirects are followed (and checked) by the loader, hop by hop

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from ultralytics.utils import ASSETS
 
 from tests.conftest import PROJECT_ROOT
 
@@ -60,6 +61,7 @@ def serve(model_root: Path, tmp_path: Path, workers: int = 1):
         "LOG_LEVEL": "DEBUG",
         "MODEL_ROOT": str(model_root),
         "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
+        "ALLOWED_LOCAL_ROOTS": str(ASSETS),  # the tasks name Ultralytics' sample images by path
         "ALLOW_MODEL_DOWNLOAD": "false",
         "YOLO_OFFLINE": "1",
         "LABEL_STUDIO_URL": "",
