@@ -127,7 +127,9 @@ def test_absolute_label_studio_urls_with_another_loopback_name_get_the_key(make_
 def test_other_hosts_never_see_the_key(make_settings, stand_in):
     # The stand-in is on 127.0.0.1: a private address, opted in for this test.
     media = loader(
-        make_settings, LabelStudioAuth("http://label-studio.invalid:8080", LEGACY_TOKEN), allow_private_media=True
+        make_settings,
+        LabelStudioAuth("http://label-studio.invalid:8080", LEGACY_TOKEN),
+        allow_private_media=True,
     )
     assert media.load_image(stand_in.url + "/external/bus.jpg").shape == (1080, 810, 3)
     assert stand_in.requests == [("/external/bus.jpg", "")]
