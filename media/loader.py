@@ -215,7 +215,7 @@ class MediaLoader:
             except NonPublicAddress as refused:
                 logger.warning("refused media host %s: it resolves to %s", refused.host, refused.addresses)
                 raise MediaError(
-                    f"'{short_url(url)}' is on host '{refused.host}', which is not a public address "
+                    f"'{short_url(url)}' leads to host '{refused.host}', which is not a public address "
                     "(loopback, private network or link-local); to fetch media from it on purpose, add it "
                     "to ALLOWED_MEDIA_HOSTS (host or host:port) or set ALLOW_PRIVATE_MEDIA=true"
                 ) from None
