@@ -30,11 +30,12 @@ class MediaCache:
         self._evict_lock = threading.Lock()
 
     @contextmanager
-    def pinned(self, key: str, fill: Callable[[Path], None]) -> Iterator[Path]:
+    def pinned(self, key: str, fill: Callable[[Path], None], keep_after: bool = False) -> Iterator[Path]:
         """The cached file for `key` (made by `fill(temporary path)` when missing), kept until the block ends.
 
-        The name is the key alone: no suffix from the URL, so no reader picks a format (an `.m3u8`
-        playlist) from what the task's URL ends with.
+        With `keep_after`, the eviction at the end spares it too: a file handed out without a pin stays
+        until a later download needs the room. The name is the key alone: no suffix from the URL, so no
+        reader picks a format (an `.m3u8` playlist) from what the task's URL ends with.
         """
         target = self.folder / key
         descriptor = _open_locked(target)
@@ -44,11 +45,7 @@ class MediaCache:
             yield target
         finally:
             os.close(descriptor)
-        self.evict()
-
-    def keep_newest(self, path: Path) -> None:
-        """Evict for room, but not `path`: a file handed out without a pin stays until the next download."""
-        self.evict(keep=path)
+        self.evict(keep=target if keep_after else None)
 
     def _download(self, target: Path, fill: Callable[[Path], None]) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)

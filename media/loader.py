@@ -74,21 +74,26 @@ class MediaLoader:
         `project` (Label Studio's project id) picks the Label Studio credentials when they come from
         that project's /setup rather than from the environment.
         """
-        source = self._source(url, task_id, max_bytes or self._settings.max_video_bytes, project)
-        if isinstance(source, Path):
-            yield source
-            return
-        with self._cache.pinned(source.cache_key, source.fill) as path:
+        with self._fetched(url, task_id, max_bytes, project, keep_after=False) as path:
             yield path
 
     def local_path(
         self, url: str, task_id: int | None = None, max_bytes: int | None = None, project: str | None = None
     ) -> Path:
         """Like `fetched`, without holding the file: it stays until a later download needs its room."""
-        with self.fetched(url, task_id, max_bytes, project) as path:
-            pass
-        self._cache.keep_newest(path)
-        return path
+        with self._fetched(url, task_id, max_bytes, project, keep_after=True) as path:
+            return path
+
+    @contextmanager
+    def _fetched(
+        self, url: str, task_id: int | None, max_bytes: int | None, project: str | None, keep_after: bool
+    ) -> Iterator[Path]:
+        source = self._source(url, task_id, max_bytes or self._settings.max_video_bytes, project)
+        if isinstance(source, Path):
+            yield source
+            return
+        with self._cache.pinned(source.cache_key, source.fill, keep_after) as path:
+            yield path
 
     # -- sources -----------------------------------------------------------------------------------
 
