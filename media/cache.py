@@ -34,8 +34,7 @@ class MediaCache:
         """The cached file for `key` (made by `fill(temporary path)` when missing), kept until the block ends.
 
         With `keep_after`, the eviction at the end spares it too: a file handed out without a pin stays
-        until a later download needs the room. The name is the key alone: no suffix from the URL, so no
-        reader picks a format (an `.m3u8` playlist) from what the task's URL ends with.
+        until a later download needs the room. `key` is the file name (the caller decides its suffix).
         """
         target = self.folder / key
         descriptor = _open_locked(target)

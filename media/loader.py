@@ -92,7 +92,7 @@ class MediaLoader:
         if isinstance(source, Path):
             yield source
             return
-        with self._cache.pinned(source.cache_key, source.fill, keep_after) as path:
+        with self._cache.pinned(source.file_name, source.fill, keep_after) as path:
             yield path
 
     # -- sources -----------------------------------------------------------------------------------
@@ -128,8 +128,9 @@ class MediaLoader:
     def _remote(
         self, url: str, auth: LabelStudioAuth | None, max_bytes: int, cache_key: str | None = None
     ) -> _Remote:
-        key = hashlib.sha256((cache_key or url).encode()).hexdigest()
-        return _Remote(key, lambda destination: self._download(url, auth, destination, max_bytes))
+        named = cache_key or url
+        file_name = hashlib.sha256(named.encode()).hexdigest() + _media_suffix(named)
+        return _Remote(file_name, lambda destination: self._download(url, auth, destination, max_bytes))
 
     def _presigned(
         self, uri: str, task_id: int | None, max_bytes: int, auth: LabelStudioAuth | None
@@ -276,10 +277,46 @@ class MediaLoader:
 
 @dataclass(frozen=True)
 class _Remote:
-    """A download: its cache key and how to write it into a file."""
+    """A download: its file name in the cache and how to write it into a file."""
 
-    cache_key: str
+    file_name: str
     fill: Callable[[Path], None]
+
+
+# Plain image and video containers (Ultralytics reads files by path only with such a suffix). Any other
+# suffix of a URL is dropped: a playlist (`.m3u8`) could make FFmpeg open `file:` URLs it lists, and
+# FFmpeg detects HLS only by that suffix.
+SAFE_MEDIA_SUFFIXES = frozenset(
+    [
+        ".bmp",
+        ".jpeg",
+        ".jpg",
+        ".png",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".heic",
+        ".mpo",
+        ".avi",
+        ".m4v",
+        ".mkv",
+        ".mov",
+        ".mp4",
+        ".mpeg",
+        ".mpg",
+        ".webm",
+        ".wmv",
+        ".gif",
+    ]
+)
+
+
+def _media_suffix(url: str) -> str:
+    try:
+        suffix = Path(unquote(urlparse(url).path)).suffix.lower()
+    except ValueError:
+        return ""
+    return suffix if suffix in SAFE_MEDIA_SUFFIXES else ""
 
 
 def _label_studio(url: str, auth: LabelStudioAuth | None) -> LabelStudioAuth:

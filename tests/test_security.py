@@ -295,15 +295,17 @@ def test_hole_4_no_local_files_by_default_and_no_existence_oracle(make_client, b
 
 def test_hole_4_cached_media_never_keeps_the_url_suffix(make_client, servers):
     """Hole 4 (cache names): a download was stored as `<hash>.m3u8` when the URL ended so, and FFmpeg
-    opens such a file as an HLS playlist, which may pull `file:` URLs. Cache names are the hash alone."""
+    opens such a file as an HLS playlist, which may pull `file:` URLs. Only plain image and video
+    suffixes are kept (Ultralytics reads files by path only with one)."""
     label_studio, _ = servers
     client = make_client(
         true_defaults=True, label_studio_url=label_studio.url, label_studio_api_key=LEGACY_TOKEN
     )
-    predict_many(client, ["/data/upload/1/playlist.m3u8", "/data/upload/1/bus.jpg"])
+    urls = ["/data/upload/1/playlist.m3u8", "/data/upload/1/list.M3U", "/data/upload/1/x.m3u8%3F.jpg?.m3u8"]
+    predict_many(client, [*urls, "/data/upload/1/bus.jpg"])
     cache = client.app.state.backend.settings.media_cache_dir
-    names = [path.name for path in cache.iterdir()]
-    assert len(names) == 2 and all("." not in name for name in names), names
+    suffixes = sorted(path.suffix for path in cache.iterdir())
+    assert suffixes == ["", "", ".jpg", ".jpg"], suffixes
 
 
 def _drip(head: bytes, drip: bytes, tail: bytes):
