@@ -217,10 +217,7 @@ class _ThreadSessions:
 
 
 def _session(policy: _ConnectPolicy, retries: Retry) -> requests.Session:
-    session = requests.Session()
-    # No proxies or .netrc from the environment: a proxy would connect for us (the address check would see
-    # only the proxy), and .netrc would add credentials to hosts the task names.
-    session.trust_env = False
+    session = requests.Session()  # trust_env stays on: REQUESTS_CA_BUNDLE still applies (not proxies, .netrc)
     session.headers["Accept-Encoding"] = "identity"  # media is sent as is; see MediaLoader._download
     adapter = _PolicyAdapter(policy, retries)
     session.mount("http://", adapter)
@@ -266,4 +263,21 @@ class MediaHTTP:
         """A streamed GET without following redirects; raises NonPublicAddress when `public_only` refuses."""
         sessions = self._sessions()
         session = sessions.public_only if public_only else sessions.any_address
-        return session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
+        return session.get(
+            url,
+            headers=headers,
+            stream=True,
+            timeout=timeout,
+            allow_redirects=False,
+            # No proxy from HTTP(S)_PROXY/ALL_PROXY: it would connect for us, and the address check would
+            # see only the proxy. An auth that adds nothing keeps .netrc credentials off task-named hosts.
+            proxies=_NO_PROXIES,
+            auth=_no_netrc_credentials,
+        )
+
+
+_NO_PROXIES = {"http": None, "https": None, "all": None}
+
+
+def _no_netrc_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
