@@ -60,31 +60,15 @@ def is_public_address(text: str) -> bool:
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-class DownloadWatch:
-    """The sockets of the download running in one thread, shut down when its deadline passes."""
+class Deadline:
+    """The sockets one download opened or reused, shut down from a timer thread when its time is up."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._duplicates: list[socket.socket] = []
         self.expired = False
 
-    @contextmanager
-    def deadline(self, seconds: float) -> Iterator[DownloadWatch]:
-        with self._lock:
-            self.expired = False
-        timer = threading.Timer(seconds, self._expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield self
-        finally:
-            timer.cancel()
-            with self._lock:
-                for duplicate in self._duplicates:
-                    duplicate.close()
-                self._duplicates.clear()
-
-    def watch(self, sock: socket.socket) -> None:
+    def add(self, sock: socket.socket) -> None:
         """Shut `sock` down at the deadline. A duplicate descriptor is kept: it stays valid when TLS wraps
         (and detaches) the socket, and it can never name another file once urllib3 closes its own."""
         duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type)
@@ -93,11 +77,41 @@ class DownloadWatch:
             if self.expired:
                 _shut(duplicate)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             self.expired = True
             for duplicate in self._duplicates:
                 _shut(duplicate)
+
+    def close(self) -> None:
+        with self._lock:
+            for duplicate in self._duplicates:
+                duplicate.close()
+            self._duplicates.clear()
+
+
+class DownloadWatch:
+    """The deadline of the download running in one thread (each download gets its own `Deadline`)."""
+
+    def __init__(self) -> None:
+        self._current: Deadline | None = None
+
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[Deadline]:
+        current = self._current = Deadline()
+        timer = threading.Timer(seconds, current.expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield current
+        finally:
+            timer.cancel()
+            self._current = None
+            current.close()
+
+    def watch(self, sock: socket.socket) -> None:
+        if self._current is not None:  # only this thread's connections call it, while it downloads
+            self._current.add(sock)
 
 
 def _shut(sock: socket.socket) -> None:
@@ -252,7 +266,7 @@ class MediaHTTP:
         return sessions
 
     @contextmanager
-    def deadline(self, seconds: float) -> Iterator[DownloadWatch]:
+    def deadline(self, seconds: float) -> Iterator[Deadline]:
         """Every request of this thread inside the block ends by `seconds` from now."""
         with self._sessions().watch.deadline(seconds) as watch:
             yield watch
