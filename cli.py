@@ -9,9 +9,9 @@ Studio SDK as soon as it is made.
     python cli.py --project 1 --all-tasks                 # tasks without a prediction of this model version
     python cli.py --project 1 --tasks 1,2 --dry-run predictions.json   # write, do not upload
 
-`LABEL_STUDIO_URL` and `LABEL_STUDIO_API_KEY` are the defaults of `--ls-url` and `--ls-api-key`; the
-API key may be a personal access token or a legacy token. Everything else (MODEL_ROOT, DEVICE, ...) is
-read from the environment as the server reads it. A task that fails is reported at the end and does not
+The environment is read once into the server's `core.settings.Settings`: its `LABEL_STUDIO_URL` and
+`LABEL_STUDIO_API_KEY` are the defaults of `--ls-url` and `--ls-api-key` (the key may be a personal
+access token or a legacy token), the rest (MODEL_ROOT, DEVICE, ...) is used as the server uses it. A task that fails is reported at the end and does not
 stop the others; the exit status is 1 when any task failed, 2 when nothing could run at all.
 `--all-tasks` skips tasks that already have a prediction of this model version, so an interrupted run
 continues where it stopped when started again.
@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
 
 from core.errors import BackendError, LabelingConfigError, ModelError
 from core.settings import Settings
+from core.tasks import PROJECT_TASKS, TASK_IDS, as_dicts
 from model import YOLOBackend
 
 logger = logging.getLogger("cli")
@@ -50,15 +51,18 @@ class Failure:
 # -- arguments -----------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
+    """The command line; `--ls-url` and `--ls-api-key` default to `settings` (LABEL_STUDIO_URL, ..._API_KEY)."""
     parser = argparse.ArgumentParser(
         prog="cli.py",
         description="Run the YOLO backend on Label Studio tasks and upload the predictions.",
     )
-    parser.add_argument("--ls-url", default=os.environ.get("LABEL_STUDIO_URL", ""), help="Label Studio URL")
+    parser.add_argument(
+        "--ls-url", default=settings.label_studio_url, help="Label Studio URL (default: $LABEL_STUDIO_URL)"
+    )
     parser.add_argument(
         "--ls-api-key",
-        default=os.environ.get("LABEL_STUDIO_API_KEY", ""),
+        default=settings.label_studio_api_key.get_secret_value(),
         help="personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)",
     )
     parser.add_argument("--project", type=int, required=True, help="Label Studio project id")
@@ -112,11 +116,19 @@ def read_task_spec(spec: str) -> list[int] | list[dict]:
             raise ValueError(f'--tasks "{spec}" is neither a file nor task ids like 1,2,3') from None
     if not isinstance(items, list) or not items:
         raise ValueError(f"{spec} holds no tasks (expected a non-empty list)")
-    if all(isinstance(item, int) and not isinstance(item, bool) for item in items):
-        return items
-    if all(isinstance(item, dict) and "id" in item and isinstance(item.get("data"), dict) for item in items):
-        return items
-    raise ValueError(f'{spec}: every item must be a task id, or every item an object with "id" and "data"')
+    try:
+        return TASK_IDS.validate_python(items)
+    except ValidationError:
+        pass
+    try:
+        return as_dicts(PROJECT_TASKS.validate_python(items))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(
+            f'{spec}: every item must be a task id, or every item an object with "id" and "data" '
+            f"(item {where}: {first['msg']})"
+        ) from None
 
 
 def _holds_task_data(spec: str) -> bool:
@@ -240,78 +252,106 @@ def predict_and_deliver(
     return failures
 
 
+@dataclass
+class Work:
+    """What a run predicts, found before the first prediction; `failures`: tasks that could not be fetched."""
+
+    label_config: str
+    model_version: str
+    tasks: list[dict]
+    failures: list[Failure]
+    project: LabelStudioProject | None
+
+
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    settings = settings or Settings()
     if argv and argv[0] in TRAINING_COMMANDS:
         return training_main(argv, settings)
-    args = parse_args(argv)
-    # As start.sh does for the server: load weight files without unpickling arbitrary code, and never
-    # pip-install at run time. Ultralytics reads both when it is first imported, which happens later.
-    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = (settings or Settings()).model_copy(
-        update={
-            "label_studio_url": args.ls_url.rstrip("/"),
-            "label_studio_api_key": SecretStr(args.ls_api_key),
-        }
-    )
-
+    args = parse_args(argv, settings)
+    prepare_process()
+    settings = with_label_studio(settings, args.ls_url, args.ls_api_key)
     try:
         spec = read_task_spec(args.tasks) if args.tasks else None
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NOTHING_RAN
 
-    project = None
     backend = YOLOBackend(settings)
-    failures: list[Failure] = []
     try:
-        if args.ls_url and args.ls_api_key:
-            project = LabelStudioProject(args.ls_url, args.ls_api_key, args.project)
-        if args.label_config:
-            label_config = args.label_config.read_text(encoding="utf-8")
-        else:
-            label_config = project.label_config()
-        model_version = backend.model_version(label_config)
-
-        if args.all_tasks:
-            tasks = project.tasks_without_prediction(model_version)
-        elif spec and isinstance(spec[0], dict):
-            tasks = spec
-        else:
-            tasks = []
-            for task_id in tqdm(spec, desc="Fetching tasks", unit="task", leave=False):
-                try:
-                    tasks.append(project.task(task_id))
-                except Exception as error:
-                    failures.append(Failure(task_id, f"could not be fetched: {describe(error)}"))
+        work = find_work(backend, args, spec)
     except Exception as error:
         print(f"error: {describe(error)}", file=sys.stderr)
         backend.close()
         return EXIT_NOTHING_RAN
+    print(f"Model version {work.model_version}: {len(work.tasks)} task(s) to predict", file=sys.stderr)
+    failures = work.failures + predict_work(backend, work, args.batch_size, args.dry_run)
+    return report(len(work.tasks) + len(work.failures), failures, dry_run=bool(args.dry_run))
 
+
+def prepare_process() -> None:
+    """As start.sh does for the server: load weight files without unpickling arbitrary code, and never
+    pip-install at run time. Ultralytics reads both when it is first imported, which happens later."""
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def with_label_studio(settings: Settings, url: str, api_key: str) -> Settings:
+    """`settings` with the Label Studio address and key of the command line (whose defaults they are)."""
+    return settings.model_copy(
+        update={"label_studio_url": url.rstrip("/"), "label_studio_api_key": SecretStr(api_key)}
+    )
+
+
+def find_work(backend: YOLOBackend, args: argparse.Namespace, spec: list[int] | list[dict] | None) -> Work:
+    """The labeling config, the model version and the tasks: from the command line or Label Studio."""
+    project = None
+    if args.ls_url and args.ls_api_key:
+        project = LabelStudioProject(args.ls_url, args.ls_api_key, args.project)
+    if args.label_config:
+        label_config = args.label_config.read_text(encoding="utf-8")
+    else:
+        label_config = project.label_config()
+    model_version = backend.model_version(label_config)
+    work = Work(label_config, model_version, tasks=[], failures=[], project=project)
+    if args.all_tasks:
+        work.tasks = project.tasks_without_prediction(model_version)
+    elif spec and isinstance(spec[0], dict):
+        work.tasks = spec
+    else:
+        for task_id in tqdm(spec, desc="Fetching tasks", unit="task", leave=False):
+            try:
+                work.tasks.append(project.task(task_id))
+            except Exception as error:
+                work.failures.append(Failure(task_id, f"could not be fetched: {describe(error)}"))
+    return work
+
+
+def predict_work(backend: YOLOBackend, work: Work, batch_size: int, dry_run: Path | None) -> list[Failure]:
+    """Predict and upload (or, for a dry run, write to `dry_run`) every task; the backend is closed after."""
     predictions: list[dict] = []
-    deliver = predictions.append if args.dry_run else project.upload
-    total = len(tasks) + len(failures)
-    print(f"Model version {model_version}: {len(tasks)} task(s) to predict", file=sys.stderr)
+    deliver = predictions.append if dry_run else work.project.upload
     try:
-        with tqdm(total=len(tasks), desc="Predicting", unit="task") as progress:
-            failures += predict_and_deliver(backend, label_config, tasks, deliver, args.batch_size, progress)
+        with tqdm(total=len(work.tasks), desc="Predicting", unit="task") as progress:
+            return predict_and_deliver(backend, work.label_config, work.tasks, deliver, batch_size, progress)
     finally:
         backend.close()
-        if args.dry_run:
-            args.dry_run.write_text(json.dumps(predictions, indent=1), encoding="utf-8")
-            print(f"Wrote {len(predictions)} prediction(s) to {args.dry_run}", file=sys.stderr)
+        if dry_run:
+            dry_run.write_text(json.dumps(predictions, indent=1), encoding="utf-8")
+            print(f"Wrote {len(predictions)} prediction(s) to {dry_run}", file=sys.stderr)
 
+
+def report(total: int, failures: list[Failure], dry_run: bool) -> int:
+    """Print how many tasks were predicted and why the others failed; return the exit status."""
     done = total - len(failures)
-    print(f"{done} of {total} task(s) predicted" + (", not uploaded (dry run)" if args.dry_run else ""))
-    if failures:
-        print(f"{len(failures)} task(s) failed:")
-        for failure in failures:
-            print(f"  task {failure.task_id}: {failure.reason}")
-        return EXIT_TASKS_FAILED
-    return EXIT_OK
+    print(f"{done} of {total} task(s) predicted" + (", not uploaded (dry run)" if dry_run else ""))
+    if not failures:
+        return EXIT_OK
+    print(f"{len(failures)} task(s) failed:")
+    for failure in failures:
+        print(f"  task {failure.task_id}: {failure.reason}")
+    return EXIT_TASKS_FAILED
 
 
 # -- training: train, evaluate, models ----------------------------------------------------------------
@@ -319,7 +359,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 TRAINING_COMMANDS = ("train", "evaluate", "models")
 
 
-def parse_training_args(argv: Sequence[str]) -> argparse.Namespace:
+def parse_training_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cli.py", description="Train, evaluate and switch models.")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -330,8 +370,8 @@ def parse_training_args(argv: Sequence[str]) -> argparse.Namespace:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--project", type=int, required=True, help="Label Studio project id")
         command.add_argument("--control", help="the control's name (default: every trainable control)")
-        command.add_argument("--ls-url", default=os.environ.get("LABEL_STUDIO_URL", ""))
-        command.add_argument("--ls-api-key", default=os.environ.get("LABEL_STUDIO_API_KEY", ""))
+        command.add_argument("--ls-url", default=settings.label_studio_url)
+        command.add_argument("--ls-api-key", default=settings.label_studio_api_key.get_secret_value())
         if name == "evaluate":
             command.add_argument("--model-path", default="", help="weights in MODEL_ROOT (default: served)")
         if name == "models":
@@ -341,17 +381,10 @@ def parse_training_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def training_main(argv: Sequence[str], settings: Settings | None = None) -> int:
-    args = parse_training_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    settings = (settings or Settings()).model_copy(
-        update={
-            "label_studio_url": args.ls_url.rstrip("/"),
-            "label_studio_api_key": SecretStr(args.ls_api_key),
-        }
-    )
+def training_main(argv: Sequence[str], settings: Settings) -> int:
+    args = parse_training_args(argv, settings)
+    prepare_process()
+    settings = with_label_studio(settings, args.ls_url, args.ls_api_key)
     backend = YOLOBackend(settings)
     try:
         if args.command == "models":

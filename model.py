@@ -6,7 +6,8 @@ in parallel a chunk ahead of inference -> one batched model call per (model file
 
 A task whose media fails gets `{"error": ...}` without a `result` key: Label Studio skips such an
 entry (it logs it and stores nothing), so the task is predicted again on the next retrieve instead
-of keeping an empty prediction.
+of keeping an empty prediction. The same holds when some control of the config cannot run (its model
+is missing or of the wrong kind): no task gets a prediction without that control's regions.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from control_models import ControlModel
-from control_models.labeling_plan import LabelingPlan, PlanCache, config_hash
+from control_models.labeling_plan import LabelingPlan, PlanCache, check_label_config_size, config_hash
 from control_models.video_base import VideoControlModel
 from converters.image_regions import prediction_score
 from core.errors import (
@@ -40,11 +41,12 @@ from core.errors import (
     WrongModelKindError,
 )
 from core.settings import PROJECT_ROOT, Settings
-from inference.detections import from_ultralytics
+from inference.detections import MaskBudget, from_ultralytics
+from inference.features import embedding_options, features_of
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader, short_url
-from media.video import VideoReader
+from media.video import Deadline, VideoReader
 from training.jobs import JobRunner, LocalProcessRunner, count_event
 from training.versions import ServedVersions, VersionStore
 
@@ -76,6 +78,23 @@ class PredictionRun:
     label_warnings: dict[str, str] = field(default_factory=dict)
     # Seconds spent inside each model's calls during this run (the /metrics histogram per model).
     inference_seconds: dict[str, float] = field(default_factory=dict)
+    # Bytes of brush masks this run may still decode (MAX_MASK_BYTES); None: no limit.
+    mask_budget: MaskBudget | None = None
+
+    def refuse_every_task(self) -> None:
+        """Some controls cannot run: no task gets a prediction, each gets an error naming them.
+
+        Label Studio stores a prediction for good under its model_version and never asks again, so a
+        prediction without the failed controls' regions would stay wrong after the model is fixed.
+        """
+        failed = "; ".join(f"<{name}>: {message}" for name, message in self.control_errors.items())
+        error = (
+            f"not predicted, because some controls of the labeling config cannot run ({failed}); fix their "
+            'models, or add model_skip="true" to those controls, and the task is predicted at the next retrieve'
+        )
+        for outcome in self.tasks:
+            outcome.regions = []
+            outcome.error = outcome.error or error
 
     def failed_tasks(self) -> int:
         return sum(outcome.error is not None for outcome in self.tasks)
@@ -137,6 +156,7 @@ class YOLOBackend:
         project: Any = None,
     ) -> str:
         """Remember how this project reaches Label Studio; answer the model version. Never loads a model."""
+        check_label_config_size(label_config, self.settings.max_label_config_bytes)
         if hostname and access_token and not self.settings.label_studio_api_key.get_secret_value():
             with self._setup_auths_lock:
                 key = project_key(project) or ""
@@ -152,6 +172,7 @@ class YOLOBackend:
         Names the trained versions this project serves (`yolo-1a2b3c4d-label.v3`), so after a promotion
         or a rollback Label Studio's Retrieve Predictions predicts every task again, once.
         """
+        check_label_config_size(label_config, self.settings.max_label_config_bytes)
         version = f"{self.settings.model_version}-{config_hash(label_config)}"
         key = project_key(project)
         if key:
@@ -186,13 +207,15 @@ class YOLOBackend:
 
     def predict(
         self,
-        tasks: Sequence[Any],
+        tasks: Sequence[Mapping[str, Any]],
         label_config: str,
         project: Any = None,
         uploads: Mapping[str, Path] | None = None,
         missing_key_fails_request: bool = True,
     ) -> PredictionRun:
         """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7).
+
+        `tasks` have the `core.tasks.Task` shape, checked where they come in (/predict's body, cli.py).
 
         A data key that no task of the call has is a config/data mismatch worth a 4xx for /predict
         (`missing_key_fails_request`); a caller that predicts a project in small batches (cli.py) turns
@@ -206,13 +229,14 @@ class YOLOBackend:
         # Tasks carry their project id; the request's is the fallback (copies: the caller's stay as they are).
         checked = [
             {**task, "project": project_key(project)} if task.get("project") is None else task
-            for task in _checked_tasks(tasks)
+            for task in tasks
         ]
         project = project if project is not None else (checked[0].get("project") if checked else None)
         run = PredictionRun(
             model_version=self.model_version(label_config, project),
             tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
             control_errors={},
+            mask_budget=MaskBudget(self.settings.max_mask_bytes),
         )
         trained = self.served_model_paths(plan, project)
         controls = [
@@ -223,10 +247,16 @@ class YOLOBackend:
         video_controls = [c for c in controls if "Video" in c.object_tags]
         if missing_key_fails_request:
             _require_data_keys(checked, image_controls + video_controls)
-        self._predict_images(checked, image_controls, run, uploads)
-        self._predict_videos(checked, video_controls, run, uploads)
-        if run.control_errors and len(run.control_errors) == len(plan.controls):
-            raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+        image_groups, video_groups = _group_by_model(image_controls), _group_by_model(video_controls)
+        image_models = self._load_models(image_groups, run)
+        video_models = self._load_models(video_groups, run)
+        if run.control_errors:
+            if len(run.control_errors) == len(plan.controls):
+                raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
+            run.refuse_every_task()
+            return run
+        self._predict_images(checked, image_groups, image_models, run, uploads)
+        self._predict_videos(checked, video_groups, video_models, run, uploads)
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +347,10 @@ class YOLOBackend:
         key = (plan.config_hash, control.from_name, model_path)
         with self._setup_auths_lock:
             bound = self._trained_controls.get(key)
+            if bound is None and control.training is not None and control.training.kind == "timeline":
+                # A trained TimelineLabels head: the classifier stays (it gives the features the head reads).
+                bound = control.with_head(self.settings.model_root / model_path)
+                self._trained_controls[key] = bound
             if bound is None:
                 # A trained model's classes are the labels themselves: predicted_values no longer apply.
                 labels = {
@@ -348,17 +382,14 @@ class YOLOBackend:
     def _predict_images(
         self,
         tasks: list[dict],
-        controls: list[ControlModel],
+        groups: dict[GroupKey, list[ControlModel]],
+        models: dict[GroupKey, LoadedModel],
         run: PredictionRun,
         uploads: Mapping[str, Path],
     ) -> None:
-        if not controls:
-            return
-        groups = _group_by_model(controls)
-        value_keys = sorted({c.value_key for c in controls})
-        models = self._load_models(groups, run)
         if not models:
             return
+        value_keys = sorted({key[2] for key in models})
         chunk_size = max(model.batch_size for model in models.values())
         for chunk_start, images in self._prefetched_chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
@@ -410,8 +441,12 @@ class YOLOBackend:
         results = _timed_predict(model, [images[i] for i in positions], dict(options), run)
         with_masks = any(c.needs_masks for c in group)
         for position, result in zip(positions, results, strict=True):
-            output = from_ultralytics(result, with_masks=with_masks)
             outcome = run.tasks[chunk_start + position]
+            try:
+                output = from_ultralytics(result, with_masks=with_masks, mask_budget=run.mask_budget)
+            except BackendError as error:  # over MAX_MASK_BYTES: this task only
+                outcome.error = error.message
+                continue
             for control in group:
                 outcome.regions.extend(control.regions(output, model.class_names))
 
@@ -460,7 +495,8 @@ class YOLOBackend:
     def _predict_videos(
         self,
         tasks: list[dict],
-        controls: list[ControlModel],
+        groups: dict[GroupKey, list[ControlModel]],
+        models: dict[GroupKey, LoadedModel],
         run: PredictionRun,
         uploads: Mapping[str, Path],
     ) -> None:
@@ -471,10 +507,6 @@ class YOLOBackend:
         session (its tracker, its probabilities) per video: no state passes between videos or requests.
         A task whose video cannot be fetched or decoded gets `outcome.error`, like a broken image.
         """
-        if not controls:
-            return
-        groups = _group_by_model(controls)
-        models = self._load_models(groups, run)
         runnable = [
             (control, models[key]) for key, group in groups.items() if key in models for control in group
         ]
@@ -484,6 +516,7 @@ class YOLOBackend:
                 continue
             paths: dict[str, Path] = {}
             regions: list[dict] = []
+            deadline = Deadline(self.settings.max_video_task_seconds)
             try:
                 with ExitStack() as held:  # each video stays in the media cache while it is read
                     for control, model in runnable:
@@ -492,7 +525,7 @@ class YOLOBackend:
                                 task, control.value_key, uploads, held
                             )
                         path = paths[control.value_key]
-                        regions.extend(self._predict_video(path, control, model, task["data"], run))
+                        regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -522,6 +555,7 @@ class YOLOBackend:
         model: LoadedModel,
         task_data: dict,
         run: PredictionRun,
+        deadline: Deadline,
     ) -> list[dict]:
         reader = VideoReader(
             path,
@@ -529,14 +563,19 @@ class YOLOBackend:
             max_frames=self.settings.max_video_frames,
             max_pixels=self.settings.max_image_pixels,
             name=f"the video of '{short_url(str(task_data.get(control.value_key)))}'",
+            deadline=deadline,
         )
         control.check_frame_rate(reader.info.fps, task_data)
         session = control.start_video(model.class_names)
-        options = control.predict_options()
+        options = {
+            **control.predict_options(),
+            **(embedding_options(model) if control.reads_features else {}),
+        }
         for numbers, frames in reader.batches(model.batch_size):
             results = _timed_predict(model, frames, options, run)
-            for number, frame, result in zip(numbers, frames, results, strict=True):
-                session.add(number, from_ultralytics(result), frame)
+            outputs = features_of(results) if control.reads_features else map(from_ultralytics, results)
+            for number, frame, output in zip(numbers, frames, outputs, strict=True):
+                session.add(number, output, frame)
         return session.regions(reader.frames_count, reader.info.fps)
 
     def close(self) -> None:
@@ -632,17 +671,6 @@ def _check_task(control: ControlModel, model: LoadedModel) -> None:
             f"model '{model.name}' is a {model.task} model, but <{control.control_tag} "
             f'name="{control.from_name}"> needs a {" or ".join(control.model_tasks)} model'
         )
-
-
-def _checked_tasks(tasks: Any) -> list[dict]:
-    if not isinstance(tasks, list) or not tasks:
-        raise BadRequestError("'tasks' must be a non-empty list of Label Studio tasks")
-    for position, task in enumerate(tasks):
-        if not isinstance(task, dict):
-            raise BadRequestError(f"tasks[{position}] is not an object")
-        if not isinstance(task.get("data"), dict):
-            raise BadRequestError(f"tasks[{position}] has no 'data' object")
-    return tasks
 
 
 def _require_data_keys(tasks: list[dict], controls: list[ControlModel]) -> None:

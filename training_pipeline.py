@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 
 from control_models.labeling_plan import build_plan
-from core.errors import BackendError, LabelingConfigError
+from core.errors import BackendError, LabelingConfigError, TrainingDataError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
 from media.label_studio_api import LabelStudioAuth
@@ -166,6 +166,8 @@ class TrainingRun:
         from training.evaluation import evaluate
 
         spec = self.spec_for(label_config, control)
+        if spec.kind == "timeline":
+            return self.run_timeline(project, spec)
         images = self.images(project, spec)
         serving_weights, serving_map, serving_name = self.serving_model(project, spec)
         version_dir = self.store.create_version(project, control)
@@ -212,6 +214,23 @@ class TrainingRun:
             self.store.promote(project, control, version_dir.name)  # the one atomic switch
         return Outcome(version_dir.name, promoted, message)
 
+    def run_timeline(self, project: str, spec: Any) -> Outcome:
+        """A trainable TimelineLabels: a sequence head on the classifier's frame features (training/timeline.py)."""
+        from training.timeline import TimelineTraining
+
+        self.reporter.phase("fetching annotations")
+        picked = annotated_tasks(self.tasks_source(project), spec.from_name)
+
+        def fetch(url: Any, task_id: int) -> Path:
+            return self.media.local_path(
+                url, task_id, max_bytes=self.settings.max_video_bytes, project=project
+            )
+
+        done = TimelineTraining(self.settings, self.registry, self.store, self.reporter, SEED).run(
+            project, spec, picked, fetch
+        )
+        return Outcome(done.version, done.promoted, done.message)
+
 
 @dataclass
 class TaskErrors:
@@ -235,6 +254,11 @@ def evaluate_project(
     from training.evaluation import evaluate
 
     spec = run.spec_for(label_config, control)
+    if spec.kind == "timeline":  # its held-out scores are in each version's metrics.json
+        raise TrainingDataError(
+            f"evaluate scores image models; for the timeline head of '{control}' see `cli.py models` "
+            "(per-label frame F1 of each version on its held-out videos, in metrics.json)"
+        )
     images = run.images(project, spec)
     if model_path:
         weights, label_map, name = run.registry.resolve(model_path), dict(spec.label_map), model_path

@@ -66,7 +66,7 @@ def timed(function, repeat: int) -> float:
     return best
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -75,75 +75,89 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def raw_figures(weights: Path, paths: list[Path], repeat: int) -> dict[str, float]:
+    """Seconds of raw Ultralytics calls: every core one by one and batched, then its own thread cap."""
     import torch
-    from fastapi.testclient import TestClient
     from ultralytics import YOLO
     from ultralytics.utils import NUM_THREADS
+
+    cores = os.cpu_count() or 1
+    capped_threads = NUM_THREADS  # what Ultralytics sets when it sets up a predictor: min(8, cores - 1)
+    model = YOLO(str(weights))
+    # predictor set-up caps threads; done once here
+    model.predict(str(paths[0]), conf=CONF, verbose=False)
+
+    def raw_one_by_one(threads: int):
+        torch.set_num_threads(threads)
+        for path in paths:
+            model.predict(str(path), conf=CONF, verbose=False)
+
+    def raw_batched(threads: int):
+        torch.set_num_threads(threads)
+        for start in range(0, len(paths), 8):
+            model.predict([str(p) for p in paths[start : start + 8]], conf=CONF, verbose=False)
+
+    return {
+        f"raw Ultralytics, {cores} threads, one call per image": timed(lambda: raw_one_by_one(cores), repeat),
+        f"raw Ultralytics, {cores} threads, batches of 8": timed(lambda: raw_batched(cores), repeat),
+        f"official example setting, {capped_threads} thread(s), one call per image": timed(
+            lambda: raw_one_by_one(capped_threads), repeat
+        ),
+    }
+
+
+def backend_seconds(work: Path, weights: Path, paths: list[Path], repeat: int) -> float:
+    """Seconds of one `POST /predict` with every image as a task, through this backend's app."""
+    from fastapi.testclient import TestClient
 
     from core.settings import Settings
     from server.app import create_app
 
-    cores = os.cpu_count() or 1
-    capped_threads = NUM_THREADS  # what Ultralytics sets when it sets up a predictor: min(8, cores - 1)
+    settings = Settings(
+        _env_file=None,
+        model_root=weights.parent,
+        media_cache_dir=work / "cache",
+        allowed_local_roots=str(work),  # the tasks name images written there
+        allow_custom_model_path=True,
+        allow_model_download=False,
+    )
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
+        '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
+    )
+    tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
+    with TestClient(create_app(settings)) as client:
+
+        def backend_predict():
+            response = client.post("/predict", json={"tasks": tasks, "label_config": config})
+            assert response.status_code == 200, response.text
+
+        return timed(backend_predict, repeat)
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         model_root = work / "models"
         model_root.mkdir()
         weights = build_model(args.arch, model_root / f"{args.arch}.pt")
         paths = make_images(work, args.images)
-        model = YOLO(str(weights))
-        model.predict(
-            str(paths[0]), conf=CONF, verbose=False
-        )  # predictor set-up caps threads; done once here
-
-        def raw_one_by_one(threads: int):
-            torch.set_num_threads(threads)
-            for path in paths:
-                model.predict(str(path), conf=CONF, verbose=False)
-
-        def raw_batched(threads: int):
-            torch.set_num_threads(threads)
-            for start in range(0, len(paths), 8):
-                model.predict([str(p) for p in paths[start : start + 8]], conf=CONF, verbose=False)
-
-        figures: dict[str, float] = {}
-        figures[f"raw Ultralytics, {cores} threads, one call per image"] = timed(
-            lambda: raw_one_by_one(cores), args.repeat
+        figures = raw_figures(weights, paths, args.repeat)
+        figures["this backend, POST /predict with all tasks"] = backend_seconds(
+            work, weights, paths, args.repeat
         )
-        figures[f"raw Ultralytics, {cores} threads, batches of 8"] = timed(
-            lambda: raw_batched(cores), args.repeat
-        )
-        figures[f"official example setting, {capped_threads} thread(s), one call per image"] = timed(
-            lambda: raw_one_by_one(capped_threads), args.repeat
-        )
-
-        settings = Settings(
-            _env_file=None,
-            model_root=model_root,
-            media_cache_dir=work / "cache",
-            allowed_local_roots=str(work),  # the tasks name images written there
-            allow_custom_model_path=True,
-            allow_model_download=False,
-        )
-        config = (
-            '<View><Image name="image" value="$image"/>'
-            f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
-            '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
-        )
-        tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
-        with TestClient(create_app(settings)) as client:
-
-            def backend_predict():
-                response = client.post("/predict", json={"tasks": tasks, "label_config": config})
-                assert response.status_code == 200, response.text
-
-            figures["this backend, POST /predict with all tasks"] = timed(backend_predict, args.repeat)
 
     baseline = next(iter(figures.values()))
     print(
-        f"\n{args.images} images, {args.arch} (random weights), conf={CONF}, {cores} cores, torch {torch.__version__}"
+        f"\n{args.images} images, {args.arch} (random weights), conf={CONF}, {os.cpu_count() or 1} cores, "
+        f"torch {torch.__version__}"
     )
     print(f"{'':<62} {'images/s':>9} {'vs raw':>7}")
     for name, seconds in figures.items():

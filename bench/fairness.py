@@ -22,7 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -60,7 +62,7 @@ def loaded_phase(request, single, bulk_tasks: list[dict], think: float) -> tuple
     return latencies, bulk_seconds[0]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -69,10 +71,92 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=5, help="single-task requests per idle phase")
     parser.add_argument("--think", type=float, default=1.0, help="seconds between a teammate's requests")
     parser.add_argument("--rounds", type=int, default=3, help="idle phase, bulk alone, bulk under load")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+@dataclass
+class Requests:
+    """Predictions on one backend and model, timed; task errors collected in `errors`."""
+
+    backend: Any
+    config: str
+    paths: list[Path]
+    errors: list[str] = field(default_factory=list)
+
+    def request(self, tasks: list[dict]) -> float:
+        started = time.perf_counter()
+        run = self.backend.predict(tasks, self.config)
+        if run.failed_tasks():
+            self.errors.extend(o.error for o in run.tasks if o.error)
+        return time.perf_counter() - started
+
+    def single(self, number: int) -> float:
+        path = self.paths[number % len(self.paths)]
+        return self.request([{"id": 1000 + number, "data": {"image": str(path)}}])
+
+
+@dataclass
+class Figures:
+    """Seconds per request: singles idle and under load, the bulk request alone and under load."""
+
+    idle: list[float] = field(default_factory=list)
+    under_load: list[float] = field(default_factory=list)
+    bulk_alone: list[float] = field(default_factory=list)
+    bulk_loaded: list[float] = field(default_factory=list)
+
+
+def measure(requests: Requests, rounds: int, singles: int, think: float) -> Figures:
+    bulk_tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(requests.paths)]
+    # Warm-up: predictor set-up, and oneDNN's kernels for every image shape and batch size used.
+    requests.request(bulk_tasks)
+    for number in range(4):
+        requests.single(number)
+
+    # Rounds alternate idle and loaded phases, so a change in the machine's load (it may be shared)
+    # falls on both sides of each ratio.
+    figures = Figures()
+    for _ in range(rounds):
+        figures.idle.extend(requests.single(n) for n in range(singles))
+        figures.bulk_alone.append(requests.request(bulk_tasks))
+        loaded_singles, loaded_bulk = loaded_phase(requests.request, requests.single, bulk_tasks, think)
+        figures.under_load.extend(loaded_singles)
+        figures.bulk_loaded.append(loaded_bulk)
+    return figures
+
+
+def print_report(args: argparse.Namespace, figures: Figures, errors: list[str]) -> None:
     import torch
 
+    idle, under_load = figures.idle, figures.under_load
+    if os.environ.get("FAIRNESS_VERBOSE"):
+        print("idle", [round(x, 3) for x in idle], "\nloaded", [round(x, 3) for x in under_load])
+    idle_p90, load_p90 = percentile(idle, 0.9), percentile(under_load, 0.9)
+    alone_rate = args.bulk / statistics.mean(figures.bulk_alone)
+    loaded_rate = args.bulk / statistics.mean(figures.bulk_loaded)
+    # upper bound: a single's latency includes waiting
+    singles_share = sum(under_load) / sum(figures.bulk_loaded)
+    print(
+        f"\n{args.arch} (random weights), {args.bulk}-task bulk request, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, think time {args.think} s, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"single task, idle server:       {describe(idle)}")
+    print(f"single task, during bulk:       {describe(under_load)}")
+    print(
+        f"p50 ratio {percentile(under_load, 0.5) / percentile(idle, 0.5):.2f}x, "
+        f"p90 ratio {load_p90 / idle_p90:.2f}x (target <= 3x), "
+        f"p95 ratio {percentile(under_load, 0.95) / percentile(idle, 0.95):.2f}x"
+    )
+    print(f"bulk alone:        {alone_rate:6.2f} images/s (mean of {len(figures.bulk_alone)})")
+    print(
+        f"bulk under load:   {loaded_rate:6.2f} images/s (mean of {len(figures.bulk_loaded)}), "
+        f"ratio {loaded_rate / alone_rate:.2f} (target >= 0.90); singles' latency was "
+        f"{singles_share:.0%} of the bulk time"
+    )
+    print(f"errors: {len(errors)}" + (f" ({errors[0]})" if errors else ""))
+
+
+def main() -> None:
+    args = parse_args()
     from core.settings import Settings
     from model import YOLOBackend
 
@@ -90,69 +174,15 @@ def main() -> None:
             allow_custom_model_path=True,
             allow_model_download=False,
         )
-        backend = YOLOBackend(settings)
         config = (
             '<View><Image name="image" value="$image"/>'
             f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
             '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
         )
-        bulk_tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
-        errors: list[str] = []
-
-        def request(tasks: list[dict]) -> float:
-            started = time.perf_counter()
-            run = backend.predict(tasks, config)
-            if run.failed_tasks():
-                errors.extend(o.error for o in run.tasks if o.error)
-            return time.perf_counter() - started
-
-        def single(number: int) -> float:
-            path = paths[number % len(paths)]
-            return request([{"id": 1000 + number, "data": {"image": str(path)}}])
-
-        # Warm-up: predictor set-up, and oneDNN's kernels for every image shape and batch size used.
-        request(bulk_tasks)
-        for number in range(4):
-            single(number)
-
-        # Rounds alternate idle and loaded phases, so a change in the machine's load (it may be shared)
-        # falls on both sides of each ratio.
-        idle: list[float] = []
-        under_load: list[float] = []
-        bulk_alone: list[float] = []
-        bulk_loaded: list[float] = []
-        for _ in range(args.rounds):
-            idle.extend(single(n) for n in range(args.singles))
-            bulk_alone.append(request(bulk_tasks))
-            loaded_singles, loaded_bulk = loaded_phase(request, single, bulk_tasks, args.think)
-            under_load.extend(loaded_singles)
-            bulk_loaded.append(loaded_bulk)
-        backend.close()
-
-    if os.environ.get("FAIRNESS_VERBOSE"):
-        print("idle", [round(x, 3) for x in idle], "\nloaded", [round(x, 3) for x in under_load])
-    idle_p90, load_p90 = percentile(idle, 0.9), percentile(under_load, 0.9)
-    alone_rate = args.bulk / statistics.mean(bulk_alone)
-    loaded_rate = args.bulk / statistics.mean(bulk_loaded)
-    singles_share = sum(under_load) / sum(bulk_loaded)  # upper bound: a single's latency includes waiting
-    print(
-        f"\n{args.arch} (random weights), {args.bulk}-task bulk request, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, think time {args.think} s, load average {os.getloadavg()[0]:.2f}"
-    )
-    print(f"single task, idle server:       {describe(idle)}")
-    print(f"single task, during bulk:       {describe(under_load)}")
-    print(
-        f"p50 ratio {percentile(under_load, 0.5) / percentile(idle, 0.5):.2f}x, "
-        f"p90 ratio {load_p90 / idle_p90:.2f}x (target <= 3x), "
-        f"p95 ratio {percentile(under_load, 0.95) / percentile(idle, 0.95):.2f}x"
-    )
-    print(f"bulk alone:        {alone_rate:6.2f} images/s (mean of {len(bulk_alone)})")
-    print(
-        f"bulk under load:   {loaded_rate:6.2f} images/s (mean of {len(bulk_loaded)}), "
-        f"ratio {loaded_rate / alone_rate:.2f} (target >= 0.90); singles' latency was "
-        f"{singles_share:.0%} of the bulk time"
-    )
-    print(f"errors: {len(errors)}" + (f" ({errors[0]})" if errors else ""))
+        requests = Requests(YOLOBackend(settings), config, paths)
+        figures = measure(requests, args.rounds, args.singles, args.think)
+        requests.backend.close()
+    print_report(args, figures, requests.errors)
 
 
 if __name__ == "__main__":

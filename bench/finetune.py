@@ -140,7 +140,7 @@ def write_results(path: Path, section: str) -> None:
     path.write_text(text.rstrip("\n") + "\n")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -148,8 +148,76 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--imgsz", type=int, default=192)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def annotated_tasks(rng: np.random.Generator, images_dir: Path, count: int) -> list[dict]:
+    """Tasks with one or two crosses each among the known shapes, annotated in full."""
+    tasks = []
+    for task_id in range(1, count + 1):
+        image, shapes = make_image(rng, crosses=1 + task_id % 2)
+        path = images_dir / f"task-{task_id}.png"
+        cv2.imwrite(str(path), image)
+        result = [region(name, box, WIDTH, HEIGHT) for name, box in shapes]
+        tasks.append(
+            {"id": task_id, "data": {"image": str(path)}, "annotations": [{"id": task_id, "result": result}]}
+        )
+    return tasks
+
+
+def held_out_images(rng: np.random.Generator, images_dir: Path) -> list[tuple[Path, list]]:
+    """`HELD_OUT` images with one cross each, never annotated: (path, shapes drawn)."""
+    held_out = []
+    for index in range(HELD_OUT):
+        image, shapes = make_image(rng, crosses=1)
+        path = images_dir / f"held-out-{index}.png"
+        cv2.imwrite(str(path), image)
+        held_out.append((path, shapes))
+    assert sum(name == "cross" for _, shapes in held_out for name, _ in shapes) == HELD_OUT
+    return held_out
+
+
+def labeling_config(epochs: int, imgsz: int) -> str:
+    labels = "".join(f'<Label value="{label}"/>' for label in LABELS)
+    return (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
+        f'model_path="shapes-yolov8n.pt" model_train_epochs="{epochs}" '
+        f'model_train_imgsz="{imgsz}" model_train_batch="8" model_train_patience="50">'
+        f"{labels}</RectangleLabels></View>"
+    )
+
+
+def results_section(
+    args: argparse.Namespace, seconds: float, found: tuple[int, int], message: str, metrics: dict
+) -> str:
+    """The "## Fine-tuning" section of bench/RESULTS.md; `found`: crosses found by (base, fine-tuned)."""
+    base_found, new_found = found
+    lines = [
+        "## Fine-tuning",
+        "",
+        f"`YOLO_OFFLINE=1 python bench/finetune.py --train-images {args.train_images} --epochs {args.epochs} "
+        f"--imgsz {args.imgsz}`, {time.strftime('%Y-%m-%d', time.gmtime())}, {platform.machine()} "
+        f"{os.cpu_count()} cores, CPU, shared with other work.",
+        "",
+        "Base: the shipped shapes detector (circle, square, triangle); the project adds `cross`, which "
+        f"it has never seen. {args.train_images} annotated images; the training job's own split and "
+        "evaluation (same held-out split for both models, mAP through the label map).",
+        "",
+        f"- training job wall time (dataset, fine-tune, both evaluations): **{seconds:.0f} s**",
+        f"- held-out crosses found at IoU >= 0.5: base **{base_found}/{HELD_OUT}**, "
+        f"fine-tuned **{new_found}/{HELD_OUT}** (target >= 6 of 8 in < 10 min)",
+        f"- decision: {message}",
+        "",
+        *table(metrics["serving"], "Base model on the val split"),
+        "",
+        *table(metrics["new"], "Fine-tuned model on the val split"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = parse_args()
     from core.settings import Settings
     from training_pipeline import TrainingRun
 
@@ -160,34 +228,8 @@ def main() -> int:
         images_dir.mkdir()
         shutil.copy(ROOT / "models" / "shapes-yolov8n.pt", model_root / "shapes-yolov8n.pt")
         rng = np.random.default_rng(2024)
-        tasks = []
-        for task_id in range(1, args.train_images + 1):
-            image, shapes = make_image(rng, crosses=1 + task_id % 2)
-            path = images_dir / f"task-{task_id}.png"
-            cv2.imwrite(str(path), image)
-            result = [region(name, box, WIDTH, HEIGHT) for name, box in shapes]
-            tasks.append(
-                {
-                    "id": task_id,
-                    "data": {"image": str(path)},
-                    "annotations": [{"id": task_id, "result": result}],
-                }
-            )
-        held_out = []
-        for index in range(HELD_OUT):
-            image, shapes = make_image(rng, crosses=1)
-            path = images_dir / f"held-out-{index}.png"
-            cv2.imwrite(str(path), image)
-            held_out.append((path, shapes))
-        assert sum(name == "cross" for _, shapes in held_out for name, _ in shapes) == HELD_OUT
-
-        labels = "".join(f'<Label value="{label}"/>' for label in LABELS)
-        config = (
-            '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
-            f'model_path="shapes-yolov8n.pt" model_train_epochs="{args.epochs}" '
-            f'model_train_imgsz="{args.imgsz}" model_train_batch="8" model_train_patience="50">'
-            f"{labels}</RectangleLabels></View>"
-        )
+        tasks = annotated_tasks(rng, images_dir, args.train_images)
+        held_out = held_out_images(rng, images_dir)
         settings = Settings(
             _env_file=None,
             model_root=model_root,
@@ -203,7 +245,7 @@ def main() -> int:
         )
         started = time.perf_counter()
         outcome = TrainingRun(settings, PrintReporter(), tasks_source=lambda _project: tasks).run(
-            "bench", "label", config
+            "bench", "label", labeling_config(args.epochs, args.imgsz)
         )
         seconds = time.perf_counter() - started
         folder = model_root / "trained" / "bench" / "label" / outcome.version
@@ -213,28 +255,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    lines = [
-        "## Fine-tuning",
-        "",
-        f"`YOLO_OFFLINE=1 python bench/finetune.py --train-images {args.train_images} --epochs {args.epochs} "
-        f"--imgsz {args.imgsz}`, {time.strftime('%Y-%m-%d', time.gmtime())}, {platform.machine()} "
-        f"{os.cpu_count()} cores, CPU, shared with other work.",
-        "",
-        "Base: the shipped shapes detector (circle, square, triangle); the project adds `cross`, which "
-        f"it has never seen. {args.train_images} annotated images; the training job's own split and "
-        "evaluation (same held-out split for both models, mAP through the label map).",
-        "",
-        f"- training job wall time (dataset, fine-tune, both evaluations): **{seconds:.0f} s**",
-        f"- held-out crosses found at IoU >= 0.5: base **{base_found}/{HELD_OUT}**, "
-        f"fine-tuned **{new_found}/{HELD_OUT}** (target >= 6 of 8 in < 10 min)",
-        f"- decision: {outcome.message}",
-        "",
-        *table(metrics["serving"], "Base model on the val split"),
-        "",
-        *table(metrics["new"], "Fine-tuned model on the val split"),
-        "",
-    ]
-    section = "\n".join(lines)
+    section = results_section(args, seconds, (base_found, new_found), outcome.message, metrics)
     print(section)
     write_results(args.results, section)
     return 0 if new_found >= 6 else 1

@@ -32,9 +32,11 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -145,80 +147,95 @@ def tasks(*urls: str) -> list[dict]:
     return [{"id": i + 1, "data": {"image": url}} for i, url in enumerate(urls)]
 
 
-def mix(world: World) -> list[tuple[str, float, set[int], Callable[[random.Random], Request]]]:
-    """(kind, weight, statuses it may get, request maker)."""
+class Kind(NamedTuple):
+    name: str
+    weight: float
+    expected: set[int]  # the statuses it may get
+    make: Callable[[random.Random], Request]
+
+
+def good_local(world: World, r: random.Random) -> Request:
+    picks = r.sample(world.images, r.randint(1, 4))
+    return "POST", "/predict", {"json": {"tasks": tasks(*map(str, picks)), "label_config": GOOD_CONFIG}}
+
+
+def good_http(world: World, r: random.Random) -> Request:
+    picks = [f"{world.media_url}/{p.name}?v={r.randint(0, 3)}" for p in r.sample(world.images, 2)]
+    return "POST", "/predict", {"json": {"tasks": tasks(*picks), "label_config": GOOD_CONFIG}}
+
+
+def bad_media_batch(world: World, r: random.Random) -> Request:
     media = world.media_url
+    urls = [
+        str(r.choice(world.images)),
+        str(world.media / "notes.jpg"),
+        str(world.media / "bomb.png"),
+        "/etc/passwd",
+        "gopher://127.0.0.1/x",
+        f"{media}/missing.jpg",
+        f"{media}/slow/{world.images[0].name}?n={r.random()}",
+        str(r.choice(world.images)),
+    ]
+    return "POST", "/predict", {"json": {"tasks": tasks(*urls), "label_config": GOOD_CONFIG}}
 
-    def good_local(r):
-        picks = r.sample(world.images, r.randint(1, 4))
-        return "POST", "/predict", {"json": {"tasks": tasks(*map(str, picks)), "label_config": GOOD_CONFIG}}
 
-    def good_http(r):
-        picks = [f"{media}/{p.name}?v={r.randint(0, 3)}" for p in r.sample(world.images, 2)]
-        return "POST", "/predict", {"json": {"tasks": tasks(*picks), "label_config": GOOD_CONFIG}}
+def two_controls(world: World, r: random.Random) -> Request:
+    body = {"tasks": tasks(str(r.choice(world.images))), "label_config": TWO_CONTROLS}
+    return "POST", "/predict", {"json": body}
 
-    def bad_media_batch(r):
-        urls = [
-            str(r.choice(world.images)),
-            str(world.media / "notes.jpg"),
-            str(world.media / "bomb.png"),
-            "/etc/passwd",
-            "gopher://127.0.0.1/x",
-            f"{media}/missing.jpg",
-            f"{media}/slow/{world.images[0].name}?n={r.random()}",
-            str(r.choice(world.images)),
+
+def bad_model(world: World, r: random.Random) -> Request:
+    model = r.choice(["garbage.pt", "../models/shapes.pt", "/etc/passwd", "missing.pt"])
+    body = {"tasks": tasks(str(world.images[0])), "label_config": CONFIG.format(model=model)}
+    return "POST", "/predict", {"json": body}
+
+
+def bad_body(world: World, r: random.Random) -> Request:
+    body = r.choice(
+        [
+            b"{not json",
+            b"[" * 20_000 + b"]" * 20_000,
+            json.dumps({"tasks": "x", "label_config": GOOD_CONFIG}).encode(),
+            json.dumps({"tasks": [1, 2], "label_config": GOOD_CONFIG}).encode(),
+            json.dumps({"tasks": [{"data": []}], "label_config": GOOD_CONFIG}).encode(),
+            json.dumps({"tasks": tasks("x"), "label_config": "<View"}).encode(),
+            json.dumps({"tasks": tasks("x"), "label_config": 5}).encode(),
         ]
-        return "POST", "/predict", {"json": {"tasks": tasks(*urls), "label_config": GOOD_CONFIG}}
+    )
+    return "POST", "/predict", {"data": body, "headers": {"Content-Type": "application/json"}}
 
-    def two_controls(r):
-        body = {"tasks": tasks(str(r.choice(world.images))), "label_config": TWO_CONTROLS}
-        return "POST", "/predict", {"json": body}
 
-    def bad_model(r):
-        model = r.choice(["garbage.pt", "../models/shapes.pt", "/etc/passwd", "missing.pt"])
-        body = {"tasks": tasks(str(world.images[0])), "label_config": CONFIG.format(model=model)}
-        return "POST", "/predict", {"json": body}
+def too_big(world: World, r: random.Random) -> Request:
+    body = {"tasks": tasks(str(world.images[0])), "label_config": GOOD_CONFIG, "pad": "x" * 2_000_000}
+    return "POST", "/predict", {"json": body}
 
-    def bad_body(r):
-        body = r.choice(
-            [
-                b"{not json",
-                b"[" * 20_000 + b"]" * 20_000,
-                json.dumps({"tasks": "x", "label_config": GOOD_CONFIG}).encode(),
-                json.dumps({"tasks": [1, 2], "label_config": GOOD_CONFIG}).encode(),
-                json.dumps({"tasks": [{"data": []}], "label_config": GOOD_CONFIG}).encode(),
-                json.dumps({"tasks": tasks("x"), "label_config": "<View"}).encode(),
-                json.dumps({"tasks": tasks("x"), "label_config": 5}).encode(),
-            ]
-        )
-        return "POST", "/predict", {"data": body, "headers": {"Content-Type": "application/json"}}
 
-    def too_big(r):
-        body = {"tasks": tasks(str(world.images[0])), "label_config": GOOD_CONFIG, "pad": "x" * 2_000_000}
-        return "POST", "/predict", {"json": body}
+def wrong_auth(world: World, r: random.Random) -> Request:
+    body = {"tasks": tasks("x"), "label_config": GOOD_CONFIG}
+    return "POST", "/predict", {"json": body, "auth": (USER, "no")}
 
-    def wrong_auth(r):
-        return (
-            "POST",
-            "/predict",
-            {"json": {"tasks": tasks("x"), "label_config": GOOD_CONFIG}, "auth": (USER, "no")},
-        )
 
-    def setup(r):
-        return (
-            "POST",
-            "/setup",
-            {"json": {"project": "1.1", "schema": GOOD_CONFIG, "hostname": "http://ls:8080"}},
-        )
+def setup(world: World, r: random.Random) -> Request:
+    return "POST", "/setup", {"json": {"project": "1.1", "schema": GOOD_CONFIG, "hostname": "http://ls:8080"}}
 
-    def webhook(r):
-        action = r.choice(["ANNOTATION_CREATED", "START_TRAINING", "SOMETHING"])
-        return "POST", "/webhook", {"json": {"action": action, "project": {"id": 1}}}
 
-    def health(r):
-        return "GET", r.choice(["/health", "/metrics"]), {}
+def webhook(world: World, r: random.Random) -> Request:
+    action = r.choice(["ANNOTATION_CREATED", "SOMETHING"])
+    return "POST", "/webhook", {"json": {"action": action, "project": {"id": 1}}}
 
-    return [
+
+def training_without_config(world: World, r: random.Random) -> Request:
+    # No label_config in the event: the backend cannot tell what to train and says so with a 400.
+    return "POST", "/webhook", {"json": {"action": "START_TRAINING", "project": {"id": 1}}}
+
+
+def health(world: World, r: random.Random) -> Request:
+    return "GET", r.choice(["/health", "/metrics"]), {}
+
+
+def mix(world: World) -> list[Kind]:
+    """Every kind of request with its weight in the mix and the statuses it may get."""
+    kinds = [
         ("good local", 30, {200}, good_local),
         ("good http", 10, {200}, good_http),
         ("bad media batch", 8, {200}, bad_media_batch),
@@ -228,9 +245,11 @@ def mix(world: World) -> list[tuple[str, float, set[int], Callable[[random.Rando
         ("too big", 3, {413}, too_big),
         ("wrong auth", 4, {401}, wrong_auth),
         ("setup", 8, {200}, setup),
-        ("webhook", 6, {200}, webhook),
+        ("webhook", 4, {200}, webhook),
+        ("training without config", 2, {400}, training_without_config),
         ("health", 10, {200}, health),
     ]
+    return [Kind(name, weight, expected, partial(make, world)) for name, weight, expected, make in kinds]
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -302,7 +321,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -314,94 +333,87 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=float, default=120.0, help="seconds of the mix before measuring (allocator warm-up)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="soak-"))
-    world = build_world(root)
-    media_server = MediaServer(world.media)
-    world.media_url = media_server.url
-    process, url, log_path = start_server(world, args)
-    master = psutil.Process(process.pid)
-    kinds = mix(world)
-    weights = [weight for _, weight, _, _ in kinds]
 
-    latencies: dict[str, list[float]] = defaultdict(list)
-    statuses: dict[str, Counter] = defaultdict(Counter)
-    errors: Counter = Counter()
-    lock = threading.Lock()
-    stop_at = 0.0
-    counting = False
+@dataclass
+class Tally:
+    """What the measured clients saw: latencies and statuses per kind, unexpected answers by class."""
 
-    def client(number: int) -> None:
-        rng = random.Random(args.seed * 1000 + number)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    errors: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, kind: str, elapsed: float, status: int, outcome: str | None) -> None:
+        with self.lock:
+            self.latencies[kind].append(elapsed)
+            self.statuses[kind][status] += 1
+            if outcome:
+                self.errors[outcome] += 1
+
+
+def send(http: requests.Session, url: str, kind: Kind, rng: random.Random) -> tuple[float, int, str | None]:
+    """One request of `kind`: seconds it took, its status, what was wrong with the answer (None: nothing)."""
+    method, path, kwargs = kind.make(rng)
+    kwargs.setdefault("auth", (USER, PASSWORD))
+    started = time.perf_counter()
+    try:
+        response = http.request(method, url + path, timeout=120, **kwargs)
+        status, outcome = response.status_code, None
+        if status not in kind.expected:
+            outcome = f"unexpected {status} for {kind.name}"
+        elif status >= 400 and "error" not in response.json():
+            outcome = f"{status} without an error message for {kind.name}"
+    except requests.RequestException as error:
+        status, outcome = 0, f"{type(error).__name__} for {kind.name}"
+    return time.perf_counter() - started, status, outcome
+
+
+def start_clients(
+    kinds: list[Kind], url: str, seeds: list[int], stop_at: float, tally: Tally | None
+) -> list[threading.Thread]:
+    """One thread per seed sending the mix until `stop_at` (monotonic); counted in `tally` if given."""
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
         http = requests.Session()
+        weights = [kind.weight for kind in kinds]
         while time.monotonic() < stop_at:
-            kind, _, expected, make = rng.choices(kinds, weights)[0]
-            method, path, kwargs = make(rng)
-            kwargs.setdefault("auth", (USER, PASSWORD))
-            started = time.perf_counter()
-            try:
-                response = http.request(method, url + path, timeout=120, **kwargs)
-                status, outcome = response.status_code, None
-                if status not in expected:
-                    outcome = f"unexpected {status} for {kind}"
-                elif status >= 400 and "error" not in response.json():
-                    outcome = f"{status} without an error message for {kind}"
-            except requests.RequestException as error:
-                status, outcome = 0, f"{type(error).__name__} for {kind}"
-            elapsed = time.perf_counter() - started
-            with lock:
-                if not counting:
-                    continue
-                latencies[kind].append(elapsed)
-                statuses[kind][status] += 1
-                if outcome:
-                    errors[outcome] += 1
+            kind = rng.choices(kinds, weights)[0]
+            elapsed, status, outcome = send(http, url, kind, rng)
+            if tally is not None:
+                tally.record(kind.name, elapsed, status, outcome)
 
-    # Warm-up with the same mix and concurrency: models loaded, caches and thread pools at full size.
-    stop_at = time.monotonic() + args.warmup
-    warmers = [threading.Thread(target=client, args=(-i - 1,), daemon=True) for i in range(args.clients)]
-    for thread in warmers:
-        thread.start()
-    for thread in warmers:
-        thread.join()
-    rss_start, _ = server_rss(master)
-    rss_samples = [(0.0, *server_rss(master))]
-    counting = True
-    stop_at = time.monotonic() + args.minutes * 60
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
-    began = time.monotonic()
+    threads = [threading.Thread(target=client, args=(seed,), daemon=True) for seed in seeds]
     for thread in threads:
         thread.start()
-    while any(thread.is_alive() for thread in threads):
-        time.sleep(min(30.0, max(1.0, stop_at - time.monotonic())))
-        rss_samples.append((time.monotonic() - began, *server_rss(master)))
-    for thread in threads:
-        thread.join()
-    duration = time.monotonic() - began
-    rss_end, _ = server_rss(master)
+    return threads
 
+
+def stop_server(process: subprocess.Popen, log_path: Path) -> int:
+    """SIGTERM (then kill) the server; the number of 'Unhandled error' lines (5xx) in its log."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
-    log = log_path.read_text()
-    server_errors = log.count("Unhandled error")
+    return log_path.read_text().count("Unhandled error")
 
-    every = [value for values in latencies.values() for value in values]
-    served = sum(sum(counter.values()) for counter in statuses.values())
+
+def print_report(args: argparse.Namespace, kinds: list[Kind], tally: Tally, duration: float) -> None:
+    every = [value for values in tally.latencies.values() for value in values]
+    served = sum(sum(counter.values()) for counter in tally.statuses.values())
     print(
         f"\nsoak: {args.clients} clients, {duration / 60:.1f} min, THREADS={args.threads}, WORKERS={args.workers}"
     )
     print(f"requests served: {served} ({served / duration:.1f}/s)")
     print(f"{'kind':28} {'count':>6} {'statuses':28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
-    for kind, _, _, _ in kinds:
-        values = latencies.get(kind, [])
-        status_text = ", ".join(f"{code}: {n}" for code, n in sorted(statuses[kind].items()))
+    for kind in kinds:
+        values = tally.latencies.get(kind.name, [])
+        status_text = ", ".join(f"{code}: {n}" for code, n in sorted(tally.statuses[kind.name].items()))
         print(
-            f"{kind:28} {len(values):6d} {status_text:28} {percentile(values, 50) * 1000:8.0f} "
+            f"{kind.name:28} {len(values):6d} {status_text:28} {percentile(values, 50) * 1000:8.0f} "
             f"{percentile(values, 95) * 1000:8.0f} {max(values, default=0) * 1000:8.0f}"
         )
     print(
@@ -409,12 +421,45 @@ def main() -> int:
     )
     expected_errors = sum(
         n
-        for kind, _, expected, _ in kinds
-        for code, n in statuses[kind].items()
-        if code in expected and code >= 400
+        for kind in kinds
+        for code, n in tally.statuses[kind.name].items()
+        if code in kind.expected and code >= 400
     )
     print(f"answers with the expected 4xx: {expected_errors}")
-    print("errors by class (unexpected answers):", dict(errors) or "none")
+    print("errors by class (unexpected answers):", dict(tally.errors) or "none")
+
+
+def main() -> int:
+    args = parse_args()
+    root = Path(tempfile.mkdtemp(prefix="soak-"))
+    world = build_world(root)
+    world.media_url = MediaServer(world.media).url
+    process, url, log_path = start_server(world, args)
+    master = psutil.Process(process.pid)
+    kinds = mix(world)
+
+    # Warm-up with the same mix and concurrency: models loaded, caches and thread pools at full size.
+    warm_seeds = [args.seed * 1000 - i - 1 for i in range(args.clients)]
+    for thread in start_clients(kinds, url, warm_seeds, time.monotonic() + args.warmup, tally=None):
+        thread.join()
+    rss_start, _ = server_rss(master)
+    rss_samples = [(0.0, *server_rss(master))]
+
+    tally = Tally()
+    stop_at = time.monotonic() + args.minutes * 60
+    began = time.monotonic()
+    seeds = [args.seed * 1000 + i for i in range(args.clients)]
+    threads = start_clients(kinds, url, seeds, stop_at, tally)
+    while any(thread.is_alive() for thread in threads):
+        time.sleep(min(30.0, max(1.0, stop_at - time.monotonic())))
+        rss_samples.append((time.monotonic() - began, *server_rss(master)))
+    for thread in threads:
+        thread.join()
+    duration = time.monotonic() - began
+    rss_end, _ = server_rss(master)
+    server_errors = stop_server(process, log_path)
+
+    print_report(args, kinds, tally, duration)
     print(f"'Unhandled error' (5xx) in the server log: {server_errors}")
     growth = (rss_end - rss_start) / rss_start
     print(
@@ -423,7 +468,7 @@ def main() -> int:
         + f"; start {rss_start / 2**20:.0f}, end {rss_end / 2**20:.0f} ({growth:+.1%})"
     )
     shutil.rmtree(root, ignore_errors=True)
-    return 1 if errors or server_errors or growth > 0.10 else 0
+    return 1 if tally.errors or server_errors or growth > 0.10 else 0
 
 
 if __name__ == "__main__":

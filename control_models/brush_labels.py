@@ -26,7 +26,7 @@ class BrushLabelsModel(ControlModel):
                 from_name=self.from_name,
                 to_name=self.to_name,
                 label=label,
-                mask=output.masks[i],
+                mask=output.masks[i].full(output.image_width, output.image_height),  # one at a time
                 score=float(output.scores[i]),
             ),
         )

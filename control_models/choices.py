@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, ParseError
 
+from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from control_models.base import ControlModel
 from converters.image_regions import choices_region, taxonomy_region
+from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification
 
@@ -92,8 +94,19 @@ class TaxonomyModel(ChoicesModel):
 
 
 def _taxonomy_paths(config: str, control_name: str) -> dict[str, list[str]]:
-    """Every `<Choice>` of the named `<Taxonomy>` with its path from the root, e.g. Cat -> [Animal, Cat]."""
-    root = fromstring(config)
+    """Every `<Choice>` of the named `<Taxonomy>` with its path from the root, e.g. Cat -> [Animal, Cat].
+
+    Read with defusedxml, which refuses entity declarations that Label Studio's own parser accepts.
+    """
+    try:
+        root = fromstring(config)
+    except DefusedXmlException:
+        raise LabelingConfigError(
+            f'<Taxonomy name="{control_name}"> cannot be read: the labeling config declares XML entities '
+            "(<!DOCTYPE ... <!ENTITY ...>); remove the DOCTYPE and write the values out"
+        ) from None
+    except ParseError as error:
+        raise LabelingConfigError(f'<Taxonomy name="{control_name}"> cannot be read: {error}') from None
     paths: dict[str, list[str]] = {}
 
     def walk(element: Element, prefix: list[str]) -> None:

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from control_models.attributes import parse_bool, parse_float
 from control_models.base import ControlModel, build_label_map, first_sibling
-from converters.image_regions import keypoint_region, new_region_id, rectangle_region
+from converters.image_regions import keypoint_region, rectangle_region
+from converters.regions import new_region_id
 from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Detections

@@ -34,9 +34,23 @@ def config_hash(label_config: str) -> str:
     return hashlib.sha256(normalized.encode()).hexdigest()[:8]
 
 
+def check_label_config_size(label_config: str, max_bytes: int) -> None:
+    """Refuse a config over MAX_LABEL_CONFIG_BYTES before it is hashed, parsed or cached.
+
+    Parsing costs ~60 times the text in memory (a 4.7 MB config: ~300 MB), and the plan cache keeps 64.
+    """
+    # A character is 1 to 4 bytes: only a text longer than a quarter of the limit is encoded to count.
+    if len(label_config) > max_bytes // 4 and len(label_config.encode("utf-8", "replace")) > max_bytes:
+        raise LabelingConfigError(
+            f"label_config is over the limit of {max_bytes} bytes (MAX_LABEL_CONFIG_BYTES); "
+            "a labeling config is a few kilobytes, so check what is being sent"
+        )
+
+
 def build_plan(label_config: str, settings: Settings) -> LabelingPlan:
     if not isinstance(label_config, str) or not label_config.strip():
         raise LabelingConfigError("label_config is empty; send the project's labeling config (XML)")
+    check_label_config_size(label_config, settings.max_label_config_bytes)
     try:
         interface = LabelInterface(label_config)
     except Exception as error:

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 class VideoSession(Protocol):
-    def add(self, frame: int, output: Detections | Classification, image: np.ndarray) -> None:
-        """One processed frame (1-based number), its model output and its pixels (BGR)."""
+    def add(self, frame: int, output: Detections | Classification | np.ndarray, image: np.ndarray) -> None:
+        """One processed frame (1-based number), its model output (its feature vector when the control
+        `reads_features`) and its pixels (BGR)."""
 
     def regions(self, frames_count: int, fps: float) -> list[dict]:
         """The regions for the whole video, once every frame has been added."""
@@ -72,6 +73,12 @@ class VideoControlModel(ControlModel):
                 fps,
                 fps,
             )
+
+    @property
+    def reads_features(self) -> bool:
+        """Whether the session wants each frame's feature vector (`inference/features.py`) instead of
+        the model's output (a trained TimelineLabels head does)."""
+        return False
 
     def start_video(self, class_names: Mapping[int, str]) -> VideoSession:
         raise NotImplementedError

@@ -7,7 +7,6 @@ map percent coordinates back to pixels. Functions that can produce nothing drawa
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,12 +14,12 @@ import numpy as np
 from label_studio_sdk.converter.brush import mask2rle
 
 from converters.geometry import obb_to_label_studio, polygon_to_percent, xyxy_to_percent
+from converters.regions import Region, make_region
 
 __all__ = [
     "brush_region",
     "choices_region",
     "keypoint_region",
-    "new_region_id",
     "oriented_rectangle_region",
     "polygon_region",
     "prediction_score",
@@ -28,31 +27,10 @@ __all__ = [
     "taxonomy_region",
 ]
 
-Region = dict[str, Any]
 
-
-def new_region_id() -> str:
-    """A short random region id, like the 10-character ids the Label Studio editor makes."""
-    return uuid.uuid4().hex[:10]
-
-
-def _region(
-    *, region_id: str | None, from_name: str, to_name: str, type_: str, value: dict, score: float
-) -> Region:
+def _image_region(*, image_width: int, image_height: int, **fields: Any) -> Region:
     return {
-        "id": region_id or new_region_id(),
-        "from_name": from_name,
-        "to_name": to_name,
-        "type": type_,
-        "value": value,
-        # float() turns numpy/torch scalars into something json.dumps accepts.
-        "score": float(score),
-    }
-
-
-def _image_region(*, image_width: int, image_height: int, **region: Any) -> Region:
-    return {
-        **_region(**region),
+        **make_region(**fields),
         "original_width": int(image_width),
         "original_height": int(image_height),
         "image_rotation": 0,
@@ -219,7 +197,7 @@ def brush_region(
     if not mask.any():
         return None
     height, width = mask.shape
-    rle = mask2rle(np.where(mask != 0, 255, 0).astype(np.uint8))
+    rle = mask2rle(np.where(mask != 0, np.uint8(255), np.uint8(0)))  # uint8 at once, not int64 first
     value = {"format": "rle", "rle": [int(byte) for byte in rle], "brushlabels": [label]}
     return _image_region(
         region_id=region_id,
@@ -288,7 +266,7 @@ def choices_region(
         >>> choices_region(from_name="cls", to_name="image", choices=["cat"], score=0.9)["value"]
         {'choices': ['cat']}
     """
-    return _region(
+    return make_region(
         region_id=region_id,
         from_name=from_name,
         to_name=to_name,
@@ -312,7 +290,7 @@ def taxonomy_region(
         >>> taxonomy_region(from_name="tax", to_name="image", paths=[["Animal", "Cat"]], score=0.9)["value"]
         {'taxonomy': [['Animal', 'Cat']]}
     """
-    return _region(
+    return make_region(
         region_id=region_id,
         from_name=from_name,
         to_name=to_name,

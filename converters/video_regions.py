@@ -16,22 +16,21 @@ TimelineLabels: `value.ranges` holds `{start, end}` frames, both included; a one
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from converters.geometry import xyxy_to_percent
-from converters.image_regions import new_region_id
+from converters.regions import Region, make_region
 
 __all__ = [
     "active_runs",
     "keyframe_sequence",
     "span_ends",
     "timeline_regions",
+    "track_label",
+    "tracks_in_order_of_appearance",
     "video_rectangle_regions",
 ]
-
-Region = dict[str, Any]
 
 
 def _check_video(frames_count: int, fps: float) -> None:
@@ -162,32 +161,48 @@ def video_rectangle_regions(
     boxes = xyxy_to_percent(np.asarray(xyxy).reshape(-1, 4), frame_width, frame_height)
     duration = frames_count / fps
 
-    first_frame = {}
-    for track_id in np.unique(track_ids):
-        first_frame[int(track_id)] = int(frames[track_ids == track_id].min())
     regions = []
-    for track_id in sorted(first_frame, key=lambda t: (first_frame[t], t)):
+    for track_id in tracks_in_order_of_appearance(frames, track_ids):
         member = track_ids == track_id
-        votes: dict[str, float] = {}
-        for index in np.flatnonzero(member):
-            votes[labels[index]] = votes.get(labels[index], 0.0) + float(scores[index])
-        label = max(votes, key=lambda name: votes[name])
         regions.append(
-            {
-                "id": new_region_id(),
-                "from_name": from_name,
-                "to_name": to_name,
-                "type": "videorectangle",
-                "value": {
+            make_region(
+                from_name=from_name,
+                to_name=to_name,
+                type_="videorectangle",
+                value={
                     "framesCount": int(frames_count),
                     "duration": float(duration),
                     "sequence": keyframe_sequence(frames[member], boxes[member], fps, step),
-                    "labels": [label],
+                    "labels": [track_label([labels[i] for i in np.flatnonzero(member)], scores[member])],
                 },
-                "score": float(scores[member].max()),
-            }
+                score=scores[member].max(),
+            )
         )
     return regions
+
+
+def tracks_in_order_of_appearance(frames: np.ndarray, track_ids: np.ndarray) -> list[int]:
+    """The distinct track ids, ordered by the first frame each is seen on (then by id).
+
+    Example:
+        >>> tracks_in_order_of_appearance(np.array([3, 1, 2, 1]), np.array([4, 9, 4, 7]))
+        [7, 9, 4]
+    """
+    first_frame = {int(t): int(frames[track_ids == t].min()) for t in np.unique(track_ids)}
+    return sorted(first_frame, key=lambda t: (first_frame[t], t))
+
+
+def track_label(labels: Sequence[str], scores: np.ndarray) -> str:
+    """The label of one track: the one with the highest summed score (a class flicker does not win).
+
+    Example:
+        >>> track_label(["Car", "Truck", "Car"], np.array([0.4, 0.7, 0.5]))
+        'Car'
+    """
+    votes: dict[str, float] = {}
+    for label, score in zip(labels, scores, strict=True):
+        votes[label] = votes.get(label, 0.0) + float(score)
+    return max(votes, key=lambda name: votes[name])
 
 
 def active_runs(active: np.ndarray) -> list[tuple[int, int]]:
@@ -261,13 +276,12 @@ def timeline_regions(
             found.append((start, column, end, label, score))
     found.sort(key=lambda item: (item[0], item[1]))
     return [
-        {
-            "id": new_region_id(),
-            "from_name": from_name,
-            "to_name": to_name,
-            "type": "timelinelabels",
-            "value": {"ranges": [{"start": int(start), "end": int(end)}], "timelinelabels": [label]},
-            "score": score,
-        }
+        make_region(
+            from_name=from_name,
+            to_name=to_name,
+            type_="timelinelabels",
+            value={"ranges": [{"start": int(start), "end": int(end)}], "timelinelabels": [label]},
+            score=score,
+        )
         for start, _, end, label, score in found
     ]

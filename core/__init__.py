@@ -1,4 +1,5 @@
-"""The bottom layer: `Settings` (every setting, read once) and the errors with their HTTP statuses.
+"""The bottom layer: `Settings` (every setting, read once), the errors with their HTTP statuses, and
+the shape of a Label Studio task (`core.tasks.Task`).
 
 Imports nothing of this project.
 """

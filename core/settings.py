@@ -36,8 +36,10 @@ class Settings(BaseSettings):
     int8_max_drop: float = Field(
         default=1.0, ge=0.0, description="Points of mAP50-95 an INT8 export may lose against its .pt."
     )
-    allow_model_download: bool = Field(
-        default=True, description="Let Ultralytics download missing default weights (needs internet)."
+    allow_model_download: bool | None = Field(
+        default=None,
+        description="Let Ultralytics download a missing official weight file (needs internet). Unset: on, "
+        "unless ALLOW_CUSTOM_MODEL_PATH is on (then any config could pull any of the official files).",
     )
 
     # Label Studio
@@ -95,8 +97,21 @@ class Settings(BaseSettings):
         description="Let http(s) media come from loopback, private and link-local addresses (any host).",
     )
 
+    max_mask_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1,
+        description="Bytes of brush masks one request may decode (each: its box, plus the whole image "
+        "for its RLE); a task over it gets an error.",
+    )
+    max_video_task_seconds: float = Field(
+        default=3600.0, gt=0, description="Seconds one video task may take to decode and predict."
+    )
+
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
+    max_label_config_bytes: int = Field(
+        default=1024**2, ge=1, description="Largest labeling config (/predict, /setup, /ui)."
+    )
 
     @field_validator("model_root", "media_cache_dir", "int8_calibration_dir", mode="after")
     @classmethod
@@ -111,6 +126,13 @@ class Settings(BaseSettings):
                 "set both BASIC_AUTH_USER and BASIC_AUTH_PASS to require basic auth, or neither to serve "
                 "without it; only one of them is set"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _no_download_for_custom_paths_unless_asked(self) -> Settings:
+        # With custom paths on, a config could name any official weight file and make the server fetch it.
+        if self.allow_model_download is None:
+            self.allow_model_download = not self.allow_custom_model_path
         return self
 
     @field_validator("label_studio_url", mode="after")

@@ -9,7 +9,53 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cv2
 import numpy as np
+
+from core.errors import MediaError
+
+
+@dataclass(frozen=True)
+class BoxMask:
+    """One instance mask at the original image size, inside its box only.
+
+    `mask` (h, w) bool covers the pixels x..x+w, y..y+h of the image: a full-size stack would cost
+    N x H x W (300 masks of a 100 MP image: 30 GB as bool, 120 GB as the float32 it is scaled in).
+
+    >>> BoxMask(1, 2, np.ones((1, 2), bool)).full(4, 4).astype(int).tolist()
+    [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    """
+
+    x: int
+    y: int
+    mask: np.ndarray
+
+    def full(self, width: int, height: int) -> np.ndarray:
+        """The (height, width) bool mask of the whole image (for Label Studio's RLE, one at a time)."""
+        full = np.zeros((height, width), dtype=bool)
+        h, w = self.mask.shape
+        full[self.y : self.y + h, self.x : self.x + w] = self.mask
+        return full
+
+
+class MaskBudget:
+    """Bytes of instance masks one request may still decode (MAX_MASK_BYTES), shared by its tasks.
+
+    A mask costs its box at the original size plus the whole image once more (its RLE is encoded from a
+    full-size copy); the task that would go over gets an error, later tasks with fewer masks still run.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, nbytes: int) -> None:
+        if self.spent + nbytes > self.limit:
+            raise MediaError(
+                f"the masks of this image need more than the {self.limit} bytes left for this request's brush "
+                "masks (MAX_MASK_BYTES); predict fewer or smaller images per request, or raise the limit"
+            )
+        self.spent += nbytes
 
 
 @dataclass(frozen=True)
@@ -22,7 +68,7 @@ class Detections:
         class_ids: (N,) int, indices into the model's class names.
         xywhr: (N, 5) float [cx, cy, w, h, angle in radians, clockwise on screen] for OBB models.
         polygons: N arrays of shape (K_i, 2) [x, y], the outline of each instance mask.
-        masks: (N, H, W) bool at the original image size.
+        masks: N `BoxMask`, each instance's mask at the original image size inside its box.
         keypoints: (N, K, 3) float [x, y, visibility score] (score 1.0 when the model gives none).
         track_ids: (N,) int, tracker identities (set by `inference.tracking`, video only).
     """
@@ -34,7 +80,7 @@ class Detections:
     class_ids: np.ndarray
     xywhr: np.ndarray | None = None
     polygons: list[np.ndarray] | None = None
-    masks: np.ndarray | None = None
+    masks: list[BoxMask] | None = None
     keypoints: np.ndarray | None = None
     track_ids: np.ndarray | None = None
 
@@ -57,16 +103,14 @@ class Detections:
                 ("scores", self.scores),
                 ("class_ids", self.class_ids),
                 ("xywhr", self.xywhr),
-                ("masks", self.masks),
                 ("keypoints", self.keypoints),
                 ("track_ids", self.track_ids),
             )
         }
-        polygons = None
-        if self.polygons is not None:
-            positions = np.arange(len(self))[index]
-            polygons = [self.polygons[i] for i in positions]
-        return replace(self, polygons=polygons, **picked)
+        positions = np.arange(len(self))[index]
+        polygons = None if self.polygons is None else [self.polygons[i] for i in positions]
+        masks = None if self.masks is None else [self.masks[i] for i in positions]
+        return replace(self, polygons=polygons, masks=masks, **picked)
 
     @classmethod
     def empty(cls, image_width: int, image_height: int) -> Detections:
@@ -92,11 +136,13 @@ def _numpy(tensor: Any) -> np.ndarray:
     return tensor.cpu().numpy() if hasattr(tensor, "cpu") else np.asarray(tensor)
 
 
-def from_ultralytics(result: Any, with_masks: bool = False) -> Detections | Classification:
+def from_ultralytics(
+    result: Any, with_masks: bool = False, mask_budget: MaskBudget | None = None
+) -> Detections | Classification:
     """Turn one Ultralytics `Results` into `Detections` or `Classification`.
 
-    `with_masks` rasterises instance masks at the original image size (needed for brush masks only:
-    it costs H*W bytes per instance).
+    `with_masks` scales instance masks to the original image size, each inside its box (needed for
+    brush masks only), charging `mask_budget`: a `MediaError` when this image's masks do not fit.
     """
     height, width = (int(v) for v in result.orig_shape[:2])
     if getattr(result, "probs", None) is not None:
@@ -118,12 +164,15 @@ def from_ultralytics(result: Any, with_masks: bool = False) -> Detections | Clas
     if boxes is None or len(boxes) == 0:
         return Detections.empty(width, height)
 
+    xyxy = _numpy(boxes.xyxy).astype(np.float32).reshape(-1, 4)
     polygons = None
     masks = None
     if getattr(result, "masks", None) is not None:
         polygons = [np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in result.masks.xy]
         if with_masks:
-            masks = _masks_at_original_size(result.masks.data, (height, width))
+            if mask_budget is not None:
+                mask_budget.spend(_mask_bytes(xyxy, width, height))
+            masks = box_masks(result.masks.data, xyxy, (height, width))
 
     keypoints = None
     if getattr(result, "keypoints", None) is not None:
@@ -135,7 +184,7 @@ def from_ultralytics(result: Any, with_masks: bool = False) -> Detections | Clas
     return Detections(
         image_width=width,
         image_height=height,
-        xyxy=_numpy(boxes.xyxy).astype(np.float32).reshape(-1, 4),
+        xyxy=xyxy,
         scores=_numpy(boxes.conf).astype(np.float32).reshape(-1),
         class_ids=_numpy(boxes.cls).astype(np.int64).reshape(-1),
         polygons=polygons,
@@ -144,11 +193,53 @@ def from_ultralytics(result: Any, with_masks: bool = False) -> Detections | Clas
     )
 
 
-def _masks_at_original_size(mask_data: Any, original_shape: tuple[int, int]) -> np.ndarray:
-    """Scale (N, h, w) masks from the letterboxed inference size back to the original image size."""
-    from ultralytics.utils.ops import scale_masks
+def _pixel_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """The whole pixels (x0, y0, x1, y1) a box touches, inside the image."""
+    x0 = int(np.clip(np.floor(box[0]), 0, width))
+    y0 = int(np.clip(np.floor(box[1]), 0, height))
+    return x0, y0, int(np.clip(np.ceil(box[2]), x0, width)), int(np.clip(np.ceil(box[3]), y0, height))
 
-    if len(mask_data) == 0:
-        return np.zeros((0, *original_shape), dtype=bool)
-    scaled = scale_masks(mask_data[None].float(), original_shape)[0]  # (N, H, W), letterbox removed
-    return _numpy(scaled > 0.5)
+
+def _mask_bytes(xyxy: np.ndarray, width: int, height: int) -> int:
+    """What `box_masks` and their RLE cost: each box's pixels, and the whole image once per mask."""
+    total = 0
+    for box in xyxy:
+        x0, y0, x1, y1 = _pixel_box(box, width, height)
+        total += (x1 - x0) * (y1 - y0) + width * height
+    return total
+
+
+def box_masks(mask_data: Any, xyxy: np.ndarray, original_shape: tuple[int, int]) -> list[BoxMask]:
+    """Scale (N, h, w) letterboxed masks to the original image size, each inside its box (N, 4) only.
+
+    The same bilinear sampling as Ultralytics' `scale_masks` (pixel centres, as torch's interpolate with
+    align_corners=False, over the letterbox's content), but only the box's pixels are computed: an
+    Ultralytics mask is zero outside its box anyway.
+    """
+    height, width = original_shape
+    mask_h, mask_w = (int(v) for v in mask_data.shape[-2:])
+    gain = min(mask_h / height, mask_w / width)
+    content_w, content_h = max(round(width * gain), 1), max(round(height * gain), 1)
+    left, top = round((mask_w - content_w) / 2 - 0.1), round((mask_h - content_h) / 2 - 0.1)
+    scale_x, scale_y = content_w / width, content_h / height
+    masks = []
+    for index, box in enumerate(xyxy):
+        x0, y0, x1, y1 = _pixel_box(box, width, height)
+        if x1 == x0 or y1 == y0:
+            masks.append(BoxMask(x0, y0, np.zeros((y1 - y0, x1 - x0), dtype=bool)))
+            continue
+        one = _numpy(mask_data[index]).astype(np.float32)  # one mask at a time: a GPU stack stays there
+        content = np.ascontiguousarray(one[top : top + content_h, left : left + content_w])
+        # box pixel (u, v) samples the content at ((x0 + u + 0.5) * scale - 0.5, ...), edges repeated
+        to_content = np.array(
+            [[scale_x, 0, (x0 + 0.5) * scale_x - 0.5], [0, scale_y, (y0 + 0.5) * scale_y - 0.5]]
+        )
+        crop = cv2.warpAffine(
+            content,
+            to_content,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        masks.append(BoxMask(x0, y0, crop > 0.5))
+    return masks

@@ -25,6 +25,8 @@ from inference.scheduler import BatchSizer, FairScheduler
 logger = logging.getLogger(__name__)
 
 _MAX_REMEMBERED_ERRORS = 50
+_MAX_NAME_BYTES = 255  # a file name on Linux file systems; longer ones make every stat raise
+_MAX_PATH_CHARS = 1024
 
 
 @dataclass
@@ -84,7 +86,8 @@ class ModelRegistry:
         self._models: dict[tuple[Path, str], LoadedModel] = {}
         self._load_locks: dict[tuple[Path, str], threading.Lock] = {}
         self._registry_lock = threading.Lock()
-        self.last_errors: dict[str, str] = {}
+        self._errors_lock = threading.Lock()
+        self._last_errors: dict[str, str] = {}
 
     # -- paths -------------------------------------------------------------------------------------
 
@@ -96,12 +99,24 @@ class ModelRegistry:
         if not model_path or not model_path.strip():
             raise ModelLoadError("model_path is empty")
         posix = PurePosixPath(model_path.strip().replace("\\", "/"))
+        if len(model_path) > _MAX_PATH_CHARS or any(
+            len(part.encode()) > _MAX_NAME_BYTES for part in posix.parts
+        ):
+            raise ModelLoadError(
+                f"model_path '{model_path[:80]}...' is too long (at most {_MAX_NAME_BYTES} bytes a folder or "
+                f"file name, {_MAX_PATH_CHARS} characters in all)"
+            )
         if posix.is_absolute() or Path(model_path).is_absolute():
             raise ModelLoadError(f"model_path '{model_path}' is absolute; give a path relative to MODEL_ROOT")
         if ".." in posix.parts:
             raise ModelLoadError(f"model_path '{model_path}' leaves MODEL_ROOT; '..' is not allowed")
         root = self._settings.model_root
-        candidate = (root / Path(*posix.parts)).resolve()
+        try:
+            candidate = (root / Path(*posix.parts)).resolve()
+        except (OSError, RuntimeError) as error:  # a symlink loop, a name the file system refuses
+            raise ModelLoadError(
+                f"model_path '{model_path}' cannot be resolved ({type(error).__name__})"
+            ) from None
         if not candidate.is_relative_to(root):
             raise ModelLoadError(f"model_path '{model_path}' resolves outside MODEL_ROOT")
         return candidate
@@ -130,8 +145,15 @@ class ModelRegistry:
         except ModelLoadError as error:
             self._remember_error(model_path, error.message)
             raise
-        self.last_errors.pop(model_path, None)
+        with self._errors_lock:
+            self._last_errors.pop(model_path, None)
         return model
+
+    @property
+    def last_errors(self) -> dict[str, str]:
+        """A copy of the last load error per model path (for /health): requests change it meanwhile."""
+        with self._errors_lock:
+            return dict(self._last_errors)
 
     def unload(self, model_path: str) -> None:
         """Drop a loaded model (e.g. a trained version no longer served); calls in flight finish on it."""
@@ -146,15 +168,22 @@ class ModelRegistry:
 
     def _remember_error(self, model_path: str, message: str) -> None:
         """Keep the last error per model path for /health, bounded against configs naming endless paths."""
-        self.last_errors.pop(model_path, None)
-        self.last_errors[model_path] = message
-        while len(self.last_errors) > _MAX_REMEMBERED_ERRORS:
-            self.last_errors.pop(next(iter(self.last_errors)))
+        with self._errors_lock:
+            self._last_errors.pop(model_path, None)
+            self._last_errors[model_path] = message
+            while len(self._last_errors) > _MAX_REMEMBERED_ERRORS:
+                self._last_errors.pop(next(iter(self._last_errors)))
 
     def _load(self, model_path: str, path: Path, model_format: str) -> LoadedModel:
-        if not path.exists():
-            self._download(model_path, path)
-        if not path.is_file():
+        try:
+            if not path.exists():
+                self._download(model_path, path)
+            is_file = path.is_file()
+        except OSError as error:  # a path the file system refuses to look up (too long, no access)
+            raise ModelLoadError(
+                f"model file '{model_path}' cannot be read ({type(error).__name__})"
+            ) from None
+        if not is_file:
             raise ModelLoadError(f"model file '{model_path}' is not a file in MODEL_ROOT")
         from ultralytics import YOLO
 

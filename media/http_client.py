@@ -60,7 +60,7 @@ def is_public_address(text: str) -> bool:
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-class Deadline:
+class SocketDeadline:
     """The sockets one download opened or reused, shut down from a timer thread when its time is up."""
 
     def __init__(self) -> None:
@@ -91,14 +91,14 @@ class Deadline:
 
 
 class DownloadWatch:
-    """The deadline of the download running in one thread (each download gets its own `Deadline`)."""
+    """The deadline of the download running in one thread (each download gets its own `SocketDeadline`)."""
 
     def __init__(self) -> None:
-        self._current: Deadline | None = None
+        self._current: SocketDeadline | None = None
 
     @contextmanager
-    def deadline(self, seconds: float) -> Iterator[Deadline]:
-        current = self._current = Deadline()
+    def deadline(self, seconds: float) -> Iterator[SocketDeadline]:
+        current = self._current = SocketDeadline()
         timer = threading.Timer(seconds, current.expire)
         timer.daemon = True
         timer.start()
@@ -266,7 +266,7 @@ class MediaHTTP:
         return sessions
 
     @contextmanager
-    def deadline(self, seconds: float) -> Iterator[Deadline]:
+    def deadline(self, seconds: float) -> Iterator[SocketDeadline]:
         """Every request of this thread inside the block ends by `seconds` from now."""
         with self._sessions().watch.deadline(seconds) as watch:
             yield watch

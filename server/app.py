@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import BackendError
 from core.settings import Settings
+from core.tasks import as_dicts
 from model import YOLOBackend
 from server.auth import BasicAuth
 from server.body_limit import BodySizeLimit
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     def predict(body: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        run = backend.predict(body.tasks, body.label_config, project=body.project)
+        run = backend.predict(as_dicts(body.tasks), body.label_config, project=body.project)
         metrics.observe_prediction(
             tasks=len(run.tasks),
             failed=run.failed_tasks(),

@@ -7,6 +7,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.tasks import Task
+
 
 class SetupRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -36,7 +38,7 @@ class SetupResponse(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    tasks: list[dict[str, Any]] = Field(min_length=1)
+    tasks: list[Task] = Field(min_length=1)
     label_config: str = Field(min_length=1)
     project: str | int | None = None
     # login, password (kept out of reprs and logs), context: not used by this backend

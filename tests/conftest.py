@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics is imported anywhere
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # as start.sh and cli.py: never pip-install from a test
 
 import cv2
 import pytest
@@ -57,6 +58,8 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     for file_name, (architecture, names_file) in DEFAULT_MODELS.items():
         build_model(architecture, _dataset_names(names_file), root / file_name)
+    # VideoRectangle's default: the same n architecture and COCO names as the yolov8m.pt built above.
+    shutil.copy(root / "yolov8m.pt", root / "yolov8n.pt")
     shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
     return root
 

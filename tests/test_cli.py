@@ -266,6 +266,23 @@ def test_bad_task_lists_are_refused(make_settings, label_studio, tmp_path, capsy
     assert message in capsys.readouterr().err
 
 
+def test_a_bad_task_in_a_file_is_named_with_its_field(make_settings, label_studio, tmp_path, capsys):
+    """The file's tasks are checked by the `core.tasks.Task` model: the message says which field is wrong."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps([{"id": 1, "data": {"image": "a.png"}}, {"id": 2, "data": ["b.png"]}]))
+    assert run_cli(make_settings, label_studio, "--tasks", str(path)) == 2
+    assert "item 1.data: Input should be a valid dictionary" in capsys.readouterr().err
+
+
+def test_label_studio_address_and_key_default_to_the_settings(make_settings, label_studio, monkeypatch):
+    """One `Settings` for the server and the CLI: the CLI reads no environment variable of its own."""
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    settings = make_settings(label_studio_url=label_studio.url, label_studio_api_key=LEGACY_KEY)
+    assert cli.main(["--project", str(PROJECT), "--tasks", "1"], settings=settings) == 0
+    assert [p["task"] for p in label_studio.predictions] == [1]
+
+
 def test_command_line_help_runs():
     result = subprocess.run(
         [sys.executable, "cli.py", "--help"], cwd=Path(cli.__file__).parent, capture_output=True, text=True
@@ -343,3 +360,40 @@ def test_an_interrupted_run_resumes_with_the_rest(
     assert run_cli(make_settings, label_studio, "--all-tasks", "--batch-size", batch_size) == 0
     assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]
     assert sorted(i for call in predict_calls for i in call) == [2, 3]  # task 1 is not predicted again
+
+
+def test_cli_refuses_a_weight_file_that_runs_code(tmp_path, small_image):
+    """`python cli.py` as a user runs it (no ULTRALYTICS_SAFE_LOAD in the environment): a `.pt` whose
+    unpickling would run code is refused with a message naming the file, and its code never runs."""
+    import os
+
+    from tests.known_models import write_code_running_weights
+
+    marker = tmp_path / "code-ran"
+    write_code_running_weights(tmp_path / "models" / "evil.pt", marker)
+    config = tmp_path / "config.xml"
+    config.write_text(CONFIG.replace("shapes-yolov8n.pt", "evil.pt"))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps([{"id": 1, "data": {"image": str(small_image)}}]))
+    env = {k: v for k, v in os.environ.items() if k != "ULTRALYTICS_SAFE_LOAD"}
+    env.update(MODEL_ROOT=str(tmp_path / "models"), ALLOW_CUSTOM_MODEL_PATH="true", YOLO_OFFLINE="1")
+    args = ["--project", "1", "--tasks", str(tasks), "--label-config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "cli.py", *args, "--dry-run", str(tmp_path / "out.json")],
+        cwd=Path(cli.__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert not marker.exists(), "unpickling the weight file ran its code"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "task 1: " in result.stdout
+    assert "'evil.pt' could not be loaded as an Ultralytics YOLO model" in result.stdout
+
+
+@pytest.fixture
+def small_image(tmp_path) -> Path:
+    path = tmp_path / "small.png"
+    cv2.imwrite(str(path), np.full((64, 96, 3), 90, np.uint8))
+    return path

@@ -15,7 +15,7 @@ from control_models.polygon_labels import PolygonLabelsModel
 from control_models.rectangle_labels import RectangleLabelsModel
 from control_models.rectangle_labels_obb import OrientedRectangleLabelsModel
 from core.errors import LabelingConfigError
-from inference.detections import Classification, Detections
+from inference.detections import BoxMask, Classification, Detections
 
 COCO_LIKE = {0: "person", 1: "bicycle", 2: "car", 5: "bus", 7: "truck"}
 
@@ -228,8 +228,7 @@ def test_polygons_and_brush_from_one_segmentation_output(make_settings):
         '<BrushLabels name="b" toName="image"><Label value="car"/></BrushLabels>',
     )
     polygon_control, brush_control = plan_of(config, make_settings()).controls
-    masks = np.zeros((3, 480, 640), dtype=bool)
-    masks[0, 48:240, 64:320] = True
+    masks = [BoxMask(64, 48, np.ones((192, 256), dtype=bool))] + [BoxMask(0, 0, np.zeros((1, 1), bool))] * 2
     output = detections(
         polygons=[np.array([[64, 48], [320, 48], [320, 240], [64, 240]], dtype=np.float32)] * 3,
         masks=masks,

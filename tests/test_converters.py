@@ -10,7 +10,7 @@ from label_studio_sdk.converter.brush import decode_rle
 from label_studio_sdk.converter.utils import convert_annotation_to_yolo_obb, convert_yolo_obb_to_annotation
 from label_studio_sdk.label_interface import LabelInterface
 
-from converters import geometry, image_regions
+from converters import geometry, image_regions, regions
 from converters.geometry import (
     label_studio_rect_corners,
     obb_to_label_studio,
@@ -70,7 +70,7 @@ def assert_json_plain(obj: object) -> None:
 # --- geometry ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [geometry, image_regions])
+@pytest.mark.parametrize("module", [geometry, image_regions, regions])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0

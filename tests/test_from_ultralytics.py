@@ -15,7 +15,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from ultralytics.engine.results import Results
 
 from control_models.labeling_plan import build_plan
-from inference.detections import Classification, Detections, _masks_at_original_size, from_ultralytics
+from inference.detections import BoxMask, Classification, Detections, box_masks, from_ultralytics
 
 W, H = 640, 480
 PAD = (640 - H) // 2  # letterbox rows above the image at a 640x640 inference size
@@ -83,12 +83,28 @@ def letterboxed_masks() -> torch.Tensor:
     return masks
 
 
-def test_masks_are_scaled_back_to_the_original_image():
-    masks = _masks_at_original_size(letterboxed_masks(), (H, W))
-    assert masks.shape == (1, H, W) and masks.dtype == bool
+def test_masks_are_scaled_back_to_the_original_image_inside_their_boxes():
+    (mask,) = box_masks(letterboxed_masks(), np.array([[60.5, 44.2, 330.0, 250.9]]), (H, W))
+    assert (
+        (mask.x, mask.y) == (60, 44) and mask.mask.shape == (251 - 44, 330 - 60) and mask.mask.dtype == bool
+    )
     expected = np.zeros((H, W), dtype=bool)
     expected[48:240, 64:320] = True
-    assert (masks[0] != expected).sum() <= 2 * (256 + 192)  # at most the border pixels differ
+    assert (mask.full(W, H) != expected).sum() <= 2 * (256 + 192)  # at most the border pixels differ
+
+
+def test_box_masks_sample_as_ultralytics_scale_masks():
+    """Same pixels as scaling the whole stack with Ultralytics (which costs N x H x W float32)."""
+    from ultralytics.utils.ops import scale_masks
+
+    rng = np.random.default_rng(3)
+    data = torch.from_numpy(rng.random((2, 640, 640), dtype=np.float32))
+    boxes = np.array([[0.0, 0.0, 640.0, 480.0], [101.3, 7.8, 400.1, 333.3]], dtype=np.float32)
+    whole = scale_masks(data[None], (H, W))[0].numpy() > 0.5
+    for mask, full in zip(box_masks(data, boxes, (H, W)), whole, strict=True):
+        h, w = mask.mask.shape
+        inside = full[mask.y : mask.y + h, mask.x : mask.x + w]
+        assert (mask.mask != inside).mean() < 0.002  # interpolation rounding at the 0.5 threshold only
 
 
 def test_segmentation_gives_polygons_and_brush_masks(make_settings):
@@ -187,13 +203,13 @@ def test_detections_are_filtered_by_a_mask_or_indices_with_every_field():
         scores=np.array([0.9, 0.2, 0.7], dtype=np.float32),
         class_ids=np.array([0, 1, 2]),
         polygons=polygons,
-        masks=np.stack([np.full((2, 2), i == 1) for i in range(3)]),
+        masks=[BoxMask(0, 0, np.full((2, 2), i == 1)) for i in range(3)],
         keypoints=np.arange(3 * 2 * 3, dtype=np.float32).reshape(3, 2, 3),
     )
     kept = detections[detections.scores > 0.5]
     assert len(kept) == 2 and kept.class_ids.tolist() == [0, 2]
     assert [p[0, 0] for p in kept.polygons] == [0, 2]
-    assert not kept.masks.any() and kept.keypoints[1, 0, 0] == 12
+    assert not any(m.mask.any() for m in kept.masks) and kept.keypoints[1, 0, 0] == 12
     assert detections[np.array([2, 0])].xyxy[:, 0].tolist() == [8, 0]
     assert (
         len(detections[np.zeros(3, dtype=bool)]) == 0 and detections[np.zeros(3, dtype=bool)].polygons == []

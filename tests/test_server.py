@@ -113,6 +113,22 @@ def test_real_label_studio_bodies_predict(client, bus_image, tmp_path):
         assert_valid(body["label_config"], prediction)
 
 
+def test_the_backend_gets_each_task_as_label_studio_sent_it(client, bus_image, monkeypatch):
+    """The `Task` model checks the shape only: every key and value reaches `YOLOBackend.predict` as sent,
+    and no default (`"id": None`, `"project": None`) is added."""
+    body = label_studio_request("predict_interactive")
+    body["tasks"][0]["data"]["image"] = str(bus_image)
+    body["tasks"].append({"data": {"image": str(bus_image)}})
+    backend = client.app.state.backend
+    received = []
+    real_predict = backend.predict
+    monkeypatch.setattr(
+        backend, "predict", lambda tasks, *a, **k: received.extend(tasks) or real_predict(tasks, *a, **k)
+    )
+    assert client.post("/predict", json=body).status_code == 200
+    assert received == body["tasks"]
+
+
 def test_rectangles_in_percent_of_the_original_image(client, bus_image):
     body = predict(client, RECT_CONFIG, bus_image)
     (prediction,) = body["results"]
@@ -129,56 +145,252 @@ def test_rectangles_in_percent_of_the_original_image(client, bus_image):
     assert_valid(RECT_CONFIG, prediction)
 
 
-ALL_TAGS_CONFIG = (
+SHAPE_LABELS = "".join(f'<Label value="{name}"/>' for name in ("circle", "square", "triangle"))
+EVERY_TAG_CONFIG = (
     '<View><Image name="image" value="$image"/>'
-    '<RectangleLabels name="box" toName="image" model_score_threshold="0.0001">'
-    '<Label value="person"/><Label value="Bus" predicted_values="bus"/></RectangleLabels>'
-    '<RectangleLabels name="obb" toName="image" model_obb="true" model_score_threshold="0.0001">'
-    '<Label value="plane"/><Label value="ship"/><Label value="large vehicle"/></RectangleLabels>'
-    '<PolygonLabels name="poly" toName="image" model_score_threshold="0.0001"><Label value="person"/>'
-    '<Label value="bus"/></PolygonLabels>'
-    '<BrushLabels name="brush" toName="image" model_score_threshold="0.0001"><Label value="person"/>'
-    '<Label value="bus"/></BrushLabels>'
-    '<Choices name="cls" toName="image" choice="multiple" model_score_threshold="0.0">'
-    '<Choice value="Bus" predicted_values="school bus,minibus,trolleybus"/><Choice value="Jersey" predicted_values="T-shirt"/></Choices>'
-    '<Taxonomy name="tax" toName="image" model_score_threshold="0.0"><Choice value="Vehicle">'
-    '<Choice value="School bus" predicted_values="school bus"/></Choice></Taxonomy>'
-    '<KeyPointLabels name="kp" toName="image" model_score_threshold="0.0001" model_point_threshold="0.0">'
-    '<Label value="nose" predicted_values="person" model_index="0"/>'
-    '<Label value="left_eye" predicted_values="person" model_index="1"/></KeyPointLabels>'
+    '<RectangleLabels name="box" toName="image" model_path="shapes-yolov8n.pt">'
+    f"{SHAPE_LABELS}</RectangleLabels>"
+    f'<RectangleLabels name="obb" toName="image" model_obb="true" model_path="known-obb.pt">{SHAPE_LABELS}'
+    "</RectangleLabels>"
+    f'<PolygonLabels name="poly" toName="image" model_path="known-seg.pt">{SHAPE_LABELS}</PolygonLabels>'
+    f'<BrushLabels name="brush" toName="image" model_path="known-seg.pt">{SHAPE_LABELS}</BrushLabels>'
+    '<KeyPointLabels name="kp" toName="image" model_path="known-pose.pt">'
+    '<Label value="centre" predicted_values="person" model_index="0"/>'
+    '<Label value="corner" predicted_values="person" model_index="1"/></KeyPointLabels>'
+    '<Choices name="cls" toName="image" model_path="known-cls.pt">'
+    '<Choice value="circle"/><Choice value="square"/><Choice value="triangle"/></Choices>'
+    '<Taxonomy name="tax" toName="image" model_path="known-cls.pt"><Choice value="Shapes">'
+    '<Choice value="circle"/><Choice value="square"/><Choice value="triangle"/></Choice></Taxonomy>'
     "</View>"
+)
+OBB_ANGLE = 0.25  # radians, clockwise on screen
+
+
+def known_models(scene_of) -> dict:
+    """Segment, OBB, pose and classify stand-ins whose output is the truth of the scene they are shown:
+    a mask filling each shape's box, the box turned by OBB_ANGLE, keypoints at each box's centre and
+    top-left corner, and the class of the scene's first shape."""
+    from tests.known_models import (
+        KnownOutputModel,
+        classification_result,
+        oriented_result,
+        pose_result,
+        segmentation_result,
+    )
+    from tools.shapes import CLASS_IDS, CLASS_NAMES
+
+    names = dict(enumerate(CLASS_NAMES))
+
+    def boxes(image):
+        return [(CLASS_IDS[name], box) for name, box in scene_of(image)]
+
+    def first_class(image):
+        probs = [0.05] * len(names)
+        probs[CLASS_IDS[scene_of(image)[0][0]]] = 0.9
+        return probs
+
+    return {
+        "known-seg.pt": KnownOutputModel("segment", names, lambda i: segmentation_result(i, boxes(i), names)),
+        "known-obb.pt": KnownOutputModel(
+            "obb", names, lambda i: oriented_result(i, [(c, b, OBB_ANGLE) for c, b in boxes(i)], names)
+        ),
+        "known-pose.pt": KnownOutputModel(
+            "pose", {0: "person"}, lambda i: pose_result(i, [(0, b) for _, b in boxes(i)], {0: "person"})
+        ),
+        "known-cls.pt": KnownOutputModel(
+            "classify", names, lambda i: classification_result(i, first_class(i), names)
+        ),
+    }
+
+
+def percent_box(value: dict, width: int, height: int) -> list[float]:
+    x, y = value["x"] * width / 100, value["y"] * height / 100
+    return [x, y, x + value["width"] * width / 100, y + value["height"] * height / 100]
+
+
+def rotated_corners(value: dict, width: int, height: int) -> list[list[float]]:
+    """The four pixel corners of a Label Studio rectangle turned by `rotation` degrees about (x, y)."""
+    x, y = value["x"] * width / 100, value["y"] * height / 100
+    w, h = value["width"] * width / 100, value["height"] * height / 100
+    cos, sin = np.cos(np.radians(value["rotation"])), np.sin(np.radians(value["rotation"]))
+    return sorted(
+        np.round(
+            [
+                (x + dx * cos - dy * sin, y + dx * sin + dy * cos)
+                for dx, dy in [(0, 0), (w, 0), (w, h), (0, h)]
+            ],
+            1,
+        ).tolist()
+    )
+
+
+def expected_corners(box, angle: float) -> list[list[float]]:
+    x1, y1, x2, y2 = box
+    half = np.array([[x1 - x2, y1 - y2], [x2 - x1, y1 - y2], [x2 - x1, y2 - y1], [x1 - x2, y2 - y1]]) / 2
+    cos, sin = np.cos(angle), np.sin(angle)
+    corners = half @ np.array([[cos, sin], [-sin, cos]]) + [(x1 + x2) / 2, (y1 + y2) / 2]
+    return sorted(np.round(corners, 1).tolist())
+
+
+def shapes_images(tmp_path: Path, count: int, seed: int) -> list[tuple[Path, list]]:
+    """`count` shapes images (320x240) with their truth [(name, xyxy)], no two alike."""
+    from tools.shapes import draw_shapes_image
+
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for i in range(count):
+        image, shapes = draw_shapes_image(rng)
+        path = tmp_path / f"shapes-{i}.png"
+        cv2.imwrite(str(path), image)
+        drawn.append((path, shapes))
+    return drawn
+
+
+def assert_boxes_match(found: list[tuple[str, list[float]]], shapes: list, where: str) -> None:
+    """One found box per true shape, of its class, overlapping it by IoU >= 0.5."""
+    assert len(found) == len(shapes), (where, found, shapes)
+    for name, box in shapes:
+        best = max((iou(box, b) for n, b in found if n == name), default=0.0)
+        assert best >= 0.5, (where, name, box, found)
+
+
+def test_every_image_tag_gives_the_regions_its_model_found(make_settings, tmp_path):
+    """Each image tag through /predict, on models whose output is known: the shapes detector for
+    RectangleLabels, stand-ins giving the true shapes for the others. Every tag has regions, in the
+    right task, where the shapes are."""
+    from fastapi.testclient import TestClient
+    from label_studio_sdk.converter.brush import decode_rle
+
+    from model import YOLOBackend
+    from server.app import create_app
+    from tests.known_models import KnownOutputRegistry
+
+    drawn = shapes_images(tmp_path, 2, seed=2024)
+    scenes = {cv2.imread(str(path)).tobytes(): shapes for path, shapes in drawn}
+    settings = make_settings()
+    backend = YOLOBackend(
+        settings, registry=KnownOutputRegistry(settings, known_models(lambda i: scenes[i.tobytes()]))
+    )
+    with TestClient(create_app(settings, backend)) as client:
+        body = predict(client, EVERY_TAG_CONFIG, *(path for path, _ in drawn))
+    assert "errors" not in body
+    for task, (prediction, (path, shapes)) in enumerate(zip(body["results"], drawn, strict=True)):
+        assert_valid(EVERY_TAG_CONFIG, prediction)
+        width, height = image_size(path)
+        regions: dict[str, list[dict]] = {}
+        for region in prediction["result"]:
+            if region["type"] not in ("choices", "taxonomy"):  # whole-image answers carry no size
+                assert (region["original_width"], region["original_height"]) == (width, height)
+            regions.setdefault(region["from_name"], []).append(region)
+        assert sorted(regions) == ["box", "brush", "cls", "kp", "obb", "poly", "tax"], task
+        names = [name for name, _ in shapes]
+
+        boxes = [
+            (r["value"]["rectanglelabels"][0], percent_box(r["value"], width, height)) for r in regions["box"]
+        ]
+        assert_boxes_match(boxes, shapes, f"task {task} box")
+
+        oriented = sorted(
+            (r["value"]["rectanglelabels"][0], rotated_corners(r["value"], width, height))
+            for r in regions["obb"]
+        )
+        assert oriented == sorted((name, expected_corners(box, OBB_ANGLE)) for name, box in shapes), task
+
+        polygons = []
+        for region in regions["poly"]:
+            points = np.array(region["value"]["points"]) * [width / 100, height / 100]
+            polygons.append(
+                (region["value"]["polygonlabels"][0], [*points.min(axis=0), *(points.max(axis=0) + 1)])
+            )
+        assert_boxes_match(polygons, shapes, f"task {task} poly")
+        for (name, found), (true_name, box) in zip(sorted(polygons), sorted(shapes), strict=True):
+            assert name == true_name and found == pytest.approx(list(box), abs=1.5), (task, found, box)
+
+        assert sorted(r["value"]["brushlabels"][0] for r in regions["brush"]) == sorted(names)
+        for region in regions["brush"]:
+            painted = decode_rle(region["value"]["rle"]).reshape(height, width, 4)[..., 3] > 0
+            ys, xs = np.nonzero(painted)
+            box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            label = region["value"]["brushlabels"][0]
+            assert any(n == label and box == pytest.approx(list(b), abs=1) for n, b in shapes), (task, box)
+
+        points = sorted(
+            (
+                r["value"]["keypointlabels"][0],
+                round(r["value"]["x"] * width / 100, 1),
+                round(r["value"]["y"] * height / 100, 1),
+            )
+            for r in regions["kp"]
+        )
+        expected_points = sorted(
+            [("centre", round((x1 + x2) / 2, 1), round((y1 + y2) / 2, 1)) for _, (x1, y1, x2, y2) in shapes]
+            + [("corner", round(x1, 1), round(y1, 1)) for _, (x1, y1, _x2, _y2) in shapes]
+        )
+        assert points == expected_points, task
+
+        (choice,) = regions["cls"]
+        assert choice["value"]["choices"] == [names[0]] and choice["score"] == pytest.approx(0.9)
+        (taxonomy,) = regions["tax"]
+        assert taxonomy["value"]["taxonomy"] == [["Shapes", names[0]]]
+    assert drawn[0][1] != drawn[1][1]  # two different scenes: a mix-up would show
+
+
+DEFAULT_MODELS_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="box" toName="image"><Label value="person"/></RectangleLabels>'
+    '<RectangleLabels name="obb" toName="image" model_obb="true"><Label value="plane"/></RectangleLabels>'
+    '<PolygonLabels name="poly" toName="image"><Label value="person"/></PolygonLabels>'
+    '<BrushLabels name="brush" toName="image"><Label value="person"/></BrushLabels>'
+    '<Choices name="cls" toName="image"><Choice value="Bus" predicted_values="school bus"/></Choices>'
+    '<Taxonomy name="tax" toName="image"><Choice value="Bus" predicted_values="school bus"/></Taxonomy>'
+    '<KeyPointLabels name="kp" toName="image"><Label value="nose" predicted_values="person" model_index="0"/>'
+    "</KeyPointLabels></View>"
 )
 
 
-def test_every_image_tag_in_one_config(client, bus_image, zidane_image):
-    body = predict(client, ALL_TAGS_CONFIG, bus_image, zidane_image)
+def test_each_tag_without_model_path_loads_its_default_model(client, bus_image):
+    body = predict(client, DEFAULT_MODELS_CONFIG, bus_image)
     assert "errors" not in body
-    loaded = client.get("/health").json()["loaded_models"]
-    assert loaded == {
+    assert_valid(DEFAULT_MODELS_CONFIG, body["results"][0])
+    assert client.get("/health").json()["loaded_models"] == {
         "yolov8m.pt": "detect",
         "yolov8n-obb.pt": "obb",
         "yolov8n-seg.pt": "segment",
         "yolov8n-cls.pt": "classify",
         "yolov8n-pose.pt": "pose",
     }
+
+
+def test_choices_and_taxonomy_from_a_classifier_built_to_tell_dark_from_bright(
+    make_client, model_root, tmp_path
+):
+    from tests.known_models import build_two_class_classifier
+
+    if not (model_root / "light-cls.pt").exists():
+        build_two_class_classifier(model_root / "light-cls.pt", 20, 235, (240, 320))
+    paths = []
+    for name, level in (("dark", 20), ("bright", 235), ("dark-again", 20)):
+        paths.append(tmp_path / f"{name}.png")
+        cv2.imwrite(str(paths[-1]), np.full((240, 320, 3), level, np.uint8))
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<Choices name="cls" toName="image" model_path="light-cls.pt">'
+        '<Choice value="Dark" predicted_values="dark"/><Choice value="Bright" predicted_values="bright"/></Choices>'
+        '<Taxonomy name="tax" toName="image" model_path="light-cls.pt"><Choice value="Light">'
+        '<Choice value="Dark" predicted_values="dark"/><Choice value="Bright" predicted_values="bright"/></Choice>'
+        "</Taxonomy></View>"
+    )
+    body = predict(make_client(inference_batch_size=2), config, *paths)
+    found = []
     for prediction in body["results"]:
-        types = {region["from_name"]: region["type"] for region in prediction["result"]}
-        # Random weights: boxes, classes and keypoints always appear at such thresholds; masks and
-        # oriented boxes (random ones are often larger than the image) may not, so they are only
-        # validated when they do.
-        for name, kind in {
-            "box": "rectanglelabels",
-            "cls": "choices",
-            "tax": "taxonomy",
-            "kp": "keypointlabels",
-        }.items():
-            assert types.get(name) == kind, (name, sorted(types))
-        for region in prediction["result"]:
-            if region["type"] == "brushlabels":
-                assert region["value"]["format"] == "rle" and region["value"]["rle"]
-            if region["type"] == "polygonlabels":
-                assert len(region["value"]["points"]) >= 3
-        assert_valid(ALL_TAGS_CONFIG, prediction)
+        assert_valid(config, prediction)
+        by_name = {r["from_name"]: r["value"] for r in prediction["result"]}
+        found.append((by_name["cls"]["choices"], by_name["tax"]["taxonomy"]))
+    assert found == [
+        (["Dark"], [["Light", "Dark"]]),
+        (["Bright"], [["Light", "Bright"]]),
+        (["Dark"], [["Light", "Dark"]]),
+    ]
 
 
 def test_two_images_each_with_its_own_control(client, bus_image, zidane_image):
@@ -210,42 +422,27 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_shapes_are_found_where_they_are(client, tmp_path):
-    from tools.shapes import draw_shapes_image
-
+def test_tasks_get_their_own_shapes_across_chunks(make_client, tmp_path):
+    """Five different images in chunks of two (INFERENCE_BATCH_SIZE=2, so three model calls and the next
+    chunk prefetched meanwhile): each task's boxes are its own image's shapes, checked against the truth."""
     config = (
         '<View><Image name="image" value="$image"/>'
         '<RectangleLabels name="label" toName="image" model_path="shapes-yolov8n.pt">'
         '<Label value="Circle" predicted_values="circle"/><Label value="Square" predicted_values="square"/>'
         '<Label value="Triangle" predicted_values="triangle"/></RectangleLabels></View>'
     )
-    rng = np.random.default_rng(2024)
-    paths, truths = [], []
-    for i in range(6):
-        image, shapes = draw_shapes_image(rng)
-        path = tmp_path / f"shapes-{i}.png"
-        cv2.imwrite(str(path), image)
-        paths.append(path)
-        truths.append((image.shape[1], image.shape[0], shapes))
-    body = predict(client, config, *paths)
-    for prediction, (width, height, shapes) in zip(body["results"], truths, strict=True):
+    drawn = shapes_images(tmp_path, 5, seed=2024)
+    assert len({len(shapes) for _, shapes in drawn}) >= 2  # counts differ too, not only positions
+    client = make_client(inference_batch_size=2)
+    body = predict(client, config, *(path for path, _ in drawn))
+    for task, (prediction, (path, shapes)) in enumerate(zip(body["results"], drawn, strict=True)):
         assert_valid(config, prediction)
+        width, height = image_size(path)
         found = [
-            (
-                r["value"]["rectanglelabels"][0].lower(),
-                [
-                    r["value"]["x"] * width / 100,
-                    r["value"]["y"] * height / 100,
-                    (r["value"]["x"] + r["value"]["width"]) * width / 100,
-                    (r["value"]["y"] + r["value"]["height"]) * height / 100,
-                ],
-            )
+            (r["value"]["rectanglelabels"][0].lower(), percent_box(r["value"], width, height))
             for r in prediction["result"]
         ]
-        assert len(found) == len(shapes), (found, shapes)
-        for name, box in shapes:
-            best = max((iou(box, b) for n, b in found if n == name), default=0.0)
-            assert best >= 0.5, (name, box, found)
+        assert_boxes_match(found, shapes, f"task {task + 1}")
 
 
 # -- failures -------------------------------------------------------------------------------------------
@@ -289,7 +486,15 @@ def test_a_decoder_crash_spoils_its_task_only(client, bus_image, zidane_image, m
         ({"label_config": RECT_CONFIG}, 422, "tasks"),
         ({"tasks": [{"id": 1, "data": {"image": "x"}}]}, 422, "label_config"),
         ({"tasks": [], "label_config": RECT_CONFIG}, 422, "tasks"),
-        ({"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, 400, "no 'data' object"),
+        ({"tasks": [{"id": 1}], "label_config": RECT_CONFIG}, 422, "tasks.0.data: Field required"),
+        (
+            {
+                "tasks": [{"id": 1, "data": {"image": "x"}}, {"id": 2.5, "data": {}}],
+                "label_config": RECT_CONFIG,
+            },
+            422,
+            "tasks.1.id",
+        ),
         (
             {"tasks": [{"id": 1, "data": {"img": "x"}}], "label_config": RECT_CONFIG},
             422,
@@ -346,13 +551,14 @@ def test_model_of_the_wrong_task_for_the_tag(client, bus_image):
     assert "is a classify model" in body["error"] and "RectangleLabels" in body["error"]
 
 
-def test_a_failing_control_leaves_the_others_working(client, bus_image):
+def test_a_failing_control_leaves_every_task_unpredicted(client, bus_image):
+    """No partial prediction: Label Studio would keep it for good (issue 9, hole 9)."""
     config = RECT_CONFIG.replace(
         "</View>",
         '<PolygonLabels name="poly" toName="image" model_path="missing-seg.pt"><Label value="person"/></PolygonLabels></View>',
     )
     body = predict(client, config, bus_image)
-    assert body["results"][0]["result"]
+    assert "result" not in body["results"][0] and "<poly>" in body["results"][0]["error"]
     assert "poly" in body["errors"] and "missing-seg.pt" in body["errors"]["poly"]
 
 

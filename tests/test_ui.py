@@ -165,4 +165,5 @@ def test_missing_model_file_is_reported(client, shapes_png):
         '<Label value="circle"/></PolygonLabels></View>',
     )
     body = upload(client, shapes_png, config=both).json()
-    assert "missing-model.pt" in body["control_errors"]["poly"] and body["result"]
+    assert "missing-model.pt" in body["control_errors"]["poly"]
+    assert body["result"] == [] and "<poly>" in body["task_error"]  # no partial prediction (issue 9)

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_server_process import free_port
 from tests.test_ui import SHAPES_CONFIG
 from tools.shapes import draw_shapes_image
 
@@ -35,7 +34,8 @@ def serve(app):
     """Run `app` on a real uvicorn server in a thread; yields its URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    # Port 0: the system picks a free one when uvicorn binds, so no other process can take it meanwhile.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -43,7 +43,8 @@ def serve(app):
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{server.config.port}"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -95,10 +95,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = parse_args(argv)
+def train(data_yaml: Path, work: Path, args: argparse.Namespace) -> Path:
+    """Train YOLOv8n from scratch on the dataset; the path of its ``best.pt``."""
     from ultralytics import YOLO  # after YOLO_OFFLINE is set
 
+    YOLO("yolov8n.yaml").train(
+        data=str(data_yaml),
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device="cpu",
+        workers=args.workers,
+        pretrained=False,
+        plots=False,
+        seed=args.seed,
+        deterministic=True,
+        cache="ram",
+        amp=False,
+        # Few images, few epochs: step the optimizer every batch (nbs=batch, no gradient
+        # accumulation) with a fixed AdamW learning rate and a short warm-up.
+        nbs=args.batch,
+        optimizer="AdamW",
+        lr0=args.lr0,
+        warmup_epochs=args.warmup_epochs,
+        project=str(work / "runs"),
+        name="shapes",
+        exist_ok=True,
+        verbose=False,
+        # Shapes: flips/rotations would change nothing useful; vertical flip would invert triangles.
+        flipud=0.0,
+        fliplr=0.5,
+        close_mosaic=max(1, args.epochs // 5),
+    )
+    return work / "runs" / "shapes" / "weights" / "best.pt"
+
+
+def validate(best: Path, data_yaml: Path, work: Path, args: argparse.Namespace):
+    """Ultralytics' validation metrics of ``best`` on the held-out split."""
+    from ultralytics import YOLO
+
+    return YOLO(str(best)).val(
+        data=str(data_yaml),
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device="cpu",
+        workers=args.workers,
+        plots=False,
+        verbose=True,
+        project=str(work / "runs"),
+        name="shapes-val",
+        exist_ok=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="shapes-yolo-") as tmp:
         work = args.keep_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -107,53 +158,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             work / "dataset", args.n_train, args.n_val, args.seed, args.width, args.height
         )
         t_data = time.perf_counter() - t0
-
-        model = YOLO("yolov8n.yaml")
         t1 = time.perf_counter()
-        model.train(
-            data=str(data_yaml),
-            epochs=args.epochs,
-            imgsz=args.imgsz,
-            batch=args.batch,
-            device="cpu",
-            workers=args.workers,
-            pretrained=False,
-            plots=False,
-            seed=args.seed,
-            deterministic=True,
-            cache="ram",
-            amp=False,
-            # Few images, few epochs: step the optimizer every batch (nbs=batch, no gradient
-            # accumulation) with a fixed AdamW learning rate and a short warm-up.
-            nbs=args.batch,
-            optimizer="AdamW",
-            lr0=args.lr0,
-            warmup_epochs=args.warmup_epochs,
-            project=str(work / "runs"),
-            name="shapes",
-            exist_ok=True,
-            verbose=False,
-            # Shapes: flips/rotations would change nothing useful; vertical flip would invert triangles.
-            flipud=0.0,
-            fliplr=0.5,
-            close_mosaic=max(1, args.epochs // 5),
-        )
+        best = train(data_yaml, work, args)
         t_train = time.perf_counter() - t1
-
-        best = work / "runs" / "shapes" / "weights" / "best.pt"
-        final = YOLO(str(best))
-        metrics = final.val(
-            data=str(data_yaml),
-            imgsz=args.imgsz,
-            batch=args.batch,
-            device="cpu",
-            workers=args.workers,
-            plots=False,
-            verbose=True,
-            project=str(work / "runs"),
-            name="shapes-val",
-            exist_ok=True,
-        )
+        metrics = validate(best, data_yaml, work, args)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(best, args.output)
 

@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class SequenceHeadParams:
+    """A trainable `TimelineLabels`: the small sequence model trained on the classifier's frame features."""
+
+    vid_stride: int = 1  # model_vid_stride: features of every vid_stride-th frame
+    threshold: float = 0.5  # model_score_threshold: a frame shows a label at this probability or more
+    epochs: int = 300  # model_classifier_epochs (full-batch steps: a few seconds on a CPU)
+    sequence_size: int = 64  # model_classifier_sequence_size: frames per training window
+    hidden_size: int = 32  # model_classifier_hidden_size
+    num_layers: int = 1  # model_classifier_num_layers
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
     from_name: str  # the control's name
     control_tag: str  # "RectangleLabels", ...
@@ -21,3 +33,5 @@ class TrainingSpec:
     patience: int = 10  # model_train_patience
     promote: str = "better"  # model_train_promote: "better" | "always"
     train_every: int = 0  # model_train_every (0 = off)
+    kind: str = "yolo"  # "yolo": fine-tune the Ultralytics model; "timeline": train `head` on its features
+    head: SequenceHeadParams | None = None

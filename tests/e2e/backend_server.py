@@ -19,11 +19,12 @@ from pathlib import Path
 
 import requests
 
-from .label_studio import free_port, stop_process_group
+from .label_studio import stop_process_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 START_SCRIPT = PROJECT_ROOT / "start.sh"
 
+_LISTENING_LINE = re.compile(r"Listening at: http://[^:/\s]+:(\d+) ")
 _COUNTER_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (?P<value>\S+)$")
 
 
@@ -32,7 +33,9 @@ class BackendStartError(RuntimeError):
 
 
 class BackendServer:
-    """``./start.sh`` on 127.0.0.1:<free port>; ``url``, ``log_path``, ``log_tail()``, ``metrics()``."""
+    """``./start.sh`` on 127.0.0.1, on a port gunicorn gets from the system (PORT=0: nothing can take it
+    between choosing and binding; the port is read from gunicorn's "Listening at" line); ``url``,
+    ``log_path``, ``log_tail()``, ``metrics()``."""
 
     def __init__(
         self,
@@ -68,7 +71,7 @@ class BackendServer:
         env.update(
             {
                 "HOST": self.host,
-                "PORT": str(self.port),
+                "PORT": "0",
                 "PYTHON": self.python,
                 "YOLO_OFFLINE": "1",
                 "YOLO_VERBOSE": "false",
@@ -82,7 +85,7 @@ class BackendServer:
     def start(self) -> BackendServer:
         if self.process is not None:
             raise RuntimeError("already started")
-        self.port = free_port(self.host)
+        self.port = None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         started = time.monotonic()
@@ -111,10 +114,14 @@ class BackendServer:
                     f"start.sh exited with code {self.process.returncode} during startup\n"
                     f"--- tail of {self.log_path} ---\n{self.log_tail()}"
                 )
-            with contextlib.suppress(requests.RequestException):
-                response = requests.get(f"{self.url}/health", timeout=2)
-                if response.status_code == 200 and response.json().get("status") == "UP":
-                    return
+            if self.port is None:
+                match = _LISTENING_LINE.search(self.log_path.read_text(errors="replace"))
+                self.port = int(match.group(1)) if match else None
+            if self.port is not None:
+                with contextlib.suppress(requests.RequestException):
+                    response = requests.get(f"{self.url}/health", timeout=2)
+                    if response.status_code == 200 and response.json().get("status") == "UP":
+                        return
             time.sleep(0.5)
         raise BackendStartError(
             f"the backend did not answer /health within {self.startup_timeout:.0f} s\n"

@@ -107,6 +107,8 @@ DEFAULT_PASSWORD = "e2e-password-123"
 DEFAULT_LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
 _SERVER_LINE = re.compile(r"Starting development server at http://([^:/\s]+):(\d+)/")
+_PORT_TAKEN = re.compile(r"port is already in use|Address already in use")
+_START_ATTEMPTS = 3
 
 
 class LabelStudioNotInstalledError(RuntimeError):
@@ -603,8 +605,21 @@ class LabelStudioServer:
         self.stop()
 
     def start(self) -> LabelStudioServer:
+        """Start on the requested port, or on a free one; a start that finds its free port taken by the
+        time Django binds it (another process got there between the two) is tried again on another."""
         if self.process is not None:
             raise RuntimeError("already started")
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                return self._start_once()
+            except LabelStudioStartError as error:
+                retry = self.requested_port is None and _PORT_TAKEN.search(str(error))
+                if not retry or attempt == _START_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> LabelStudioServer:
+        self.port = None  # read from the log of this start
         executable = check_installation(self.venv)
         self.root = Path(tempfile.mkdtemp(prefix="ylsb-label-studio-"))
         self.data_dir.mkdir()

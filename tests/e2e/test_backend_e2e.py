@@ -125,15 +125,15 @@ def settled(read: Callable[[], int], quiet: float = 1.5, timeout: float = 20.0) 
 
 
 def create_project(
-    api: LabelStudioAPI, title: str, config: str, images: list[Path]
+    api: LabelStudioAPI, title: str, config: str, images: list[Path], data_key: str = "image"
 ) -> tuple[dict, list[dict]]:
-    """A project with `images` uploaded as files: (project, its tasks in the order of `images`)."""
+    """A project with `images` (or videos) uploaded as files: (project, its tasks in their order)."""
     project = api.create_project(title, config)
     answer = api.import_files(project["id"], images)
     assert answer["task_count"] == len(images)
     by_name = {}
     for task in api.list_tasks(project["id"], all_fields=False):
-        url = task["data"]["image"]
+        url = task["data"][data_key]
         # /data/upload/<project>/<8 hex>-<file name>
         assert url.startswith(f"/data/upload/{project['id']}/"), url
         by_name[url.rsplit("/", 1)[-1][9:]] = task
@@ -469,3 +469,159 @@ def test_cli_uploads_predictions(
     assert {task: len(ps) for task, ps in predictions_by_task(api, project).items()} == {
         task["id"]: 1 for task in tasks
     }
+
+
+# -- the other tags, on models whose output is known -------------------------------------------------------
+
+DARK, BRIGHT = 20, 235
+
+
+def retrieved(api: LabelStudioAPI, project: dict, tasks: list[dict], config: str, model_version: str) -> list:
+    """Retrieve predictions; one stored per task, valid for `config`, non-empty: their results in task order."""
+    api.retrieve_predictions(project["id"])
+    stored = predictions_by_task(api, project)
+    assert sorted(stored) == sorted(task["id"] for task in tasks), "one prediction per task"
+    results = []
+    for task in tasks:
+        [prediction] = stored[task["id"]]
+        assert prediction["model_version"] == model_version
+        errors = LabelInterface(config).validate_prediction(
+            {"result": prediction["result"], "score": prediction["score"]}, return_errors=True
+        )
+        assert errors == [], errors[:5]
+        assert prediction["result"], f"no regions for task {task['id']}"
+        results.append(prediction["result"])
+    return results
+
+
+@pytest.fixture(scope="module")
+def light_classifier(model_root: Path) -> str:
+    """`light-cls.pt` in MODEL_ROOT: classes "dark" and "bright", built to tell grey frames apart."""
+    from tests.known_models import build_two_class_classifier
+
+    if not (model_root / "light-cls.pt").exists():
+        build_two_class_classifier(model_root / "light-cls.pt", DARK, BRIGHT, (240, 320))
+    return "light-cls.pt"
+
+
+def test_oriented_boxes_from_a_model_with_known_output(
+    label_studio: LabelStudioServer, yolo_backend: BackendServer, model_root: Path, photos: list[Path]
+) -> None:
+    """RectangleLabels model_obb="true" on an OBB model whose every box is a square of 256 px (at the
+    640 px inference size) turned by 0.2 rad: Label Studio stores squares of that size and rotation."""
+    from tests.known_models import build_constant_obb_model
+
+    angle, half_side = 0.2, 4
+    build_constant_obb_model(model_root / "constant-obb.pt", {0: "plane", 1: "ship"}, half_side, angle)
+    config = image_config(
+        '<RectangleLabels name="label" toName="image" model_obb="true" model_path="constant-obb.pt">'
+        '<Label value="Plane" predicted_values="plane"/><Label value="ship"/></RectangleLabels>'
+    )
+    api = label_studio.api
+    project, tasks = create_project(api, "e2e obb", config, photos)
+    model_version = connect(api, project, yolo_backend)
+    for regions, image in zip(retrieved(api, project, tasks, config, model_version), photos, strict=True):
+        width, height = image_size(image)
+        side = 2 * half_side * 32 * max(width, height) / 640  # letterboxed to 640 px on the longer side
+        for region in regions:
+            value = region["value"]
+            assert value["rectanglelabels"] == ["Plane"] and region["type"] == "rectanglelabels"
+            # One square, four descriptions (a pivot per corner): the rotation is the angle modulo 90 degrees.
+            assert value["rotation"] % 90 == pytest.approx(np.degrees(angle), abs=0.1), value
+            assert value["width"] * width / 100 == pytest.approx(side, rel=0.01), (value, side)
+            assert value["height"] * height / 100 == pytest.approx(side, rel=0.01), (value, side)
+            assert in_percent(value["x"], value["y"]), value
+
+
+def test_taxonomy_from_a_classifier_built_to_tell_dark_from_bright(
+    label_studio: LabelStudioServer, yolo_backend: BackendServer, light_classifier: str, tmp_path: Path
+) -> None:
+    images = []
+    for name, level in (("dark", DARK), ("bright", BRIGHT)):
+        images.append(tmp_path / f"{name}.png")
+        cv2.imwrite(str(images[-1]), np.full((240, 320, 3), level, np.uint8))
+    config = image_config(
+        f'<Taxonomy name="label" toName="image" model_path="{light_classifier}"><Choice value="Light">'
+        '<Choice value="Dark" predicted_values="dark"/><Choice value="Bright" predicted_values="bright"/>'
+        "</Choice></Taxonomy>"
+    )
+    api = label_studio.api
+    project, tasks = create_project(api, "e2e taxonomy", config, images)
+    model_version = connect(api, project, yolo_backend)
+    results = retrieved(api, project, tasks, config, model_version)
+    assert [[r["value"]["taxonomy"] for r in regions] for regions in results] == [
+        [[["Light", "Dark"]]],
+        [[["Light", "Bright"]]],
+    ]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 20.0) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_video_rectangles_track_the_moving_shapes(
+    label_studio: LabelStudioServer, yolo_backend: BackendServer, tmp_path: Path
+) -> None:
+    """VideoRectangle with the shapes detector on a video of a circle moving right and a square moving
+    left: Label Studio stores one track per shape, following it."""
+    from tools.shapes import draw_scene
+
+    def boxes(i: int) -> dict[str, tuple[float, float, float, float]]:
+        return {
+            "circle": (20.0 + 5 * i, 40.0, 76.0 + 5 * i, 96.0),
+            "square": (250.0 - 4 * i, 140.0, 300.0 - 4 * i, 190.0),
+        }
+
+    colours = {"circle": (30, 30, 230), "square": (230, 60, 20)}
+    frames = [
+        draw_scene(320, 240, [(name, box, colours[name]) for name, box in boxes(i).items()], 7)
+        for i in range(30)
+    ]
+    video = write_video(tmp_path / "shapes.mp4", frames)
+    config = (
+        '<View><Video name="video" value="$video" frameRate="20"/>'
+        '<Labels name="videoLabels" toName="video"><Label value="circle"/><Label value="square"/>'
+        '<Label value="triangle"/></Labels>'
+        '<VideoRectangle name="box" toName="video" model_path="shapes-yolov8n.pt"/></View>'
+    )
+    api = label_studio.api
+    project, tasks = create_project(api, "e2e video rectangles", config, [video], data_key="video")
+    model_version = connect(api, project, yolo_backend)
+    [regions] = retrieved(api, project, tasks, config, model_version)
+    assert sorted(r["value"]["labels"][0] for r in regions) == ["circle", "square"]
+    for region in regions:
+        assert region["type"] == "videorectangle" and region["value"]["framesCount"] == len(frames)
+        truth = region["value"]["labels"][0]
+        overlaps = []
+        for keyframe in region["value"]["sequence"]:
+            x, y = keyframe["x"] * 320 / 100, keyframe["y"] * 240 / 100
+            box = (x, y, x + keyframe["width"] * 320 / 100, y + keyframe["height"] * 240 / 100)
+            overlaps.append(iou(box, boxes(keyframe["frame"] - 1)[truth]))
+        assert sum(o >= MIN_IOU for o in overlaps) >= 0.9 * len(frames), (truth, overlaps)
+
+
+def test_timeline_labels_are_the_dark_and_bright_runs(
+    label_studio: LabelStudioServer, yolo_backend: BackendServer, light_classifier: str, tmp_path: Path
+) -> None:
+    levels = [DARK] * 10 + [BRIGHT] * 12 + [DARK] * 8
+    video = write_video(tmp_path / "light.mp4", [np.full((240, 320, 3), level, np.uint8) for level in levels])
+    config = (
+        '<View><Video name="video" value="$video" frameRate="20"/>'
+        f'<TimelineLabels name="timeline" toName="video" model_path="{light_classifier}" '
+        'model_score_threshold="0.5"><Label value="dark"/><Label value="bright"/></TimelineLabels></View>'
+    )
+    api = label_studio.api
+    project, tasks = create_project(api, "e2e timeline", config, [video], data_key="video")
+    model_version = connect(api, project, yolo_backend)
+    [regions] = retrieved(api, project, tasks, config, model_version)
+    found = sorted(
+        (r["value"]["ranges"][0]["start"], r["value"]["ranges"][0]["end"], r["value"]["timelinelabels"][0])
+        for r in regions
+    )
+    assert found == [(1, 10, "dark"), (11, 22, "bright"), (23, 30, "dark")]
