@@ -81,7 +81,8 @@ def serve(model_root: Path, tmp_path: Path, workers: int = 1):
         "MODEL_ROOT": str(model_root),
         "ALLOW_CUSTOM_MODEL_PATH": "true",
         "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
-        "ALLOWED_LOCAL_ROOTS": str(ASSETS),  # the tasks name Ultralytics' sample images by path
+        "ALLOWED_LOCAL_ROOTS": f"{ASSETS}:{tmp_path}",  # tasks name sample images and the test's files
+        "ALLOW_PRIVATE_MEDIA": "true",  # and HeldImage, a media server on 127.0.0.1
         "ALLOW_MODEL_DOWNLOAD": "false",
         "YOLO_OFFLINE": "1",
         "LABEL_STUDIO_URL": "",
