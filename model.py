@@ -19,6 +19,8 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from inference.detections import MaskBudget, from_ultralytics
 from inference.features import embedding_options, features_of
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
-from media.loader import MediaLoader
+from media.loader import MediaLoader, short_url
 from media.video import Deadline, VideoReader
 from training.jobs import JobRunner, LocalProcessRunner, count_event
 from training.versions import ServedVersions, VersionStore
@@ -464,7 +466,9 @@ class YOLOBackend:
                 if index + 1 < len(starts)
                 else None
             )
-            yield start, {key: [_result_or_error(f) for f in futures[key]] for key in value_keys}
+            # Bounded: a download never outlives its deadline, so neither does a wait queued behind it.
+            wait_until = time.monotonic() + self.settings.media_wait_timeout
+            yield start, {key: [_result_or_error(f, wait_until) for f in futures[key]] for key in value_keys}
 
     def _submit_chunk(
         self,
@@ -514,11 +518,14 @@ class YOLOBackend:
             regions: list[dict] = []
             deadline = Deadline(self.settings.max_video_task_seconds)
             try:
-                for control, model in runnable:
-                    if control.value_key not in paths:
-                        paths[control.value_key] = self._task_video(task, control.value_key, uploads)
-                    path = paths[control.value_key]
-                    regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
+                with ExitStack() as held:  # each video stays in the media cache while it is read
+                    for control, model in runnable:
+                        if control.value_key not in paths:
+                            paths[control.value_key] = self._task_video(
+                                task, control.value_key, uploads, held
+                            )
+                        path = paths[control.value_key]
+                        regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -528,15 +535,17 @@ class YOLOBackend:
                 continue
             outcome.regions.extend(regions)
 
-    def _task_video(self, task: dict, value_key: str, uploads: Mapping[str, Path]) -> Path:
+    def _task_video(self, task: dict, value_key: str, uploads: Mapping[str, Path], held: ExitStack) -> Path:
         url = _media_url(task, value_key)
         if isinstance(url, str) and url in uploads:
             return uploads[url]
-        return self.media.local_path(
-            url,
-            task.get("id"),
-            max_bytes=self.settings.max_video_bytes,
-            project=project_key(task.get("project")),
+        return held.enter_context(
+            self.media.fetched(
+                url,
+                task.get("id"),
+                max_bytes=self.settings.max_video_bytes,
+                project=project_key(task.get("project")),
+            )
         )
 
     def _predict_video(
@@ -553,7 +562,7 @@ class YOLOBackend:
             stride=control.vid_stride,
             max_frames=self.settings.max_video_frames,
             max_pixels=self.settings.max_image_pixels,
-            name=f"the video of '{task_data.get(control.value_key)}'",
+            name=f"the video of '{short_url(str(task_data.get(control.value_key)))}'",
             deadline=deadline,
         )
         control.check_frame_rate(reader.info.fps, task_data)
@@ -613,9 +622,14 @@ def _timed_predict(model: LoadedModel, images: list[np.ndarray], options: dict, 
     return results
 
 
-def _result_or_error(future: Future) -> np.ndarray | BackendError:
+def _result_or_error(future: Future, wait_until: float) -> np.ndarray | BackendError:
     try:
-        return future.result()
+        return future.result(timeout=max(0.0, wait_until - time.monotonic()))
+    except FutureTimeoutError:
+        future.cancel()
+        return BackendError(
+            "the media was not fetched in time (DOWNLOAD_TOTAL_TIMEOUT): the downloads are busy"
+        )
     except BackendError as error:
         return error
     except Exception as error:  # a decoder crash on hostile bytes must not take the request down

@@ -120,6 +120,7 @@ def backend_seconds(work: Path, weights: Path, paths: list[Path], repeat: int) -
         _env_file=None,
         model_root=weights.parent,
         media_cache_dir=work / "cache",
+        allowed_local_roots=str(work),  # the tasks name images written there
         allow_custom_model_path=True,
         allow_model_download=False,
     )

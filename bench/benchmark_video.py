@@ -100,6 +100,7 @@ def run_case(case: str, model: str, frames: int, size: str, stride: int) -> dict
             _env_file=None,
             model_root=work / "models",
             media_cache_dir=work / "cache",
+            allowed_local_roots=str(work),  # the tasks name the videos written there
             allow_custom_model_path=True,
         )
         backend = YOLOBackend(settings)

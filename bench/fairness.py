@@ -170,6 +170,7 @@ def main() -> None:
             _env_file=None,
             model_root=model_root,
             media_cache_dir=work / "cache",
+            allowed_local_roots=str(work),  # the tasks name images written there
             allow_custom_model_path=True,
             allow_model_download=False,
         )

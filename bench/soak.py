@@ -288,6 +288,7 @@ def start_server(world: World, args: argparse.Namespace) -> tuple[subprocess.Pop
         "MEDIA_CACHE_DIR": str(world.root / "cache"),
         "MEDIA_CACHE_BYTES": str(20 * 1024**2),
         "ALLOWED_LOCAL_ROOTS": str(world.media),
+        "ALLOW_PRIVATE_MEDIA": "true",  # the soak's media server is on 127.0.0.1
         "MAX_REQUEST_BYTES": str(1024**2),
         "MAX_IMAGE_PIXELS": str(4_000_000),
         "DOWNLOAD_READ_TIMEOUT": "5",

@@ -81,11 +81,20 @@ class Settings(BaseSettings):
     download_total_timeout: float = Field(
         default=300.0, gt=0, description="Seconds one download may take in all (against slow drips)."
     )
-    allowed_local_roots: str = Field(default="", description="Colon-separated folders; empty allows any.")
+    allowed_local_roots: str = Field(
+        default="",
+        description="Colon-separated folders a task may name local files in; empty: no local files "
+        "(Label Studio's /data/local-files/ URLs are fetched through Label Studio and need none).",
+    )
     allowed_media_hosts: str = Field(
         default="",
-        description="Comma-separated host names (`*.example.com` for subdomains) media may come from; "
-        "empty allows any. Label Studio's own host is always allowed.",
+        description="Comma-separated hosts media may come from, each `host`, `host:port` or `*.example.com` "
+        "(subdomains); empty allows any public host. A host listed here may also resolve to a private "
+        "address. Label Studio's own origin is always allowed.",
+    )
+    allow_private_media: bool = Field(
+        default=False,
+        description="Let http(s) media come from loopback, private and link-local addresses (any host).",
     )
 
     max_mask_bytes: int = Field(
@@ -136,9 +145,37 @@ class Settings(BaseSettings):
         return [Path(p).expanduser().resolve() for p in self.allowed_local_roots.split(":") if p.strip()]
 
     @property
-    def allowed_media_host_list(self) -> list[str]:
-        return [h.strip().lower() for h in self.allowed_media_hosts.split(",") if h.strip()]
+    def allowed_media_host_list(self) -> list[tuple[str, int | None]]:
+        """ALLOWED_MEDIA_HOSTS as (host, port or None for any port); IPv6 as `[::1]:8080` or `::1`."""
+        return [_host_entry(h.strip().lower()) for h in self.allowed_media_hosts.split(",") if h.strip()]
+
+    @property
+    def media_wait_timeout(self) -> float:
+        """Longest a request waits for one task's media: a whole download, connecting included."""
+        return self.download_total_timeout + self.download_connect_timeout
+
+    @field_validator("allowed_media_hosts", mode="after")
+    @classmethod
+    def _host_entries(cls, text: str) -> str:
+        for entry in text.split(","):
+            if entry.strip():
+                _host_entry(entry.strip())
+        return text
 
     @property
     def effective_torch_threads(self) -> int:
         return self.torch_threads or (os.cpu_count() or 1)
+
+
+def _host_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (host, port or None)."""
+    host, port = entry, ""
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        port = rest.removeprefix(":")
+        host = host if bracket and (not rest or rest.startswith(":")) else ""
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"ALLOWED_MEDIA_HOSTS entry '{entry}' is not host, host:port or *.domain")
+    return host.lower(), int(port) if port else None

@@ -48,6 +48,7 @@ class LabelStudioAuth:
         self._access_token = ""
         self._access_expiry = 0.0
         self._lock = threading.Lock()
+        self._sessions = threading.local()  # a requests.Session per thread: kept-alive connections
 
     def __repr__(self) -> str:  # never show the key
         return f"LabelStudioAuth({self.base_url!r})"
@@ -73,13 +74,23 @@ class LabelStudioAuth:
 
     def _refresh(self) -> None:
         try:
-            response = requests.post(
-                f"{self.base_url}/api/token/refresh/", json={"refresh": self._api_key}, timeout=self._timeout
+            # Never redirected: a 307/308 would send the personal access token, in the body, elsewhere.
+            response = self._session().post(
+                f"{self.base_url}/api/token/refresh/",
+                json={"refresh": self._api_key},
+                timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.RequestException as error:
             raise LabelStudioAccessError(
                 f"Label Studio at {self.base_url} is not reachable ({type(error).__name__})"
             ) from None
+        if response.is_redirect:
+            raise LabelStudioAccessError(
+                f"Label Studio at {self.base_url} answered the token exchange with a redirect (HTTP "
+                f"{response.status_code}), which is not followed with the key; set LABEL_STUDIO_URL to the "
+                "address Label Studio answers on itself"
+            )
         if response.status_code != 200:
             raise LabelStudioAccessError(
                 "Label Studio refused the personal access token in LABEL_STUDIO_API_KEY "
@@ -98,8 +109,17 @@ class LabelStudioAuth:
         self._access_expiry = _jwt_expiry(access) or (time.time() + 240)
 
     def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """A request to Label Studio with auth; `path_or_url` may be `/api/...` or a full URL."""
+        """A request to Label Studio with auth; `path_or_url` is `/api/...` or a full URL of Label Studio."""
         url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
+        if not url.startswith(f"{self.base_url}/"):
+            raise ValueError("LabelStudioAuth.request sends the key to Label Studio's own URLs only")
         headers = {**kwargs.pop("headers", {}), **self.headers()}
         kwargs.setdefault("timeout", self._timeout)
-        return requests.request(method, url, headers=headers, **kwargs)
+        kwargs.setdefault("allow_redirects", False)
+        return self._session().request(method, url, headers=headers, **kwargs)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+        return session

@@ -82,12 +82,21 @@ def zidane_image(assets: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(model_root: Path, tmp_path: Path):
-    """Settings for tests: the offline model root, a private media cache, no env leaking in."""
+def make_settings(model_root: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, assets: Path):
+    """Settings for tests: the offline model root, a private media cache, no env leaking in.
+
+    Local media is refused by default; tests name files under pytest's temporary folders and Ultralytics'
+    sample images, so those are ALLOWED_LOCAL_ROOTS here, unless `true_defaults=True` (security tests).
+    """
     from core.settings import Settings
 
-    def make(**overrides):
+    test_roots = f"{tmp_path_factory.getbasetemp()}:{PROJECT_ROOT / 'tests' / 'fixtures'}:{assets}"
+
+    def make(*, true_defaults: bool = False, **overrides):
         values = {
+            "allowed_local_roots": "" if true_defaults else test_roots,
+            "allowed_media_hosts": "",
+            "allow_private_media": False,
             "model_root": model_root,
             "media_cache_dir": tmp_path / "media-cache",
             "allow_custom_model_path": True,

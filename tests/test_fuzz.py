@@ -95,9 +95,10 @@ def fuzz_client(model_root, media_root, tmp_path):
 
 
 @pytest.fixture
-def default_client(model_root, tmp_path):
-    """The settings a user starts with (no allowed roots or hosts, default timeouts and limits); only
-    the model root, the cache folder and Label Studio's address (none) are set."""
+def default_client(model_root, media_root, tmp_path):
+    """The settings a user starts with (no allowed hosts, default timeouts and limits); only the model
+    root, the cache folder, Label Studio's address (none) and, as a user naming local files must, the
+    folder of the tasks' files (ALLOWED_LOCAL_ROOTS; local files are refused without it) are set."""
     from fastapi.testclient import TestClient
 
     from core.settings import Settings
@@ -110,6 +111,7 @@ def default_client(model_root, tmp_path):
         allow_model_download=False,
         label_studio_url="",
         label_studio_api_key="",
+        allowed_local_roots=str(media_root),
     )
     with TestClient(create_app(app_settings)) as client:
         yield client

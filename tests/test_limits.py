@@ -363,13 +363,35 @@ def test_redirects_are_checked_hop_by_hop(make_client, media_server, small_png):
 
 def test_host_patterns(make_settings):
     media = MediaLoader(
-        make_settings(allowed_media_hosts="*.example.org,cdn.example.com"), lambda project=None: None
+        make_settings(
+            allowed_media_hosts="*.example.org,cdn.example.com,media.example.net:8443,[fd00::7]:81"
+        ),
+        lambda project=None: None,
     )
-    for url in ("https://a.example.org/x.jpg", "http://b.a.example.org/x.jpg", "https://CDN.example.com/x"):
-        media._check_host(url, None)
-    for url in ("https://example.org/x", "https://evil-example.org/x", "https://cdn.example.com.evil/x"):
+    for url in (
+        "https://a.example.org/x.jpg",
+        "http://b.a.example.org/x.jpg",
+        "https://CDN.example.com/x",
+        "https://cdn.example.com:9000/x",
+        "https://media.example.net:8443/x",
+        "http://[fd00::7]:81/x",
+    ):
+        assert media._may_reach_private(url, None)  # listed: may be on a private network too
+    for url in (
+        "https://example.org/x",
+        "https://evil-example.org/x",
+        "https://cdn.example.com.evil/x",
+        "https://media.example.net/x",
+        "http://[fd00::7]/x",
+    ):
         with pytest.raises(MediaError, match="not in ALLOWED_MEDIA_HOSTS"):
-            media._check_host(url, None)
+            media._may_reach_private(url, None)
+
+
+def test_host_entries_are_checked_at_start_up(make_settings):
+    for entry in ("host:port", "host:99999", "[::1", ":80"):
+        with pytest.raises(ValueError, match="ALLOWED_MEDIA_HOSTS entry"):
+            make_settings(allowed_media_hosts=entry)
 
 
 def test_label_studio_host_is_always_allowed(make_client, bus_image):
@@ -391,7 +413,7 @@ def test_label_studio_host_is_always_allowed(make_client, bus_image):
 
 
 def test_download_size_caps_hold_whatever_the_server_declares(make_client, media_server, small_png):
-    client = make_client(max_image_bytes=50_000)
+    client = make_client(max_image_bytes=50_000, allow_private_media=True)  # media_server is on 127.0.0.1
     results = predict(
         client,
         f"{media_server.url}/small.png",
@@ -436,7 +458,7 @@ def test_decompression_bombs_are_refused_from_the_header(
         return real_imread(path, *args)
 
     monkeypatch.setattr(media.loader.cv2, "imread", recording_imread)
-    client = make_client(max_image_pixels=1_000_000)
+    client = make_client(max_image_pixels=1_000_000, allow_private_media=True)
     results = predict(
         client, str(big_but_small_file), str(bomb_file), f"{media_server.url}/bomb.png", str(small_png)
     )["results"]
@@ -447,7 +469,7 @@ def test_decompression_bombs_are_refused_from_the_header(
 
 
 def test_read_timeout_and_total_download_time(make_client, media_server, small_png):
-    client = make_client(download_read_timeout=0.5, download_total_timeout=1.5)
+    client = make_client(download_read_timeout=0.5, download_total_timeout=1.5, allow_private_media=True)
     results = predict(client, f"{media_server.url}/hang.png", f"{media_server.url}/drip.png", str(small_png))[
         "results"
     ]
@@ -462,7 +484,7 @@ def test_connect_timeout(make_client, small_png):
     listener.listen(0)
     filler = socket.create_connection(listener.getsockname())  # fills the backlog: the next SYN is dropped
     try:
-        client = make_client(download_connect_timeout=0.5)
+        client = make_client(download_connect_timeout=0.5, allow_private_media=True)
         (result,) = predict(client, f"http://127.0.0.1:{listener.getsockname()[1]}/x.png")["results"]
     finally:
         filler.close()
@@ -483,7 +505,9 @@ def test_video_limits():
 def test_one_batch_of_every_bad_media_spoils_no_good_task(make_client, media_server, small_png, tmp_path):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header_only(30_000, 30_000))
-    client = make_client(max_image_bytes=50_000, download_read_timeout=0.5, inference_batch_size=2)
+    client = make_client(
+        max_image_bytes=50_000, download_read_timeout=0.5, inference_batch_size=2, allow_private_media=True
+    )
     tasks = [
         {"id": 1, "data": {"image": str(small_png)}},
         {"id": 2, "data": {"image": "gopher://x/"}},
@@ -699,7 +723,7 @@ def test_unparseable_requests_answer_in_the_same_shape(client, small_png, reques
 
 
 def test_no_answer_shows_a_traceback_or_a_server_path(make_client, own_model_root, media_server, small_png):
-    client = make_client(model_root=own_model_root, max_image_bytes=50_000)
+    client = make_client(model_root=own_model_root, max_image_bytes=50_000, allow_private_media=True)
     cache_dir = client.app.state.backend.settings.media_cache_dir
     answers = [client.post(path, json=body) for path, body, _, _ in _bodies(str(small_png))]
     for model_path in ("garbage.pt", "notes.pt", "escape.pt", "missing.pt", "linked-dir/evil.pt"):

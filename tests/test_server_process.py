@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from ultralytics.utils import ASSETS
 
 from tests.conftest import PROJECT_ROOT
 from tests.local_http import LocalHTTPServer
@@ -80,6 +81,8 @@ def serve(model_root: Path, tmp_path: Path, workers: int = 1):
         "MODEL_ROOT": str(model_root),
         "ALLOW_CUSTOM_MODEL_PATH": "true",
         "MEDIA_CACHE_DIR": str(tmp_path / "media-cache"),
+        "ALLOWED_LOCAL_ROOTS": f"{ASSETS}:{tmp_path}",  # tasks name sample images and the test's files
+        "ALLOW_PRIVATE_MEDIA": "true",  # and HeldImage, a media server on 127.0.0.1
         "ALLOW_MODEL_DOWNLOAD": "false",
         "YOLO_OFFLINE": "1",
         "LABEL_STUDIO_URL": "",
