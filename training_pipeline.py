@@ -29,7 +29,7 @@ from core.errors import BackendError, LabelingConfigError, TrainingDataError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
 from media.label_studio_api import LabelStudioAuth
-from media.loader import MediaLoader, check_image_pixels
+from media.loader import MediaLoader, check_image_pixels, short_url
 from training.jobs import JobReporter
 from training.spec import IMAGE_TASKS
 from training.trainer import TrainParams, fine_tune
@@ -132,7 +132,7 @@ class TrainingRun:
                 return spec
         raise LabelingConfigError(f"the labeling config has no control named '{control}' to train")
 
-    def images(self, project: str, spec: Any) -> list[Any]:
+    def images(self, project: str, spec: Any, held: contextlib.ExitStack) -> list[Any]:
         from training.dataset import AnnotatedImage
 
         self.reporter.phase("fetching annotations")
@@ -141,13 +141,16 @@ class TrainingRun:
         for task, regions in picked:
             url = (task.get("data") or {}).get(spec.value_key)
             try:
-                path = self.media.local_path(
-                    url, task.get("id"), max_bytes=self.settings.max_image_bytes, project=project
+                path = held.enter_context(
+                    self.media.fetched(
+                        url, task.get("id"), max_bytes=self.settings.max_image_bytes, project=project
+                    )
                 )
-                check_image_pixels(path, self.settings.max_image_pixels, name=f"'{url}'")
+                name = f"'{short_url(str(url))}'"  # no presigned query string in the job's log
+                check_image_pixels(path, self.settings.max_image_pixels, name=name)
                 pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if pixels is None:
-                    raise BackendError(f"'{url}' is not an image that can be decoded")
+                    raise BackendError(f"{name} is not an image that can be decoded")
             except BackendError as error:
                 print(f"task {task.get('id')} left out: {error.message}", flush=True)
                 continue
@@ -182,53 +185,59 @@ class TrainingRun:
         from training.dataset import write_dataset
         from training.evaluation import evaluate
 
-        images = self.images(project, spec)
-        serving_weights, serving_map, serving_name = self.serving_model(project, spec)
-        version_dir = self.store.create_version(project, spec.from_name)
-        self.reporter.job.version = version_dir.name
-        try:
-            self.reporter.phase("writing dataset")
-            dataset = write_dataset(images, spec, version_dir / "dataset", seed=SEED)
-            write_json_atomic(version_dir / DATASET, dataset.to_json())
-            self.reporter.phase("training")
-            params = TrainParams(
-                epochs=spec.epochs,
-                imgsz=spec.imgsz,
-                batch=spec.batch,
-                patience=spec.patience,
-                seed=SEED,
-                device=self.settings.device,
+        # Every image stays in the media cache (no eviction, in any process) until the job ends.
+        with contextlib.ExitStack() as held:
+            images = self.images(project, spec, held)
+            serving_weights, serving_map, serving_name = self.serving_model(project, spec)
+            version_dir = self.store.create_version(project, spec.from_name)
+            self.reporter.job.version = version_dir.name
+            try:
+                self.reporter.phase("writing dataset")
+                dataset = write_dataset(images, spec, version_dir / "dataset", seed=SEED)
+                write_json_atomic(version_dir / DATASET, dataset.to_json())
+                self.reporter.phase("training")
+                params = TrainParams(
+                    epochs=spec.epochs,
+                    imgsz=spec.imgsz,
+                    batch=spec.batch,
+                    patience=spec.patience,
+                    seed=SEED,
+                    device=self.settings.device,
+                )
+                best = fine_tune(
+                    serving_weights, dataset.train_data, version_dir / "run", params, self.reporter.epoch
+                )
+                shutil.copyfile(best, version_dir / WEIGHTS)
+                self.reporter.phase("evaluating")
+                before = evaluate(
+                    serving_weights, dataset, spec, spec.imgsz, serving_map, self.settings.device
+                )
+                after = evaluate(version_dir / WEIGHTS, dataset, spec, spec.imgsz, None, self.settings.device)
+            except BaseException:
+                shutil.rmtree(version_dir, ignore_errors=True)  # nothing half-made stays behind
+                raise
+            finally:
+                shutil.rmtree(
+                    version_dir / "dataset", ignore_errors=True
+                )  # copies of the images; summary kept
+            promoted, message = decide(spec.promote, before.score, after.score, serving_name, before.metric)
+            write_json_atomic(
+                version_dir / METRICS,
+                {
+                    "task": spec.task,
+                    "metric": before.metric,
+                    "serving": {"model": serving_name, **before.to_json()},
+                    "new": {"model": version_dir.name, **after.to_json()},
+                    "promoted": promoted,
+                    "decision": message,
+                    "base_weights": serving_name,
+                    "params": params.__dict__,
+                    "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
             )
-            best = fine_tune(
-                serving_weights, dataset.train_data, version_dir / "run", params, self.reporter.epoch
-            )
-            shutil.copyfile(best, version_dir / WEIGHTS)
-            self.reporter.phase("evaluating")
-            before = evaluate(serving_weights, dataset, spec, spec.imgsz, serving_map, self.settings.device)
-            after = evaluate(version_dir / WEIGHTS, dataset, spec, spec.imgsz, None, self.settings.device)
-        except BaseException:
-            shutil.rmtree(version_dir, ignore_errors=True)  # nothing half-made stays behind
-            raise
-        finally:
-            shutil.rmtree(version_dir / "dataset", ignore_errors=True)  # copies of the images; summary kept
-        promoted, message = decide(spec.promote, before.score, after.score, serving_name, before.metric)
-        write_json_atomic(
-            version_dir / METRICS,
-            {
-                "task": spec.task,
-                "metric": before.metric,
-                "serving": {"model": serving_name, **before.to_json()},
-                "new": {"model": version_dir.name, **after.to_json()},
-                "promoted": promoted,
-                "decision": message,
-                "base_weights": serving_name,
-                "params": params.__dict__,
-                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
-        if promoted:
-            self.store.promote(project, spec.from_name, version_dir.name)  # the one atomic switch
-        return Outcome(version_dir.name, promoted, message)
+            if promoted:
+                self.store.promote(project, spec.from_name, version_dir.name)  # the one atomic switch
+            return Outcome(version_dir.name, promoted, message)
 
     def run_timeline(self, project: str, spec: Any) -> Outcome:
         """A trainable TimelineLabels: a sequence head on the classifier's frame features (training/timeline.py)."""
