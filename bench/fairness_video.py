@@ -86,6 +86,13 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=5, help="single-task requests per idle phase")
     parser.add_argument("--think", type=float, default=1.0, help="seconds between a teammate's requests")
     parser.add_argument("--rounds", type=int, default=2, help="idle phase, video alone, video with singles")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="TORCH_THREADS (default 0: every core, as the server); 1 on a machine whose cores other "
+        "processes keep busy, where a lone request's threads wait for each other (see bench/RESULTS.md)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -109,6 +116,7 @@ def main() -> None:
             media_cache_dir=work / "cache",
             allow_custom_model_path=True,
             allow_model_download=False,
+            torch_threads=args.torch_threads,
         )
         backend = YOLOBackend(settings)
         errors: list[str] = []
@@ -153,7 +161,8 @@ def main() -> None:
     singles_share = sum(during_video) / sum(loaded_seconds)  # upper bound: latency includes waiting
     print(
         f"\n{args.case}: {architecture} (random weights), {args.frames}-frame {args.size} video, "
-        f"{os.cpu_count()} cores, torch {torch.__version__}, think time {args.think} s, "
+        f"{os.cpu_count()} cores, {settings.effective_torch_threads} torch threads, torch {torch.__version__}, "
+        f"think time {args.think} s, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(f"single task, idle server:       {describe(idle)}")
