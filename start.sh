@@ -12,10 +12,6 @@ export YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-false}"
 # Load weight files with torch's weights-only unpickler and Ultralytics' list of known classes: a .pt
 # file that would run code when unpickled is refused instead (422, "references types outside ...").
 export ULTRALYTICS_SAFE_LOAD="${ULTRALYTICS_SAFE_LOAD:-true}"
-# torch's OpenMP threads (libgomp) spin while they wait for work by default; where other processes keep
-# the cores busy, that spinning takes the cores from the threads with work: one yolov8n image took
-# 1.4-3.9 s instead of 0.12-0.5 s on 2 shared cores (bench/RESULTS.md). ACTIVE: the spinning default.
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # Workers share /metrics through files in this folder (prometheus_client's multiprocess mode); it must
 # start empty, or counts from an earlier run would be added in.
 if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
