@@ -8,6 +8,7 @@ Studio SDK as soon as it is made.
     python cli.py --project 1 --tasks tasks.json          # a list of ids, or of {"id", "data"} objects
     python cli.py --project 1 --all-tasks                 # tasks without a prediction of this model version
     python cli.py --project 1 --tasks 1,2 --dry-run predictions.json   # write, do not upload
+    python cli.py export-int8 --project 1 [--control label] [--limit 64]  # INT8 export, calibrated
 
 The environment is read once into the server's `core.settings.Settings`: its `LABEL_STUDIO_URL` and
 `LABEL_STUDIO_API_KEY` are the defaults of `--ls-url` and `--ls-api-key` (the key may be a personal
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,8 @@ from tqdm import tqdm
 from core.errors import BackendError, LabelingConfigError, ModelError
 from core.settings import Settings
 from core.tasks import PROJECT_TASKS, TASK_IDS, as_dicts
-from model import YOLOBackend
+from inference.int8_export import MIN_CALIBRATION_IMAGES
+from model import Int8Export, YOLOBackend
 
 logger = logging.getLogger("cli")
 
@@ -182,6 +185,11 @@ class LabelStudioProject:
         )
         return [{"id": task.id, "data": dict(task.data or {})} for task in pages]
 
+    def all_tasks(self) -> list[dict]:
+        """Every task of the project (its data only), paged through the SDK."""
+        pages = self.client.tasks.list(project=self.project_id, fields="task_only", page_size=100)
+        return [{"id": task.id, "project": self.project_id, "data": dict(task.data or {})} for task in pages]
+
     def upload(self, prediction: dict) -> None:
         self.client.predictions.create(
             task=int(prediction["task"]),
@@ -268,6 +276,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     settings = settings or Settings()
     if argv and argv[0] in TRAINING_COMMANDS:
         return training_main(argv, settings)
+    if argv and argv[0] == EXPORT_INT8_COMMAND:
+        return export_int8_main(argv[1:], settings)
     args = parse_args(argv, settings)
     prepare_process()
     settings = with_label_studio(settings, args.ls_url, args.ls_api_key)
@@ -527,6 +537,103 @@ class _QuietReporter:
 
     def epoch(self, *args: Any) -> None:
         pass
+
+
+# -- INT8: export-int8 ------------------------------------------------------------------------------------
+
+EXPORT_INT8_COMMAND = "export-int8"
+EXPORT_INT8_HELP = (
+    "calibrate and check the INT8 (OpenVINO) export of each image control's model on the project's own "
+    'images, into the cache that model_format="openvino-int8" is served from'
+)
+
+
+def add_export_int8_arguments(parser: argparse.ArgumentParser, settings: Settings) -> argparse.ArgumentParser:
+    """The options of `export-int8` (on its own parser, or on a subparser of a larger CLI)."""
+    parser.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    parser.add_argument("--control", help="the control's name (default: every control on an <Image>)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=64,
+        help="most of the project's images per model (default 64); a fifth are held out for the check",
+    )
+    parser.add_argument(
+        "--ls-url", default=settings.label_studio_url, help="Label Studio URL (default: $LABEL_STUDIO_URL)"
+    )
+    parser.add_argument(
+        "--ls-api-key",
+        default=settings.label_studio_api_key.get_secret_value(),
+        help="personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)",
+    )
+    return parser
+
+
+def parse_export_int8_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"cli.py {EXPORT_INT8_COMMAND}", description=EXPORT_INT8_HELP[0].upper() + EXPORT_INT8_HELP[1:]
+    )
+    args = add_export_int8_arguments(parser, settings).parse_args(argv)
+    if args.limit < MIN_CALIBRATION_IMAGES:
+        parser.error(f"--limit must be at least {MIN_CALIBRATION_IMAGES} (images to calibrate and check on)")
+    if not (args.ls_url and args.ls_api_key):
+        parser.error("give --ls-url and --ls-api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    return args
+
+
+def export_int8_main(argv: Sequence[str], settings: Settings | None = None) -> int:
+    """`cli.py export-int8`: 0 when every model has its checked export, 1 when one was refused or failed,
+    2 when nothing could run (Label Studio unreachable, key refused, config without image controls)."""
+    settings = settings or Settings()
+    args = parse_export_int8_args(argv, settings)
+    prepare_process()
+    settings = with_label_studio(settings, args.ls_url, args.ls_api_key)
+    backend = YOLOBackend(settings)
+    try:
+        project = LabelStudioProject(args.ls_url, args.ls_api_key, args.project)
+        label_config = project.label_config()
+        tasks = project.all_tasks()
+        print(f"Project {args.project}: {len(tasks)} task(s)", file=sys.stderr)
+        # The images are needed only while the export is made: it keeps its accuracy check, not them.
+        with tempfile.TemporaryDirectory(prefix="int8-calibration-") as folder:
+            exports = backend.export_int8(
+                label_config,
+                tasks,
+                Path(folder),
+                project=args.project,
+                controls=[args.control] if args.control else None,
+                limit=args.limit,
+            )
+    except Exception as error:
+        print(f"error: {describe(error)}", file=sys.stderr)
+        return EXIT_NOTHING_RAN
+    finally:
+        backend.close()
+    for export in exports:
+        print(describe_int8_export(export))
+    return EXIT_TASKS_FAILED if any(export.error for export in exports) else EXIT_OK
+
+
+def describe_int8_export(export: Int8Export) -> str:
+    """One line (and the tasks left out) per model for `export-int8`."""
+    head = f"{', '.join(export.controls)} ({export.model_path}):"
+    skipped = "".join(f"\n  left out: {reason}" for reason in export.skipped[:10])
+    if len(export.skipped) > 10:
+        skipped += f"\n  ... and {len(export.skipped) - 10} more"
+    if export.error or export.check is None or export.folder is None:
+        return f"{head} no INT8 export: {export.error}{skipped}"
+    check = export.check
+    how = (
+        f"made now from {export.images} of the project's images"
+        if export.made_now
+        else "already made before (kept as it is)"
+    )
+    return (
+        f"{head} INT8 export {how}, checked on {check.held_out_images} held-out images: {check.metric} "
+        f".pt {check.pt_score:.3f}, INT8 {check.int8_score:.3f} ({check.drop_points:.2f} points lost)\n"
+        f'  {export.folder}\n  served where the control has model_format="openvino-int8" '
+        f"(or MODEL_FORMAT=openvino-int8){skipped}"
+    )
 
 
 if __name__ == "__main__":

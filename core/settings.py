@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     model_format: Literal["pt", "openvino-int8"] = Field(
         default="pt",
         description="pt: PyTorch. openvino-int8: a calibrated INT8 OpenVINO export of each .pt, made once "
-        "beside it (CPU; needs INT8_CALIBRATION_DIR). A control's model_format attribute overrides it.",
+        "beside it (CPU; made by `cli.py export-int8` or from INT8_CALIBRATION_DIR). A control's model_format attribute overrides it.",
     )
     int8_calibration_dir: Path | None = Field(
         default=None, description="Images like the project's, to calibrate and check INT8 exports."

@@ -10,7 +10,8 @@ named by the weights' content, so a retrained `.pt` gets a new export and nothin
 The export is made in a temporary folder beside it and renamed into place only after the accuracy
 check passed, so a half-written or refused export is never found, let alone served.
 
-Calibration images come from a folder; a fifth of them (at least 2) are held out to compare the INT8
+Calibration images come from a folder (`INT8_CALIBRATION_DIR`, or the one `cli.py export-int8` fills
+with a Label Studio project's images); a fifth of them (at least 2) are held out to compare the INT8
 model with the `.pt`: by mAP50-95 against YOLO-format labels where the folder has them (`labels/` beside
 `images/`, or `<image>.txt` beside each image), otherwise by the same score against the `.pt`'s own boxes
 (how well INT8 agrees with the model it replaces). A drop of more than `max_drop` points is refused.
@@ -64,9 +65,10 @@ def export_dir(weights: Path) -> Path:
 def calibration_images(folder: Path | None) -> list[Path]:
     """The images under `folder` (recursively, sorted), or a refusal that says what to do."""
     how = (
-        "MODEL_FORMAT=openvino-int8 needs calibration images from your own data: set "
+        "MODEL_FORMAT=openvino-int8 needs calibration images from your own data: run "
+        "`python cli.py export-int8 --project <id>` once (it calibrates on the project's images), or set "
         f"INT8_CALIBRATION_DIR to a folder of at least {MIN_CALIBRATION_IMAGES} images like the ones you "
-        "label (e.g. exported from the Label Studio project); it is never calibrated on random data"
+        "label; it is never calibrated on random data"
     )
     if folder is None:
         raise ModelLoadError(how)
@@ -78,13 +80,22 @@ def calibration_images(folder: Path | None) -> list[Path]:
     return images
 
 
+def cached_export(weights: Path) -> tuple[Path, Int8Check] | None:
+    """The INT8 export of `weights` that passed its check, if one was made before (by any process)."""
+    target = export_dir(weights)
+    if not (target / CHECK_FILE).is_file():
+        return None
+    return target, Int8Check(**json.loads((target / CHECK_FILE).read_text()))
+
+
 def cached_or_export(
     weights: Path, calibration_folder: Path | None, imgsz: int, max_drop: float = 1.0
 ) -> tuple[Path, Int8Check]:
     """The INT8 export of `weights`: the cached one, or a new one made, checked and cached now."""
+    cached = cached_export(weights)
+    if cached is not None:
+        return cached
     target = export_dir(weights)
-    if (target / CHECK_FILE).is_file():
-        return target, Int8Check(**json.loads((target / CHECK_FILE).read_text()))
     images = calibration_images(calibration_folder)
     held_out = images[:: max(2, min(5, len(images) // 2))]  # every 5th (at least 2 of them)
     calibration = [p for p in images if p not in held_out]
@@ -117,7 +128,8 @@ def _export_and_check(
     shutil.copyfile(weights, pt_copy)
     model = YOLO(str(pt_copy))
     names = {int(k): str(v) for k, v in model.names.items()}
-    calibration_yaml = _dataset(work / "calibration", calibration, held_out, names, model=None)
+    # The exporter calibrates on the dataset's `val` split: the calibration images, never the held-out ones.
+    calibration_yaml = _dataset(work / "calibration", calibration, calibration, names, model=None)
     started = time.perf_counter()
     exported = Path(
         model.export(

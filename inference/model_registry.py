@@ -14,13 +14,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.errors import ModelLoadError
 from core.settings import Settings
 from inference.scheduler import BatchSizer, FairScheduler
+
+if TYPE_CHECKING:
+    from inference.int8_export import Int8Check
 
 logger = logging.getLogger(__name__)
 
@@ -185,17 +188,7 @@ class ModelRegistry:
             ) from None
         if not is_file:
             raise ModelLoadError(f"model file '{model_path}' is not a file in MODEL_ROOT")
-        from ultralytics import YOLO
-
-        logger.info("Loading model %s", path)
-        try:
-            yolo = YOLO(str(path))
-        except Exception as error:  # corrupt file, foreign pickle, wrong format: all the user's to fix
-            logger.warning("Model %s failed to load: %r", path, error)
-            raise ModelLoadError(
-                f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model "
-                f"({type(error).__name__})"
-            ) from None
+        yolo = self._yolo(model_path, path)
         if model_format == "openvino-int8":
             yolo = self._int8(model_path, path, yolo)
         names = getattr(yolo, "names", None) or {}
@@ -214,19 +207,54 @@ class ModelRegistry:
             scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
         )
 
-    def _int8(self, model_path: str, path: Path, pt_model: Any) -> Any:
-        """The calibrated INT8 OpenVINO export of a `.pt` (made and checked on first use), loaded."""
-        if path.suffix != ".pt":
-            raise ModelLoadError(f"model_format openvino-int8 needs a .pt model; '{model_path}' is not one")
+    def _yolo(self, model_path: str, path: Path) -> Any:
         from ultralytics import YOLO
 
+        logger.info("Loading model %s", path)
+        try:
+            return YOLO(str(path))
+        except Exception as error:  # corrupt file, foreign pickle, wrong format: all the user's to fix
+            logger.warning("Model %s failed to load: %r", path, error)
+            raise ModelLoadError(
+                f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model "
+                f"({type(error).__name__})"
+            ) from None
+
+    def _int8(self, model_path: str, path: Path, pt_model: Any) -> Any:
+        """The calibrated INT8 OpenVINO export of a `.pt` (made and checked on first use), loaded."""
+        from ultralytics import YOLO
+
+        folder, check = self._int8_export(model_path, path, pt_model, self._settings.int8_calibration_dir)
+        logger.info(
+            "Serving %s as INT8 (%s: %.3f, .pt %.3f)", folder, check.metric, check.int8_score, check.pt_score
+        )
+        return YOLO(str(folder), task=pt_model.task)
+
+    def cached_int8_export(self, model_path: str) -> tuple[Path, Int8Check] | None:
+        """The checked INT8 export that `model_format="openvino-int8"` would serve for `model_path`, if made."""
+        from inference.int8_export import cached_export
+
+        path = self.resolve(model_path)
+        return cached_export(path) if path.is_file() else None
+
+    def export_int8(self, model_path: str, calibration_folder: Path) -> tuple[Path, Int8Check]:
+        """Make (or find) the checked INT8 export of `model_path`, calibrated on `calibration_folder`, in the
+        cache `model_format="openvino-int8"` is served from; refused like on first use when it fails."""
+        path = self.resolve(model_path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file '{model_path}' not found in MODEL_ROOT")
+        return self._int8_export(model_path, path, self._yolo(model_path, path), calibration_folder)
+
+    def _int8_export(
+        self, model_path: str, path: Path, pt_model: Any, calibration_folder: Path | None
+    ) -> tuple[Path, Int8Check]:
+        if path.suffix != ".pt":
+            raise ModelLoadError(f"model_format openvino-int8 needs a .pt model; '{model_path}' is not one")
         from inference.int8_export import cached_or_export
 
         imgsz = int(pt_model.overrides.get("imgsz") or 640)
         try:
-            folder, check = cached_or_export(
-                path, self._settings.int8_calibration_dir, imgsz, self._settings.int8_max_drop
-            )
+            return cached_or_export(path, calibration_folder, imgsz, self._settings.int8_max_drop)
         except ModelLoadError:
             raise
         except Exception as error:  # exporter or NNCF failure: the .pt stays usable with MODEL_FORMAT=pt
@@ -235,10 +263,6 @@ class ModelRegistry:
                 f"the INT8 export of '{model_path}' failed ({type(error).__name__}: {error}); "
                 "use model_format pt"
             ) from None
-        logger.info(
-            "Serving %s as INT8 (%s: %.3f, .pt %.3f)", folder, check.metric, check.int8_score, check.pt_score
-        )
-        return YOLO(str(folder), task=pt_model.task)
 
     def _download(self, model_path: str, path: Path) -> None:
         """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""

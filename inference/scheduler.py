@@ -43,6 +43,10 @@ class BatchSizer:
         per_item = self.seconds_per_item or self.single_seconds
         if single is None or per_item is None or per_item <= 0:
             return max_size
+        # A batch item costs at most a single call, except in a batch that paid for something else
+        # (the predictor's set-up, a stall): believing that one would pin batches to one item, and
+        # with no batch of more than one left to measure, for good.
+        per_item = min(per_item, single)
         return max(1, min(max_size, int(self.latency_factor * single / per_item)))
 
     def observe(self, items: int, seconds: float) -> None:
@@ -51,7 +55,10 @@ class BatchSizer:
         if items == 1:
             self.single_seconds = self._smoothed(self.single_seconds, seconds)
         else:
-            self.seconds_per_item = self._smoothed(self.seconds_per_item, seconds / items)
+            average = self.seconds_per_item
+            if average is not None and self.single_seconds is not None:
+                average = min(average, self.single_seconds)  # forget a batch that paid for a set-up
+            self.seconds_per_item = self._smoothed(average, seconds / items)
 
     def _smoothed(self, average: float | None, value: float) -> float:
         return value if average is None else average + self._smoothing * (value - average)

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -397,3 +398,126 @@ def small_image(tmp_path) -> Path:
     path = tmp_path / "small.png"
     cv2.imwrite(str(path), np.full((64, 96, 3), 90, np.uint8))
     return path
+
+
+# -- export-int8 -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_model_root(tmp_path) -> Path:
+    """A MODEL_ROOT of its own: INT8 exports are written beside the .pt."""
+    root = tmp_path / "own-models"
+    root.mkdir()
+    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
+    return root
+
+
+def shapes_project(folder: Path, count: int, seed: int = 5) -> tuple[list[dict], dict[str, Path]]:
+    """`count` tasks whose shapes images Label Studio serves under /data/upload/7/."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    tasks, media = [], {}
+    for number in range(count):
+        image, _ = draw_shapes_image(rng)
+        path = folder / f"shapes-{number}.png"
+        cv2.imwrite(str(path), image)
+        media[f"/data/upload/{PROJECT}/{path.name}"] = path
+        tasks.append(
+            {"id": 100 + number, "project": PROJECT, "data": {"image": f"/data/upload/{PROJECT}/{path.name}"}}
+        )
+    return tasks, media
+
+
+def export_int8_cli(make_settings, label_studio, model_root: Path, *args: str) -> int:
+    argv = [
+        "export-int8",
+        "--ls-url",
+        label_studio.url,
+        "--ls-api-key",
+        LEGACY_KEY,
+        "--project",
+        str(PROJECT),
+    ]
+    return cli.main([*argv, *args], settings=make_settings(model_root=model_root))
+
+
+@pytest.mark.slow
+def test_export_int8_calibrates_on_the_project_images_and_the_server_serves_it(
+    make_settings, make_client, own_model_root, tmp_path, monkeypatch, capsys
+):
+    from ultralytics.engine.exporter import Exporter
+
+    from inference.int8_export import Int8Check, export_dir
+
+    tasks, media = shapes_project(tmp_path / "project", 11)
+    tasks.append({"id": 200, "project": PROJECT, "data": {"image": f"/data/upload/{PROJECT}/gone.png"}})
+    calibrated_on: list[int] = []
+    real_loader = Exporter.get_int8_calibration_dataloader
+
+    def recording_loader(self, *args, **kwargs):
+        loader = real_loader(self, *args, **kwargs)
+        calibrated_on.append(len(loader.dataset))
+        return loader
+
+    monkeypatch.setattr(Exporter, "get_int8_calibration_dataloader", recording_loader)
+    with LabelStudioStandIn(tasks, media) as label_studio:
+        assert export_int8_cli(make_settings, label_studio, own_model_root, "--limit", "10") == 0
+        out = capsys.readouterr().out
+        fetched = [path for path in label_studio.paths("GET") if path.startswith("/data/upload/")]
+
+        target = export_dir(own_model_root / SHAPES_MODEL.name)
+        check = Int8Check(**json.loads((target / "int8_check.json").read_text()))
+        assert check.metric == "mAP50-95 vs the .pt's boxes"  # no labels: agreement with the .pt itself
+        assert check.drop_points <= 1.0
+        assert check.calibration_images + check.held_out_images == 10  # --limit; the missing one left out
+        assert calibrated_on == [check.calibration_images]  # calibrated on those, not the held-out ones
+        assert "made now from 10 of the project's images" in out and str(target) in out
+        assert len(fetched) >= 10
+        assert sorted(p.name for p in own_model_root.iterdir()) == sorted([SHAPES_MODEL.name, target.name])
+
+        # Run again: the export is kept as it is and no image is fetched.
+        stamp = (target / "int8_check.json").stat().st_mtime_ns
+        assert export_int8_cli(make_settings, label_studio, own_model_root) == 0
+        assert "already made before" in capsys.readouterr().out
+        assert [p for p in label_studio.paths("GET") if p.startswith("/data/upload/")] == fetched
+        assert (target / "int8_check.json").stat().st_mtime_ns == stamp
+
+    # A server with MODEL_FORMAT=openvino-int8 and no calibration folder serves that export at once.
+    client = make_client(model_root=own_model_root, model_format="openvino-int8")
+    task = {"id": 1, "data": {"image": str(media[tasks[0]["data"]["image"]])}}
+    response = client.post("/predict", json={"tasks": [task], "label_config": CONFIG})
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["results"]
+    assert prediction["result"], prediction  # the shapes were found
+    assert LabelInterface(CONFIG).validate_prediction(prediction, return_errors=True) == []
+    assert client.get("/health").json()["loaded_models"] == {"shapes-yolov8n.pt (openvino-int8)": "detect"}
+    assert (target / "int8_check.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("case", ["no tasks", "no usable image"])
+def test_export_int8_without_project_images_is_refused_and_writes_nothing(
+    make_settings, own_model_root, tmp_path, monkeypatch, capsys, case
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the calibration folder goes
+    (tmp_path / "tmp").mkdir()
+    tasks, media = shapes_project(tmp_path / "project", 3)
+    if case == "no tasks":
+        tasks = []
+    else:
+        (tmp_path / "not-an-image.png").write_bytes(b"no pixels here")
+        media = {tasks[0]["data"]["image"]: tmp_path / "not-an-image.png"}  # the others are gone
+    with LabelStudioStandIn(tasks, media) as label_studio:
+        assert export_int8_cli(make_settings, label_studio, own_model_root) == 1
+    out = capsys.readouterr().out
+    assert f"0 of {len(tasks)} task(s) gave an image for label" in out
+    assert "at least 8 images" in out and "never calibrated on random data" in out
+    if case == "no usable image":
+        assert "left out: task 100: " in out and "decoded" in out
+    assert list(own_model_root.iterdir()) == [own_model_root / SHAPES_MODEL.name]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_export_int8_refuses_a_control_the_config_does_not_have(make_settings, own_model_root, capsys):
+    with LabelStudioStandIn([], {}) as label_studio:
+        assert export_int8_cli(make_settings, label_studio, own_model_root, "--control", "nope") == 2
+    assert "no control named nope" in capsys.readouterr().err

@@ -157,3 +157,27 @@ def test_batch_size_follows_what_batching_gains(single, per_item, expected):
     sizer.observe(1, single)
     sizer.observe(4, per_item * 4)
     assert sizer.size(32) == expected
+
+
+@pytest.mark.parametrize(
+    ("overhead", "per_item", "settled"),
+    [
+        (0.10, 0.01, range(8, 13)),  # a GPU: a call costs 0.1 s + 0.01 s per image; 2 x 0.11 s: 12 images
+        (0.0, 0.10, range(2, 3)),  # a CPU: batching gains nothing
+    ],
+)
+def test_one_slow_batch_does_not_pin_batches_to_one_item(overhead, per_item, settled):
+    """The first multi-image batch of a fresh model also pays for Ultralytics' predictor set-up (seconds).
+    Measured as seconds per item, it made every later batch one item long, so no batch of more than one
+    item was ever measured again: batches stayed at one item for the life of the process (on a GPU,
+    a fraction of its speed)."""
+    sizer = BatchSizer(latency_factor=2.0)
+    sizer.observe(8, 16.0)  # predictor set-up and cold kernels: 2 s per item
+    sizer.observe(1, overhead + per_item)  # then a one-image request
+    sizes = []
+    for _ in range(40):
+        size = sizer.size(32)
+        sizer.observe(size, overhead + per_item * size)
+        sizes.append(size)
+    assert sizes[0] >= 2
+    assert sizes[-1] in settled
