@@ -14,7 +14,6 @@ import base64
 import json
 import threading
 import time
-from typing import Any
 
 import requests
 
@@ -107,16 +106,6 @@ class LabelStudioAuth:
             )
         self._access_token = access
         self._access_expiry = _jwt_expiry(access) or (time.time() + 240)
-
-    def request(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
-        """A request to Label Studio with auth; `path_or_url` is `/api/...` or a full URL of Label Studio."""
-        url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
-        if not url.startswith(f"{self.base_url}/"):
-            raise ValueError("LabelStudioAuth.request sends the key to Label Studio's own URLs only")
-        headers = {**kwargs.pop("headers", {}), **self.headers()}
-        kwargs.setdefault("timeout", self._timeout)
-        kwargs.setdefault("allow_redirects", False)
-        return self._session().request(method, url, headers=headers, **kwargs)
 
     def _session(self) -> requests.Session:
         session = getattr(self._sessions, "session", None)
