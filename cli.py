@@ -469,16 +469,28 @@ def list_or_use_models(backend: YOLOBackend, args: argparse.Namespace) -> int:
     for control in controls:
         served = store.served(project, control)
         print(f"{control} (serving: {served or 'the configured model'})")
-        print(f"  {'version':24} {'mAP50-95':>9} {'mAP50':>7} {'before':>8}  decision")
+        print(f"  {'version':24} {'metric':>14} {'new':>7} {'before':>7}  decision")
         for version in store.versions(project, control):
             metrics = version.metrics or {}
             new, old = metrics.get("new") or {}, metrics.get("serving") or {}
+            metric = main_metric(metrics)
             mark = "*" if version.served else " "
             print(
-                f"{mark} {version.name:24} {_figure(new.get('map50_95')):>9} {_figure(new.get('map50')):>7} "
-                f"{_figure(old.get('map50_95')):>8}  {metrics.get('decision', 'incomplete (failed or running)')}"
+                f"{mark} {version.name:24} {METRIC_LABELS.get(metric, metric):>14} {_figure(new.get(metric)):>7} "
+                f"{_figure(old.get(metric)):>7}  {metrics.get('decision', 'incomplete (failed or running)')}"
             )
     return EXIT_OK
+
+
+# The figure each kind of version is promoted on, as metrics.json names it, and as the listing shows it.
+METRIC_LABELS = {"map50_95": "mAP50-95", "top1_accuracy": "top-1 accuracy", "mean_f1": "mean frame F1"}
+
+
+def main_metric(metrics: dict[str, Any]) -> str:
+    """The key of a version's metrics.json figure that decided its promotion."""
+    if metrics.get("kind") == "timeline":
+        return "mean_f1"
+    return str(metrics.get("metric") or "map50_95")
 
 
 def _figure(value: Any) -> str:

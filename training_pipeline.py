@@ -275,8 +275,6 @@ def evaluate_project(
     run: TrainingRun, project: str, control: str, label_config: str, model_path: str = ""
 ) -> ProjectEvaluation:
     """How good a model (the served one, or `model_path` in MODEL_ROOT) is on every annotated task."""
-    from training.dataset import write_dataset
-    from training.evaluation import evaluate
 
     spec = run.spec_for(label_config, control)
     if spec.kind == "timeline":  # its held-out scores are in each version's metrics.json
@@ -284,7 +282,17 @@ def evaluate_project(
             f"evaluate scores image models; for the timeline head of '{control}' see `cli.py models` "
             "(per-label frame F1 of each version on its held-out videos, in metrics.json)"
         )
-    images = run.images(project, spec)
+    with contextlib.ExitStack() as held:
+        images = run.images(project, spec, held)
+        return _evaluate_images(run, project, spec, images, model_path)
+
+
+def _evaluate_images(
+    run: TrainingRun, project: str, spec: Any, images: list[Any], model_path: str
+) -> ProjectEvaluation:
+    from training.dataset import write_dataset
+    from training.evaluation import evaluate
+
     if model_path:
         weights, label_map, name = run.registry.resolve(model_path), dict(spec.label_map), model_path
         if not weights.is_file():
@@ -303,17 +311,14 @@ def evaluate_project(
             require_every_label=False,
         )
         evaluation = evaluate(weights, dataset, spec, spec.imgsz, label_map, run.settings.device)
-    tasks = task_errors(weights, images, spec, label_map, run.settings) if spec.task in BOX_TASKS else []
-    return ProjectEvaluation(name, evaluation, tasks)
-
-
-BOX_TASKS = ("detect", "segment", "obb")
+    return ProjectEvaluation(name, evaluation, task_errors(weights, images, spec, label_map, run.settings))
 
 
 def task_errors(
     weights: Path, images: list[Any], spec: Any, label_map: dict | None, settings: Settings
 ) -> list[TaskErrors]:
-    """Per task: annotated boxes the model missed and boxes it found that no annotation has (IoU 0.5)."""
+    """Per task: annotated regions the model missed and regions it found that no annotation has (boxes
+    matched at IoU 0.5, around the polygon or rotated box for segment and obb; classify: the top-1 choice)."""
     from ultralytics import YOLO
 
     from training.dataset import label_lines
@@ -323,8 +328,12 @@ def task_errors(
     to_label = {i: label_map.get(n) for i, n in names.items()} if label_map else dict(names)
     errors = []
     for image in images:
-        truth = [line_box(line, spec, image.width, image.height) for line in label_lines(image, spec)]
+        lines = label_lines(image, spec)
         result = model.predict(str(image.image_path), imgsz=spec.imgsz, conf=0.25, verbose=False)[0]
+        if spec.task == "classify":
+            errors.append(choice_errors(image.task_id, lines, to_label.get(int(result.probs.top1)), spec))
+            continue
+        truth = [line_box(line, spec, image.width, image.height) for line in lines]
         boxes = result.boxes if result.boxes is not None else result.obb  # an OBB model has no .boxes
         found = [
             (to_label[int(c)], tuple(map(float, xyxy)))
@@ -336,11 +345,20 @@ def task_errors(
     return errors
 
 
+def choice_errors(task_id: int, lines: list[str], predicted: str | None, spec: Any) -> TaskErrors:
+    """A classified image: the annotated choice missed, and a wrong choice found (a label of the control)."""
+    truth = spec.labels[int(lines[0])] if lines else None
+    found = predicted if predicted in spec.labels else None
+    return TaskErrors(
+        task_id, int(truth is not None and found != truth), int(found is not None and found != truth)
+    )
+
+
 def line_box(line: str, spec: Any, width: int, height: int) -> tuple[str, tuple[float, ...]]:
-    """(label, pixel xyxy) of one YOLO label line: its box (detect), or the box around its points."""
+    """(label, pixel xyxy) of one YOLO label line: its box (detect, pose), or the box around its points."""
     cls, *numbers = (float(v) for v in line.split())
-    if spec.task == "detect":
-        cx, cy, w, h = numbers
+    if spec.task in ("detect", "pose"):  # pose: the keypoints follow the box
+        cx, cy, w, h = numbers[:4]
         xyxy = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
     else:
         xs, ys = numbers[0::2], numbers[1::2]

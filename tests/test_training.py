@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -23,6 +24,7 @@ from tests.local_http import LocalHTTPServer
 from tools.shapes import draw_shapes_image
 from training.jobs import JobFiles, LocalProcessRunner, count_event, try_lock
 from training.versions import ServedVersions, VersionStore
+from training_pipeline import TaskErrors
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 PROJECT = "3"
@@ -529,6 +531,50 @@ def test_each_request_serves_the_pointed_version_and_unloads_the_replaced_one(
         store.unserve(PROJECT, "label")
         assert backend.predict(task, config, project=PROJECT).model_version == base.model_version
         backend.close()
+
+
+def test_cli_models_shows_each_kind_of_version_by_the_figure_it_was_promoted_on(
+    make_settings, own_model_root, capsys
+) -> None:
+    import cli
+
+    store = VersionStore(own_model_root)
+    figures = {
+        "label": {"metric": "map50_95", "new": {"map50_95": 0.61}, "serving": {"map50_95": 0.25}},
+        "choice": {"metric": "top1_accuracy", "new": {"top1_accuracy": 0.875, "map50_95": None}},
+        "timeline": {"kind": "timeline", "new": {"mean_f1": 0.93}, "serving": {"mean_f1": 0.5}},
+    }
+    for control, metrics in figures.items():
+        folder = store.create_version(PROJECT, control)
+        (folder / "metrics.json").write_text(json.dumps({**metrics, "decision": "promoted: better"}))
+    assert cli.main(["models", "--project", PROJECT], make_settings(model_root=own_model_root)) == 0
+    out = capsys.readouterr().out
+    rows = [" ".join(line.split()[1:]) for line in out.splitlines() if re.match(r"[ *] v\d+-", line)]
+    assert sorted(rows) == [
+        "mAP50-95 0.6100 0.2500 promoted: better",
+        "mean frame F1 0.9300 0.5000 promoted: better",
+        "top-1 accuracy 0.8750 - promoted: better",
+    ]
+
+
+def test_worst_tasks_of_a_classifier_count_its_top_choice() -> None:
+    from training.spec import TrainingSpec
+    from training_pipeline import choice_errors
+
+    spec = TrainingSpec("c", "Choices", "image", "classify", ("Cat", "Dog"), "m.pt")
+    assert choice_errors(1, ["1"], "Dog", spec) == TaskErrors(1, 0, 0)
+    assert choice_errors(2, ["1"], "Cat", spec) == TaskErrors(2, 1, 1)  # missed Dog, found a false Cat
+    assert choice_errors(3, ["0"], "tabby", spec) == TaskErrors(3, 1, 0)  # a class no label stands for
+    assert choice_errors(4, [], "Cat", spec) == TaskErrors(4, 0, 1)
+
+
+def test_worst_tasks_of_a_pose_model_match_the_box_before_the_keypoints() -> None:
+    from training.spec import TrainingSpec
+    from training_pipeline import line_box
+
+    spec = TrainingSpec("k", "KeyPointLabels", "image", "pose", ("person",), "m.pt")
+    label, box = line_box("0 0.5 0.5 0.2 0.4 0.45 0.35 2 0.55 0.6 2", spec, 200, 100)
+    assert label == "person" and box == pytest.approx((80.0, 30.0, 120.0, 70.0))
 
 
 @pytest.mark.slow
