@@ -54,12 +54,8 @@ class Failure:
 # -- arguments -----------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
-    """The command line; `--ls-url` and `--ls-api-key` default to `settings` (LABEL_STUDIO_URL, ..._API_KEY)."""
-    parser = argparse.ArgumentParser(
-        prog="cli.py",
-        description="Run the YOLO backend on Label Studio tasks and upload the predictions.",
-    )
+def add_label_studio_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """`--ls-url` and `--ls-api-key`, every command's, defaulting to LABEL_STUDIO_URL and ..._API_KEY."""
     parser.add_argument(
         "--ls-url", default=settings.label_studio_url, help="Label Studio URL (default: $LABEL_STUDIO_URL)"
     )
@@ -68,6 +64,15 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
         default=settings.label_studio_api_key.get_secret_value(),
         help="personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)",
     )
+
+
+def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
+    """The command line; `--ls-url` and `--ls-api-key` default to `settings` (LABEL_STUDIO_URL, ..._API_KEY)."""
+    parser = argparse.ArgumentParser(
+        prog="cli.py",
+        description="Run the YOLO backend on Label Studio tasks and upload the predictions.",
+    )
+    add_label_studio_arguments(parser, settings)
     parser.add_argument("--project", type=int, required=True, help="Label Studio project id")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -380,8 +385,7 @@ def parse_training_args(argv: Sequence[str], settings: Settings) -> argparse.Nam
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--project", type=int, required=True, help="Label Studio project id")
         command.add_argument("--control", help="the control's name (default: every trainable control)")
-        command.add_argument("--ls-url", default=settings.label_studio_url)
-        command.add_argument("--ls-api-key", default=settings.label_studio_api_key.get_secret_value())
+        add_label_studio_arguments(command, settings)
         if name == "evaluate":
             command.add_argument("--model-path", default="", help="weights in MODEL_ROOT (default: served)")
         if name == "models":
@@ -570,14 +574,7 @@ def add_export_int8_arguments(parser: argparse.ArgumentParser, settings: Setting
         default=64,
         help="most of the project's images per model (default 64); a fifth are held out for the check",
     )
-    parser.add_argument(
-        "--ls-url", default=settings.label_studio_url, help="Label Studio URL (default: $LABEL_STUDIO_URL)"
-    )
-    parser.add_argument(
-        "--ls-api-key",
-        default=settings.label_studio_api_key.get_secret_value(),
-        help="personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)",
-    )
+    add_label_studio_arguments(parser, settings)
     return parser
 
 

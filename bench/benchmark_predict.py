@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -109,26 +110,37 @@ def raw_figures(weights: Path, paths: list[Path], repeat: int) -> dict[str, floa
     }
 
 
-def backend_seconds(work: Path, weights: Path, paths: list[Path], repeat: int) -> float:
-    """Seconds of one `POST /predict` with every image as a task, through this backend's app."""
-    from fastapi.testclient import TestClient
-
+def backend_settings(work: Path, model_root: Path) -> Any:
+    """The backend's Settings for a benchmark: its models in `model_root`, images and cache in `work`."""
     from core.settings import Settings
-    from server.app import create_app
 
-    settings = Settings(
+    return Settings(
         _env_file=None,
-        model_root=weights.parent,
+        model_root=model_root,
         media_cache_dir=work / "cache",
         allowed_local_roots=str(work),  # the tasks name images written there
         allow_custom_model_path=True,
         allow_model_download=False,
     )
-    config = (
+
+
+def detector_config(weights_name: str) -> str:
+    """A labeling config with one RectangleLabels on `weights_name` (in MODEL_ROOT)."""
+    return (
         '<View><Image name="image" value="$image"/>'
-        f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
+        f'<RectangleLabels name="label" toName="image" model_path="{weights_name}" model_conf="{CONF}">'
         '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
     )
+
+
+def backend_seconds(work: Path, weights: Path, paths: list[Path], repeat: int) -> float:
+    """Seconds of one `POST /predict` with every image as a task, through this backend's app."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    settings = backend_settings(work, weights.parent)
+    config = detector_config(weights.name)
     tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
     with TestClient(create_app(settings)) as client:
 

@@ -30,7 +30,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_predict import CONF, build_model, make_images
+from benchmark_predict import backend_settings, build_model, detector_config, make_images
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -157,7 +157,6 @@ def print_report(args: argparse.Namespace, figures: Figures, errors: list[str]) 
 
 def main() -> None:
     args = parse_args()
-    from core.settings import Settings
     from model import YOLOBackend
 
     with tempfile.TemporaryDirectory() as work:
@@ -166,20 +165,8 @@ def main() -> None:
         model_root.mkdir()
         weights = build_model(args.arch, model_root / f"{args.arch}.pt")
         paths = make_images(work, args.bulk)
-        settings = Settings(
-            _env_file=None,
-            model_root=model_root,
-            media_cache_dir=work / "cache",
-            allowed_local_roots=str(work),  # the tasks name images written there
-            allow_custom_model_path=True,
-            allow_model_download=False,
-        )
-        config = (
-            '<View><Image name="image" value="$image"/>'
-            f'<RectangleLabels name="label" toName="image" model_path="{weights.name}" model_conf="{CONF}">'
-            '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
-        )
-        requests = Requests(YOLOBackend(settings), config, paths)
+        settings = backend_settings(work, model_root)
+        requests = Requests(YOLOBackend(settings), detector_config(weights.name), paths)
         figures = measure(requests, args.rounds, args.singles, args.think)
         requests.backend.close()
     print_report(args, figures, requests.errors)
