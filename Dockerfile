@@ -18,8 +18,9 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements.txt .
-# CPU wheels of torch keep the image small; an empty TORCH_EXTRA_INDEX gives the CUDA wheels.
-RUN pip install ${TORCH_EXTRA_INDEX:+--extra-index-url "$TORCH_EXTRA_INDEX"} -r requirements.txt
+# CPU wheels of torch keep the image small; an empty TORCH_EXTRA_INDEX gives the CUDA wheels. (The space
+# before "}" keeps the line valid when a tool strips the "--extra-index-url URL" pair, as docker-check does.)
+RUN pip install ${TORCH_EXTRA_INDEX:+--extra-index-url $TORCH_EXTRA_INDEX } -r requirements.txt
 
 COPY . .
 RUN useradd --create-home --uid 1000 backend && chown -R backend /app
