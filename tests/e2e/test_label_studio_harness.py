@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -222,15 +223,31 @@ def test_ml_backend_protocol(label_studio: LabelStudioServer, bus_jpg: Path) -> 
         assert not [c for c in calls if c["path"] == "/predict"]
 
 
+def listening_port_with_a_free_successor() -> tuple[socket.socket, int]:
+    """A socket listening on a port whose next port is free: Label Studio tries the next one only, so a
+    taken successor (another server of the session got it by chance) would fail the start instead."""
+    for _ in range(50):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return holder, port
+        holder.close()
+    raise RuntimeError("no port with a free successor found")
+
+
 def test_second_server_on_a_taken_port(label_studio: LabelStudioServer) -> None:
     """Label Studio moves to another port when the requested one is taken: the harness must notice.
 
     Seeded with a copy of the session server's database (no migrations), and stopped completely.
     """
     label_studio.api.create_project("seeded into the copy", LABEL_CONFIG)  # not left to another test
-    server = LabelStudioServer(port=label_studio.port, seed_database=label_studio.database)
-    with server:
-        assert server.port != label_studio.port
+    holder, taken = listening_port_with_a_free_successor()
+    server = LabelStudioServer(port=taken, seed_database=label_studio.database)
+    with holder, server:
+        assert server.port != taken
         assert server.api.whoami()["email"] == server.username
         assert server.personal_access_token != label_studio.personal_access_token
         # the copy holds the session server's projects
