@@ -149,7 +149,9 @@ class YOLOBackend:
         self.served = ServedVersions(self.versions)
         # Training runs in its own process (training_pipeline.py), never in this one's threads.
         self.jobs = jobs or LocalProcessRunner(
-            settings.model_root / "jobs", [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")]
+            settings.model_root / "jobs",
+            [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")],
+            keep_finished=settings.training_jobs_kept,
         )
         self.plans = PlanCache(settings)
         self._env_auth = (

@@ -107,6 +107,14 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Seconds one video task may take to decode and predict."
     )
 
+    # Training
+    training_jobs_kept: int = Field(
+        default=20,
+        ge=1,
+        description="Finished training jobs kept (state and log files) per project and control; older "
+        "ones are removed when a new job of that control starts.",
+    )
+
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
     max_label_config_bytes: int = Field(

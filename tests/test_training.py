@@ -217,6 +217,34 @@ def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path:
             os.kill(listed.pid, signal.SIGKILL)
 
 
+def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: Path) -> None:
+    """TRAINING_JOBS_KEPT: job states and logs under MODEL_ROOT/jobs no longer pile up for ever."""
+    from training.jobs import Job
+
+    files = JobFiles(tmp_path / "jobs")
+    files.dir.mkdir()
+
+    def finished(job_id: str, control: str = "label", state: str = "succeeded") -> str:
+        created = float(job_id.rsplit("-", 1)[1])
+        files.save(Job(id=job_id, project=PROJECT, control=control, state=state, created_at=created))
+        files.log_path(job_id).write_text("log\n")
+        return job_id
+
+    for n in range(1, 6):  # old-5 is the newest
+        finished(f"old-{n}")
+    other = finished("other-1", control="other")
+    runner = LocalProcessRunner(files.dir, [sys.executable, "-c", "pass"], keep_finished=3)
+    new = runner.submit(PROJECT, "label", "START_TRAINING", {}).job
+    kept = {job.id for job in files.all()}
+    assert kept == {new.id, "old-5", "old-4", other}  # 2 finished + the new one make 3; other controls stay
+    assert sorted(path.name for path in files.dir.glob("old-*")) == [
+        "old-4.json",
+        "old-4.log",
+        "old-5.json",
+        "old-5.log",
+    ]
+
+
 def test_unknown_or_hostile_job_ids_are_404(tmp_path: Path) -> None:
     from training.jobs import JobNotFoundError
 

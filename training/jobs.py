@@ -144,6 +144,23 @@ class JobFiles:
         # Progress bars redraw a line with carriage returns and colour codes: keep the last drawing, plain.
         return [_ANSI.sub("", line.rstrip("\n").split("\r")[-1])[-500:] for line in tail]
 
+    def prune(self, project: str, control: str, keep: int) -> list[str]:
+        """Remove the files of this control's finished jobs but the newest `keep`; the removed ids.
+
+        Called while holding the control's lock, so no job of it starts or ends meanwhile.
+        """
+        finished = [
+            job
+            for job in self.all()
+            if job.project == project and job.control == control and job.state not in ACTIVE_STATES
+        ]
+        removed = [job.id for job in finished[keep:]]  # `all()` is newest first
+        for job_id in removed:
+            for suffix in (".log", ".pid", ".json"):  # the state last: a half-removed job stays listed
+                with contextlib.suppress(FileNotFoundError):
+                    self.state_path(job_id).with_suffix(suffix).unlink()
+        return removed
+
     def all(self) -> list[Job]:
         """Every job, newest first, without log tails (`load` one job for its log)."""
         if not self.dir.is_dir():
@@ -174,10 +191,13 @@ def try_lock(path: Path) -> int | None:
 class LocalProcessRunner:
     """Runs each job as its own process on this machine (never in a web worker's threads)."""
 
-    def __init__(self, jobs_dir: Path, command: list[str], env: dict[str, str] | None = None):
+    def __init__(
+        self, jobs_dir: Path, command: list[str], env: dict[str, str] | None = None, keep_finished: int = 20
+    ):
         self.files = JobFiles(jobs_dir)
         self.command = command  # the entry point; the state file's path is appended
         self.env = env
+        self.keep_finished = keep_finished  # per (project, control): older finished jobs' files go
         self._submit_lock = threading.Lock()
 
     def submit(
@@ -194,6 +214,7 @@ class LocalProcessRunner:
             if descriptor is None:
                 return Submission(self._holder(project, control), "already_running")
             try:
+                self.files.prune(project, control, self.keep_finished - 1)  # the new one makes `keep`
                 job = self._new_job(project, control, trigger, params)
                 self._start(job, descriptor, env or {})
             finally:
