@@ -228,3 +228,42 @@ def build_constant_obb_model(target: Path, names: dict[int, str], half_side: int
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     return target
+
+
+def build_constant_segment_model(target: Path, names: dict[int, str], half_side: int) -> Path:
+    """A yolov8n-seg whose output ignores the image: the boxes of `build_constant_obb_model` without the
+    angle (squares of side 2 * half_side * 32 px at the inference size, class 0, score ~0.99), each with a
+    mask that fills its box (every prototype is a constant ~2.86 and every coefficient 1).
+    """
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n-seg.yaml")
+    head = model.model.model[-1]
+    head.nc, head.no = len(names), len(names) + head.reg_max * 4
+    with torch.no_grad():
+        for level in range(head.nl):
+            box, cls, coefficients = head.cv2[level][-1], head.cv3[level], head.cv4[level][-1]
+            cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
+            for conv in (box, cls[-1], coefficients):
+                conv.weight.zero_()
+            bins = torch.full((4, head.reg_max), -20.0)
+            bins[:, half_side] = 20.0
+            box.bias.copy_(bins.reshape(-1))
+            scores = torch.full((len(names),), -20.0)
+            if level == head.nl - 1:
+                scores[0] = 5.0
+            cls[-1].bias.copy_(scores)
+            coefficients.bias.fill_(1.0)
+        prototypes = head.proto.cv3  # Conv + BatchNorm + SiLU: a zero convolution leaves SiLU(bias)
+        prototypes.conv.weight.zero_()
+        prototypes.bn.weight.fill_(1.0)
+        prototypes.bn.bias.fill_(3.0)
+        prototypes.bn.running_mean.zero_()
+        prototypes.bn.running_var.fill_(1.0)
+    model.model.names = names
+    model.model.yaml["nc"] = len(names)
+    model.ckpt = {"train_args": {"imgsz": 640, "task": "segment"}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    return target

@@ -533,6 +533,53 @@ def test_oriented_boxes_from_a_model_with_known_output(
             assert in_percent(value["x"], value["y"]), value
 
 
+def test_polygons_and_brush_masks_from_a_model_with_known_output(
+    label_studio: LabelStudioServer, yolo_backend: BackendServer, model_root: Path, photos: list[Path]
+) -> None:
+    """PolygonLabels and BrushLabels on one segmentation model whose every detection is a square of
+    256 px (at the 640 px inference size) with a mask filling it: Label Studio stores, for each region,
+    a polygon that is that square and a brush mask that is a filled square of that size."""
+    from label_studio_sdk.converter.brush import decode_rle
+
+    from tests.known_models import build_constant_segment_model
+
+    half_side = 4
+    build_constant_segment_model(model_root / "constant-seg.pt", {0: "person", 1: "bus"}, half_side)
+    config = image_config(
+        '<PolygonLabels name="outline" toName="image" model_path="constant-seg.pt" model_iou="0.05">'
+        '<Label value="Person" predicted_values="person"/><Label value="bus"/></PolygonLabels>'
+        '<BrushLabels name="mask" toName="image" model_path="constant-seg.pt" model_iou="0.05">'
+        '<Label value="Person" predicted_values="person"/><Label value="bus"/></BrushLabels>'
+    )
+    api = label_studio.api
+    project, tasks = create_project(api, "e2e segment", config, photos)
+    model_version = connect(api, project, yolo_backend)
+    for regions, image in zip(retrieved(api, project, tasks, config, model_version), photos, strict=True):
+        width, height = image_size(image)
+        side = 2 * half_side * 32 * max(width, height) / 640  # letterboxed to 640 px on the longer side
+        polygons = [r for r in regions if r["type"] == "polygonlabels"]
+        masks = [r for r in regions if r["type"] == "brushlabels"]
+        assert polygons and len(polygons) == len(masks), [r["type"] for r in regions]
+        outlines = []  # each polygon's box in pixels (x0, y0, x1, y1)
+        for region in polygons:
+            assert region["value"]["polygonlabels"] == ["Person"]
+            points = np.array(region["value"]["points"]) * [width / 100, height / 100]
+            assert in_percent(*np.ravel(region["value"]["points"])), region["value"]
+            spans = points.max(axis=0) - points.min(axis=0) + 1  # boxes at the image edge are cut
+            assert (spans <= side + 2).all() and spans.max() >= min(side, width, height) / 2, (spans, side)
+            assert len({round(x) for x in points[:, 0]}) == 2 and len({round(y) for y in points[:, 1]}) == 2
+            outlines.append((*points.min(axis=0), *points.max(axis=0)))
+        for region in masks:
+            assert region["value"]["brushlabels"] == ["Person"] and region["value"]["format"] == "rle"
+            alpha = decode_rle(region["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
+            rows, columns = np.nonzero(alpha)
+            box_area = (np.ptp(rows) + 1) * (np.ptp(columns) + 1)
+            assert alpha.sum() == box_area, "the mask is one filled square"  # fills its box
+            assert np.ptp(rows) + 1 <= side + 2 and np.ptp(columns) + 1 <= side + 2
+            square = (columns.min(), rows.min(), columns.max(), rows.max())
+            assert any(np.allclose(square, outline, atol=2) for outline in outlines), square  # same place
+
+
 def test_taxonomy_from_a_classifier_built_to_tell_dark_from_bright(
     label_studio: LabelStudioServer, yolo_backend: BackendServer, light_classifier: str, tmp_path: Path
 ) -> None:
