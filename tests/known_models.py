@@ -191,79 +191,73 @@ def write_code_running_weights(path: Path, marker: Path) -> Path:
 
 
 def build_constant_obb_model(target: Path, names: dict[int, str], half_side: int, angle: float) -> Path:
-    """A yolov8n-obb whose output ignores the image: every anchor of the stride-32 level predicts a
-    square of side 2 * half_side * 32 px (at the inference size) turned by `angle` radians, of class 0
-    with score ~0.99; the other levels and classes score ~0. NMS keeps a grid of such squares.
-
-    The last convolution of each head branch gets zero weights and a bias that says it: the box branch
-    one peaked distribution bin (`half_side`) per side, the class branch the scores, the angle branch
-    sigmoid^-1(angle / pi + 0.25) (Ultralytics decodes the angle as (sigmoid(x) - 0.25) * pi).
-    """
+    """A yolov8n-obb whose output ignores the image: the squares of `_constant_squares`, each turned by
+    `angle` radians (the angle branch says sigmoid^-1(angle / pi + 0.25): Ultralytics decodes the angle
+    as (sigmoid(x) - 0.25) * pi)."""
     import math
 
-    import torch
-    from ultralytics import YOLO
-
-    model = YOLO("yolov8n-obb.yaml")
-    head = model.model.model[-1]
-    head.nc, head.no = len(names), len(names) + head.reg_max * 4
-    with torch.no_grad():
-        for level in range(head.nl):
-            box, cls, rotation = head.cv2[level][-1], head.cv3[level], head.cv4[level][-1]
-            cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
-            for conv in (box, cls[-1], rotation):
-                conv.weight.zero_()
-            bins = torch.full((4, head.reg_max), -20.0)
-            bins[:, half_side] = 20.0
-            box.bias.copy_(bins.reshape(-1))
-            scores = torch.full((len(names),), -20.0)
-            if level == head.nl - 1:
-                scores[0] = 5.0
-            cls[-1].bias.copy_(scores)
-            fraction = angle / math.pi + 0.25
-            rotation.bias.fill_(math.log(fraction / (1 - fraction)))
-    model.model.names = names
-    model.model.yaml["nc"] = len(names)
-    model.ckpt = {"train_args": {"imgsz": 640, "task": "obb"}}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(target))
-    return target
+    fraction = angle / math.pi + 0.25
+    rotation_bias = math.log(fraction / (1 - fraction))
+    return _constant_squares("yolov8n-obb.yaml", "obb", target, names, half_side, rotation_bias)
 
 
 def build_constant_segment_model(target: Path, names: dict[int, str], half_side: int) -> Path:
-    """A yolov8n-seg whose output ignores the image: the boxes of `build_constant_obb_model` without the
-    angle (squares of side 2 * half_side * 32 px at the inference size, class 0, score ~0.99), each with a
-    mask that fills its box (every prototype is a constant ~2.86 and every coefficient 1).
-    """
-    import torch
-    from ultralytics import YOLO
+    """A yolov8n-seg whose output ignores the image: the squares of `_constant_squares`, each with a mask
+    that fills its box (every prototype is a constant ~2.86 and every mask coefficient 1)."""
 
-    model = YOLO("yolov8n-seg.yaml")
-    head = model.model.model[-1]
-    head.nc, head.no = len(names), len(names) + head.reg_max * 4
-    with torch.no_grad():
-        for level in range(head.nl):
-            box, cls, coefficients = head.cv2[level][-1], head.cv3[level], head.cv4[level][-1]
-            cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
-            for conv in (box, cls[-1], coefficients):
-                conv.weight.zero_()
-            bins = torch.full((4, head.reg_max), -20.0)
-            bins[:, half_side] = 20.0
-            box.bias.copy_(bins.reshape(-1))
-            scores = torch.full((len(names),), -20.0)
-            if level == head.nl - 1:
-                scores[0] = 5.0
-            cls[-1].bias.copy_(scores)
-            coefficients.bias.fill_(1.0)
+    def fill_masks(head) -> None:  # called under torch.no_grad()
         prototypes = head.proto.cv3  # Conv + BatchNorm + SiLU: a zero convolution leaves SiLU(bias)
         prototypes.conv.weight.zero_()
         prototypes.bn.weight.fill_(1.0)
         prototypes.bn.bias.fill_(3.0)
         prototypes.bn.running_mean.zero_()
         prototypes.bn.running_var.fill_(1.0)
+
+    return _constant_squares("yolov8n-seg.yaml", "segment", target, names, half_side, 1.0, fill_masks)
+
+
+def _constant_squares(
+    architecture: str,
+    task: str,
+    target: Path,
+    names: dict[int, str],
+    half_side: int,
+    extra_bias: float,
+    finish=None,
+) -> Path:
+    """A model of `architecture` whose every anchor of the stride-32 level predicts a square of side
+    2 * half_side * 32 px (at the inference size) of class 0 with score ~0.99; the other levels and
+    classes score ~0, so NMS keeps a grid of such squares.
+
+    The last convolution of each head branch gets zero weights and a bias that says it: the box branch
+    one peaked distribution bin (`half_side`) per side, the class branch the scores, the task's own
+    branch (`cv4`: OBB angle, mask coefficients) `extra_bias`; `finish(head)` sets anything else.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(architecture)
+    head = model.model.model[-1]
+    head.nc, head.no = len(names), len(names) + head.reg_max * 4
+    with torch.no_grad():
+        for level in range(head.nl):
+            box, cls, extra = head.cv2[level][-1], head.cv3[level], head.cv4[level][-1]
+            cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
+            for conv in (box, cls[-1], extra):
+                conv.weight.zero_()
+            bins = torch.full((4, head.reg_max), -20.0)
+            bins[:, half_side] = 20.0
+            box.bias.copy_(bins.reshape(-1))
+            scores = torch.full((len(names),), -20.0)
+            if level == head.nl - 1:
+                scores[0] = 5.0
+            cls[-1].bias.copy_(scores)
+            extra.bias.fill_(extra_bias)
+        if finish is not None:
+            finish(head)
     model.model.names = names
     model.model.yaml["nc"] = len(names)
-    model.ckpt = {"train_args": {"imgsz": 640, "task": "segment"}}
+    model.ckpt = {"train_args": {"imgsz": 640, "task": task}}
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     return target
