@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -504,6 +504,23 @@ def light_classifier(model_root: Path) -> str:
     return "light-cls.pt"
 
 
+def stored_regions(
+    label_studio: LabelStudioServer, backend: BackendServer, title: str, config: str, photos: list[Path]
+) -> Iterator[tuple[list[dict], int, int]]:
+    """A project of `photos` connected to `backend`: per photo, the regions Label Studio stored, and its size."""
+    api = label_studio.api
+    project, tasks = create_project(api, title, config, photos)
+    model_version = connect(api, project, backend)
+    for regions, image in zip(retrieved(api, project, tasks, config, model_version), photos, strict=True):
+        yield regions, *image_size(image)
+
+
+def constant_square_side(half_side: int, width: int, height: int) -> float:
+    """The side in image pixels of a `tests.known_models` constant square: the image is letterboxed to
+    640 px on its longer side, where the square is 2 * half_side * 32 px."""
+    return 2 * half_side * 32 * max(width, height) / 640
+
+
 def test_oriented_boxes_from_a_model_with_known_output(
     label_studio: LabelStudioServer, yolo_backend: BackendServer, model_root: Path, photos: list[Path]
 ) -> None:
@@ -517,12 +534,8 @@ def test_oriented_boxes_from_a_model_with_known_output(
         '<RectangleLabels name="label" toName="image" model_obb="true" model_path="constant-obb.pt">'
         '<Label value="Plane" predicted_values="plane"/><Label value="ship"/></RectangleLabels>'
     )
-    api = label_studio.api
-    project, tasks = create_project(api, "e2e obb", config, photos)
-    model_version = connect(api, project, yolo_backend)
-    for regions, image in zip(retrieved(api, project, tasks, config, model_version), photos, strict=True):
-        width, height = image_size(image)
-        side = 2 * half_side * 32 * max(width, height) / 640  # letterboxed to 640 px on the longer side
+    for regions, width, height in stored_regions(label_studio, yolo_backend, "e2e obb", config, photos):
+        side = constant_square_side(half_side, width, height)
         for region in regions:
             value = region["value"]
             assert value["rectanglelabels"] == ["Plane"] and region["type"] == "rectanglelabels"
@@ -551,12 +564,8 @@ def test_polygons_and_brush_masks_from_a_model_with_known_output(
         '<BrushLabels name="mask" toName="image" model_path="constant-seg.pt" model_iou="0.05">'
         '<Label value="Person" predicted_values="person"/><Label value="bus"/></BrushLabels>'
     )
-    api = label_studio.api
-    project, tasks = create_project(api, "e2e segment", config, photos)
-    model_version = connect(api, project, yolo_backend)
-    for regions, image in zip(retrieved(api, project, tasks, config, model_version), photos, strict=True):
-        width, height = image_size(image)
-        side = 2 * half_side * 32 * max(width, height) / 640  # letterboxed to 640 px on the longer side
+    for regions, width, height in stored_regions(label_studio, yolo_backend, "e2e segment", config, photos):
+        side = constant_square_side(half_side, width, height)
         polygons = [r for r in regions if r["type"] == "polygonlabels"]
         masks = [r for r in regions if r["type"] == "brushlabels"]
         assert polygons and len(polygons) == len(masks), [r["type"] for r in regions]
