@@ -18,6 +18,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,17 @@ def raw_figures(weights: Path, paths: list[Path], repeat: int) -> dict[str, floa
     }
 
 
+@contextmanager
+def workspace(arch: str, images: int) -> Iterator[tuple[Path, Path, list[Path]]]:
+    """A temporary folder with a model of `arch` in its `models/` and `images` test images: (folder,
+    weights, image paths); removed afterwards."""
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        (work / "models").mkdir()
+        weights = build_model(arch, work / "models" / f"{arch}.pt")
+        yield work, weights, make_images(work, images)
+
+
 def backend_settings(work: Path, model_root: Path) -> Any:
     """The backend's Settings for a benchmark: its models in `model_root`, images and cache in `work`."""
     from core.settings import Settings
@@ -155,12 +168,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        model_root = work / "models"
-        model_root.mkdir()
-        weights = build_model(args.arch, model_root / f"{args.arch}.pt")
-        paths = make_images(work, args.images)
+    with workspace(args.arch, args.images) as (work, weights, paths):
         figures = raw_figures(weights, paths, args.repeat)
         figures["this backend, POST /predict with all tasks"] = backend_seconds(
             work, weights, paths, args.repeat

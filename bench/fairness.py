@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_predict import backend_settings, build_model, detector_config, make_images
+from benchmark_predict import backend_settings, detector_config, workspace
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -159,13 +158,8 @@ def main() -> None:
     args = parse_args()
     from model import YOLOBackend
 
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        model_root = work / "models"
-        model_root.mkdir()
-        weights = build_model(args.arch, model_root / f"{args.arch}.pt")
-        paths = make_images(work, args.bulk)
-        settings = backend_settings(work, model_root)
+    with workspace(args.arch, args.bulk) as (work, weights, paths):
+        settings = backend_settings(work, weights.parent)
         requests = Requests(YOLOBackend(settings), detector_config(weights.name), paths)
         figures = measure(requests, args.rounds, args.singles, args.think)
         requests.backend.close()
