@@ -1,0 +1,175 @@
+"""The one client this backend uses for Label Studio's REST API: the SDK's `LabelStudio`.
+
+Used by the training job (annotations), prediction jobs and `cli.py` (tasks, uploads) and for the
+project's own labeling config. The SDK renews personal-access-token access tokens itself; it is built
+with redirects off, so neither a token exchange nor an API call ever follows a redirect with the key
+(the key only goes to Label Studio's own origin).
+
+Every call's failure becomes a `LabelStudioAccessError` naming what was asked, never the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from core.errors import BackendError, LabelStudioAccessError
+
+_PAGE_SIZE = 100
+
+
+def describe(error: Exception) -> str:
+    """A one-line reason for an error from the SDK, httpx or the backend (no key, no body dump)."""
+    if isinstance(error, BackendError):
+        return error.message
+    status = getattr(error, "status_code", None)
+    if status is not None:
+        body = getattr(error, "body", None)
+        detail = body.get("detail") if isinstance(body, dict) else None
+        return f"HTTP {status}" + (f": {detail}" if isinstance(detail, str) else "")
+    return type(error).__name__
+
+
+def project_id(project: Any) -> int:
+    """Label Studio's integer project id from what callers send ("7", 7, "7.1795316247", "007")."""
+    text = str(project).strip().split(".", 1)[0] if project is not None else ""
+    if isinstance(project, bool) or not text.isdigit() or int(text) <= 0:
+        raise LabelStudioAccessError(f"'{project}' is not a Label Studio project id (a positive integer)")
+    return int(text)
+
+
+class LabelStudioClient:
+    """Label Studio at one address with one API key (legacy token or personal access token)."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 60.0):
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+        self._sdk = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"LabelStudioClient({self.base_url!r})"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self._api_key)
+
+    @property
+    def api_key(self) -> str:
+        """The key as given (handed to a job's process through its environment only, never stored)."""
+        return self._api_key
+
+    @property
+    def sdk(self) -> Any:
+        """The SDK client, built on first use (the SDK checks a personal access token's expiry then)."""
+        if self._sdk is None:
+            from label_studio_sdk.client import LabelStudio
+
+            try:
+                self._sdk = LabelStudio(
+                    base_url=self.base_url,
+                    api_key=self._api_key,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                )
+            except Exception as error:  # an expired personal access token is refused here
+                raise LabelStudioAccessError(
+                    f"Label Studio at {self.base_url} refused the API key ({describe(error)}); "
+                    "create a new one in Account & Settings"
+                ) from None
+        return self._sdk
+
+    def label_config(self, project: Any) -> str:
+        """The project's own labeling config, as Label Studio stores it."""
+        project_number = project_id(project)
+        found = self._call(f"read project {project_number}", self.sdk.projects.get, id=project_number)
+        return found.label_config or ""
+
+    def task(self, task_id: Any) -> dict[str, Any]:
+        found = self._call(f"read task {task_id}", self.sdk.tasks.get, id=str(task_id))
+        return {"id": found.id, "project": getattr(found, "project", None), "data": dict(found.data or {})}
+
+    def tasks(
+        self,
+        project: Any,
+        *,
+        annotated_only: bool = False,
+        without_model_version: str | None = None,
+        ids: Iterable[int] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The project's tasks page by page (never all in memory): `{"id", "project", "data"}` and, with
+        `annotated_only`, `"annotations"` (plain dicts).
+
+        `without_model_version`: only tasks with no prediction of that version (Label Studio filters).
+        `ids`: only these tasks.
+        """
+        project_number = project_id(project)
+        items = []
+        if annotated_only:  # Label Studio 1.23 ignores the list's own `only_annotated`
+            items.append(_filter("total_annotations", "greater", "Number", 0))
+        if without_model_version is not None:
+            items.append(
+                _filter("predictions_model_versions", "not_contains", "List", [without_model_version])
+            )
+        query_parts: dict[str, Any] = {}
+        if items:
+            query_parts["filters"] = {"conjunction": "and", "items": items}
+        if ids is not None:  # the Data Manager's own selection
+            query_parts["selectedItems"] = {"all": False, "included": sorted({int(i) for i in ids})}
+        query = json.dumps(query_parts) if query_parts else None
+        pages = self._call(
+            f"list the tasks of project {project_number}",
+            self.sdk.tasks.list,
+            project=project_number,
+            fields="all" if annotated_only else "task_only",
+            query=query,
+            page_size=_PAGE_SIZE,
+        )
+        iterator = iter(pages)
+        while True:
+            task = self._call(f"list the tasks of project {project_number}", next, iterator, None)
+            if task is None:
+                return
+            yield _plain_task(task, project_number, annotated_only)
+
+    def create_prediction(
+        self, task: int, result: list[dict], score: float | None, model_version: str
+    ) -> None:
+        self._call(
+            f"store a prediction for task {task}",
+            self.sdk.predictions.create,
+            task=int(task),
+            result=result,
+            score=score,
+            model_version=model_version,
+        )
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header for a download from Label Studio's own origin (access token renewed)."""
+        headers = self._call("renew the access token", self.sdk._client_wrapper.get_headers)
+        return {"Authorization": headers["Authorization"]}
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except BackendError:
+            raise
+        except Exception as error:
+            raise LabelStudioAccessError(
+                f"could not {what} at Label Studio {self.base_url}: {describe(error)}"
+            ) from None
+
+
+def _filter(field: str, operator: str, kind: str, value: Any) -> dict[str, Any]:
+    return {"filter": f"filter:tasks:{field}", "operator": operator, "type": kind, "value": value}
+
+
+def _plain_task(task: Any, project_number: int, with_annotations: bool) -> dict[str, Any]:
+    data = task.model_dump() if hasattr(task, "model_dump") else dict(task)
+    plain = {"id": data.get("id"), "project": project_number, "data": data.get("data") or {}}
+    if with_annotations:
+        plain["annotations"] = [
+            a.model_dump() if hasattr(a, "model_dump") else a for a in data.get("annotations") or []
+        ]
+    return plain
