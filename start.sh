@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serve the backend with gunicorn (ASGI workers). Environment: PORT (9090), WORKERS (1), THREADS (8),
-# TIMEOUT (300 s per request), and every backend setting (see README).
+# TIMEOUT (300 s per request), and every backend setting (see docs/configuration.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 python="${PYTHON:-python3}"

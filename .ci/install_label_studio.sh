@@ -39,7 +39,7 @@ if [ -z "${LS_PYTHON:-}" ]; then
     if command -v python3.11 >/dev/null 2>&1; then LS_PYTHON=python3.11; else LS_PYTHON=python3; fi
 fi
 
-echo "installing label-studio $LS_VERSION into $LS_VENV (takes a few minutes)" >&2
+echo "installing label-studio $LS_VERSION into $LS_VENV (once; under a minute on a fast connection)" >&2
 start=$(date +%s)
 if [ -f "$LS_VENV/pyvenv.cfg" ]; then
     echo "removing the incomplete venv $LS_VENV" >&2
