@@ -171,7 +171,9 @@ def json_problem(error: RequestValidationError) -> str:
     """Where a body stops being JSON (line, column) and what the parser expected there; no body text is
     quoted (it may hold a password)."""
     item = next(item for item in error.errors() if item.get("type") == "json_invalid")
-    what = (item.get("ctx") or {}).get("error") or "not JSON"
+    what = str((item.get("ctx") or {}).get("error") or "not JSON").removesuffix(" at")
+    if what == "Invalid control character":  # a config pasted with its line breaks into a JSON string
+        what += " (a line break or tab inside a string must be written as \\n or \\t)"
     position, document = item.get("loc", (None,))[-1], error.body
     if not isinstance(position, int) or not isinstance(document, str):
         return f"JSON decode error: {what}"

@@ -198,7 +198,7 @@ def test_every_example_config_is_one_the_backend_plans_for(page, make_settings):
     from control_models.labeling_plan import build_plan
     from server.ui_examples import BUNDLED_MODELS
 
-    page.wait_for_selector("#example option")
+    page.wait_for_selector("#example option", state="attached")
     examples = page.evaluate("EXAMPLES")
     options = page.locator("#example option").all_text_contents()
     assert options == list(examples) and len(examples) == 10
