@@ -41,7 +41,9 @@ def first_run_url(make_settings, fresh_root):
 def page(first_run_url):
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM.is_file(), "Debian chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    assert CHROMIUM.is_file(), (
+        "Debian chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 760})
