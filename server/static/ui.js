@@ -354,8 +354,7 @@ function init() {
     draw();
   });
   $("run").addEventListener("click", predict);
-  loadExamples();
-  loadModels();
+  loadExamples().finally(loadModels); // the models list appears once the examples are there
   loadJobs();
   setInterval(() => { if (!$("jobs-section").hidden) loadJobs(); }, 5000);
 }
