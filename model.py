@@ -39,9 +39,9 @@ from core.errors import (
     BackendError,
     BadRequestError,
     LabelingConfigError,
-    LabelStudioAccessError,
     MediaError,
     ModelError,
+    ServerConfigurationError,
     WrongModelKindError,
 )
 from core.settings import PROJECT_ROOT, Settings
@@ -233,6 +233,7 @@ class YOLOBackend:
         project: Any = None,
         uploads: Mapping[str, Path] | None = None,
         missing_key_fails_request: bool = True,
+        plans: PlanCache | None = None,
     ) -> PredictionRun:
         """One prediction per task; `project` is Label Studio's project id ("7.1700000000" or 7).
 
@@ -244,9 +245,10 @@ class YOLOBackend:
 
         `uploads` maps task media URLs to files already on this machine for this call only (the try-it
         page's uploads): only an in-process caller can pass it, so no /predict body can name such a file.
+        `plans` replaces the backend's plan cache (the try-it page's own examples, see server/ui_examples.py).
         """
         uploads = uploads or {}
-        plan = self.plans.get(label_config)
+        plan = (plans or self.plans).get(label_config)
         # Tasks carry their project id; the request's is the fallback (copies: the caller's stay as they are).
         checked = [
             {**task, "project": project_key(project)} if task.get("project") is None else task
@@ -353,9 +355,9 @@ class YOLOBackend:
         """The job process reaches Label Studio as this process does (environment, else /setup's)."""
         auth = self.label_studio_auth(project)
         if auth is None or not auth.configured:
-            raise LabelStudioAccessError(
-                "training needs Label Studio's address and an API key: set LABEL_STUDIO_URL and "
-                "LABEL_STUDIO_API_KEY on the backend (the job fetches the annotations itself)"
+            raise ServerConfigurationError(
+                "training needs Label Studio's address and an API key, and this backend has neither: set "
+                "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend (the job fetches the annotations itself)"
             )
         return {
             **settings_environment(self.settings),

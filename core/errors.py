@@ -53,6 +53,13 @@ class LabelStudioAccessError(BackendError):
     status_code = 502
 
 
+class ServerConfigurationError(BackendError):
+    """This backend lacks a setting the request needs (e.g. Label Studio's address and key for training).
+    Neither the caller's fault (4xx) nor Label Studio's answer (502): the server is not set up for it."""
+
+    status_code = 503
+
+
 class TrainingDataError(BackendError):
     """The project's annotations are not enough to train on; the message says what is missing."""
 

@@ -267,8 +267,10 @@ class ModelRegistry:
     def _download(self, model_path: str, path: Path) -> None:
         """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""
         is_bare_name = "/" not in model_path.replace("\\", "/")
-        if not (self._settings.allow_model_download and is_bare_name and path.suffix == ".pt"):
+        if not (is_bare_name and path.suffix == ".pt"):
             raise ModelLoadError(f"model file '{model_path}' not found in MODEL_ROOT")
+        if not self._settings.allow_model_download:
+            raise ModelLoadError(missing_without_download(model_path, self._settings))
         from ultralytics.utils.downloads import attempt_download_asset
 
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +287,19 @@ class ModelRegistry:
                 f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
                 "(no internet?); put the file into MODEL_ROOT"
             )
+
+
+def missing_without_download(model_path: str, settings: Settings) -> str:
+    """A missing official-looking file while downloads are off: say so, and why they are off."""
+    why = (
+        "ALLOW_CUSTOM_MODEL_PATH=true turns them off unless ALLOW_MODEL_DOWNLOAD=true is set"
+        if settings.allow_custom_model_path
+        else "ALLOW_MODEL_DOWNLOAD=false"
+    )
+    return (
+        f"model file '{model_path}' not found in MODEL_ROOT, and downloads are off ({why}): put the file "
+        "into MODEL_ROOT, or set ALLOW_MODEL_DOWNLOAD=true to let the backend fetch official weights"
+    )
 
 
 def uses_cuda(device: str) -> bool:

@@ -86,7 +86,10 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     @app.post("/setup", response_model=SetupResponse)
     def setup(body: SetupRequest) -> dict[str, Any]:
         version = backend.setup(
-            body.schema_, hostname=body.hostname, access_token=body.access_token, project=body.project
+            body.labeling_config(),
+            hostname=body.hostname,
+            access_token=body.access_token,
+            project=body.project,
         )
         return {"model_version": version}
 
@@ -141,18 +144,42 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = []
         for item in error.errors()[:10]:
+            if item.get("type") == "json_invalid":
+                return JSONResponse(
+                    {"error": "invalid request body: " + json_problem(error)}, status_code=400
+                )
             where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
-        status = 400 if any(item.get("type") == "json_invalid" for item in error.errors()) else 422
-        return JSONResponse({"error": "invalid request body: " + "; ".join(problems)}, status_code=status)
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith(("application/json", "multipart/form-data")):
+            # curl -d without -H sends a form: the body was never read as JSON.
+            problems.append(
+                f"send JSON with 'Content-Type: application/json' (this request's: '{content_type}')"
+            )
+        return JSONResponse({"error": "invalid request body: " + "; ".join(problems)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         logger.exception("Unhandled error")
         return JSONResponse({"error": "internal error; the backend log has the details"}, status_code=500)
+
+
+def json_problem(error: RequestValidationError) -> str:
+    """Where a body stops being JSON (line, column) and what the parser expected there; no body text is
+    quoted (it may hold a password)."""
+    item = next(item for item in error.errors() if item.get("type") == "json_invalid")
+    what = str((item.get("ctx") or {}).get("error") or "not JSON").removesuffix(" at")
+    if what == "Invalid control character":  # a config pasted with its line breaks into a JSON string
+        what += " (a line break or tab inside a string must be written as \\n or \\t)"
+    position, document = item.get("loc", (None,))[-1], error.body
+    if not isinstance(position, int) or not isinstance(document, str):
+        return f"JSON decode error: {what}"
+    line = document.count("\n", 0, position) + 1
+    column = position - document.rfind("\n", 0, position)
+    return f"JSON decode error at line {line}, column {column} (character {position}): {what}"
 
 
 def _install_metrics(app: FastAPI, metrics: Metrics) -> None:

@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.errors import LabelingConfigError
 from core.tasks import Task
 
 
@@ -29,6 +30,17 @@ class SetupRequest(BaseModel):
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError("hostname must be Label Studio's http(s) address, e.g. http://localhost:8080")
         return hostname
+
+    def labeling_config(self) -> str:
+        """The config to answer a version for. None is a 422: the version of an empty config would look
+        valid and match no /predict."""
+        if self.schema_.strip():
+            return self.schema_
+        sent = sorted((self.model_extra or {}).keys() & {"label_config", "config", "labeling_config"})
+        hint = f"; this body has '{sent[0]}', which is /predict's name for it" if sent else ""
+        raise LabelingConfigError(
+            "/setup needs the project's labeling config in 'schema' (Label Studio sends it there)" + hint
+        )
 
 
 class SetupResponse(BaseModel):

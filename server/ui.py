@@ -21,9 +21,11 @@ from starlette.exceptions import HTTPException
 
 from core.settings import Settings
 from model import YOLOBackend
+from server.ui_examples import EXAMPLE_CONFIGS, SAMPLE_FILES, SAMPLES, describe, trusted_plans
 
 STATIC = Path(__file__).resolve().parent / "static"
 _ASSETS = {"ui.js": "text/javascript", "ui.css": "text/css"}
+_SAMPLE_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4"}
 _WEIGHT_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".xml")
 _MAX_LISTED_MODELS = 200
 _COPY_CHUNK = 1 << 20
@@ -42,10 +44,23 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
             raise HTTPException(404, "Not Found")
         return FileResponse(STATIC / name, media_type=_ASSETS[name])
 
+    examples_plans = trusted_plans(settings)
+
+    @app.get("/ui/examples")
+    def examples() -> dict[str, Any]:
+        return {"examples": describe(examples_plans, settings)}
+
+    @app.get("/ui/examples/{name}", include_in_schema=False)
+    async def sample(name: str) -> FileResponse:
+        if name not in SAMPLE_FILES:
+            raise HTTPException(404, "Not Found")
+        return FileResponse(SAMPLES / name, media_type=_SAMPLE_TYPES[Path(name).suffix])
+
     @app.get("/ui/models")
     def models() -> dict[str, Any]:
         return {
             "model_root": str(settings.model_root),
+            "allow_custom_model_path": settings.allow_custom_model_path,
             "files": model_files(settings.model_root),
             "loaded": backend.registry.loaded(),
             "errors": dict(backend.registry.last_errors),
@@ -53,7 +68,11 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
 
     @app.post("/ui/predict")
     def predict_upload(label_config: str = Form(...), file: UploadFile = File(...)) -> dict[str, Any]:
-        plan = backend.plans.get(label_config)  # a bad config is a 422 before the file is copied
+        # The page's own examples may name the bundled model; any other text follows the server's settings.
+        normalized = label_config.replace("\r\n", "\n")  # a browser's form may send a textarea's CRLFs
+        trusted = normalized in EXAMPLE_CONFIGS
+        plans, label_config = (examples_plans, normalized) if trusted else (backend.plans, label_config)
+        plan = plans.get(label_config)  # a bad config is a 422 before the file is copied
         is_video = any("Video" in control.object_tags for control in plan.controls)
         limit = settings.max_video_bytes if is_video else settings.max_image_bytes
         name = _safe_name(file.filename or "upload")
@@ -62,7 +81,7 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
             path = Path(folder) / name
             _copy_within(file, path, limit, "MAX_VIDEO_BYTES" if is_video else "MAX_IMAGE_BYTES")
             task = {"id": 1, "data": {control.value_key: url for control in plan.controls}}
-            run = backend.predict([task], label_config, uploads={url: path})
+            run = backend.predict([task], label_config, uploads={url: path}, plans=plans)
         result = run.results()[0]
         return {
             "file_name": file.filename,

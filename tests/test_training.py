@@ -453,11 +453,11 @@ def test_jobs_routes_are_protected_and_answer(make_client, own_model_root) -> No
 
 
 def test_start_training_without_label_studio_access_is_a_clear_error(make_settings, own_model_root) -> None:
-    from core.errors import LabelStudioAccessError
+    from core.errors import ServerConfigurationError
     from model import YOLOBackend
 
     backend = YOLOBackend(make_settings(model_root=own_model_root))
-    with pytest.raises(LabelStudioAccessError, match="LABEL_STUDIO_URL"):
+    with pytest.raises(ServerConfigurationError, match="LABEL_STUDIO_URL"):
         backend.fit("START_TRAINING", project_body(label_config()))
     assert not JobFiles(own_model_root / "jobs").all()
     backend.close()

@@ -196,13 +196,17 @@ def test_video_upload_draws_the_track_on_the_frame_shown(page, tmp_path):
 def test_every_example_config_is_one_the_backend_plans_for(page, make_settings):
     from control_models import CONTROL_MODELS
     from control_models.labeling_plan import build_plan
+    from server.ui_examples import BUNDLED_MODELS
 
+    page.wait_for_selector("#example option", state="attached")
     examples = page.evaluate("EXAMPLES")
     options = page.locator("#example option").all_text_contents()
-    assert options == list(examples) and len(examples) == 9
+    assert options == list(examples) and len(examples) == 10
     tags = set()
     for name, config in examples.items():
-        plan = build_plan(config, make_settings(allow_custom_model_path=False))
+        # Only the page's own examples may name a model, and only a bundled one (server/ui_examples.py).
+        custom = any(f'model_path="{bundled}"' in config for bundled in BUNDLED_MODELS)
+        plan = build_plan(config, make_settings(allow_custom_model_path=custom))
         tags |= {type(control).__name__ for control in plan.controls}
         assert plan.controls, name
     assert tags == {model.__name__ for model in CONTROL_MODELS}  # one example per control tag, OBB too

@@ -2,38 +2,11 @@
 // Plain script, no build step, nothing loaded from elsewhere (the page must work offline).
 "use strict";
 
-const IMAGE = '<Image name="image" value="$image"/>';
-const VIDEO = '<Video name="video" value="$video" frameRate="25"/>';
-const EXAMPLES = {
-  RectangleLabels: `<View>\n  ${IMAGE}\n  <RectangleLabels name="label" toName="image" model_score_threshold="0.25">
-    <Label value="Person" predicted_values="person"/>\n    <Label value="Vehicle" predicted_values="car,bus,truck"/>
-  </RectangleLabels>\n</View>`,
-  "RectangleLabels (OBB)": `<View>\n  ${IMAGE}\n  <RectangleLabels name="label" toName="image" model_obb="true">
-    <Label value="Plane" predicted_values="plane"/>\n    <Label value="Ship" predicted_values="ship"/>
-  </RectangleLabels>\n</View>`,
-  PolygonLabels: `<View>\n  ${IMAGE}\n  <PolygonLabels name="polygon" toName="image">
-    <Label value="Person" predicted_values="person"/>\n    <Label value="Car" predicted_values="car"/>
-  </PolygonLabels>\n</View>`,
-  BrushLabels: `<View>\n  ${IMAGE}\n  <BrushLabels name="brush" toName="image">
-    <Label value="Person" predicted_values="person"/>\n    <Label value="Car" predicted_values="car"/>
-  </BrushLabels>\n</View>`,
-  Choices: `<View>\n  ${IMAGE}\n  <Choices name="choice" toName="image" choice="single">
-    <Choice value="Cat" predicted_values="tabby,tiger_cat,Persian_cat"/>\n    <Choice value="Dog" predicted_values="golden_retriever,beagle"/>
-  </Choices>\n</View>`,
-  Taxonomy: `<View>\n  ${IMAGE}\n  <Taxonomy name="taxonomy" toName="image">
-    <Choice value="Animal">\n      <Choice value="Cat" predicted_values="tabby,tiger_cat"/>\n      <Choice value="Dog" predicted_values="beagle"/>
-    </Choice>\n  </Taxonomy>\n</View>`,
-  KeyPointLabels: `<View>\n  ${IMAGE}\n  <RectangleLabels name="box" toName="image">\n    <Label value="Person" predicted_values="person"/>
-  </RectangleLabels>\n  <KeyPointLabels name="keypoints" toName="image">
-    <Label value="nose" predicted_values="person" model_index="0"/>\n    <Label value="left_eye" predicted_values="person" model_index="1"/>
-    <Label value="right_eye" predicted_values="person" model_index="2"/>\n  </KeyPointLabels>\n</View>`,
-  VideoRectangle: `<View>\n  ${VIDEO}\n  <Labels name="videoLabels" toName="video">
-    <Label value="Person" predicted_values="person"/>\n    <Label value="Car" predicted_values="car"/>
-  </Labels>\n  <VideoRectangle name="box" toName="video" model_tracker="botsort"/>\n</View>`,
-  TimelineLabels: `<View>\n  ${VIDEO}\n  <TimelineLabels name="timeline" toName="video" model_score_threshold="0.3">
-    <Label value="Cat" predicted_values="tabby,tiger_cat"/>\n    <Label value="Dog" predicted_values="beagle"/>
-  </TimelineLabels>\n</View>`,
-};
+// The examples are the server's fixed list (GET /ui/examples, server/ui_examples.py): the first runs
+// offline on the bundled shapes model and a sample image; each says which weight files it needs.
+let EXAMPLES = {}; // name -> labeling config
+let exampleInfo = {}; // name -> {sample, weights, ready, note}
+let modelsInfo = null; // the last /ui/models answer
 
 const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -242,6 +215,19 @@ function showMedia(file) {
   draw();
 }
 
+async function predictSample() {
+  const info = exampleInfo[$("example").value];
+  if (!info || !info.sample) return;
+  const response = await fetch(info.sample);
+  if (!response.ok) return say("error", `the sample image could not be loaded (HTTP ${response.status})`);
+  const blob = await response.blob();
+  const chosen = new DataTransfer();
+  chosen.items.add(new File([blob], info.sample.split("/").pop(), { type: blob.type }));
+  $("file").files = chosen.files;
+  $("config").value = EXAMPLES[$("example").value];
+  await predict();
+}
+
 async function predict() {
   const file = $("file").files[0];
   $("messages").replaceChildren();
@@ -283,10 +269,15 @@ async function loadModels() {
   const response = await fetch("/ui/models");
   if (!response.ok) return;
   const data = await response.json();
+  modelsInfo = data;
   const list = el("ul");
   for (const file of data.files) {
     const loaded = data.loaded[file.name] ? ` (loaded: ${data.loaded[file.name]})` : "";
-    const item = el("li", { class: "model" }, `${file.name}, ${(file.bytes / 1e6).toFixed(1)} MB${loaded}`);
+    const item = el("li", { class: "model" }, `${file.name}, ${(file.bytes / 1e6).toFixed(1)} MB${loaded} `);
+    const use = el("button", { type: "button", class: "use-model", "data-model": file.name }, "use");
+    use.title = `Set model_path="${file.name}" on the config's control tags`;
+    use.addEventListener("click", () => useModel(file.name));
+    item.append(use);
     if (file.metrics) item.append(el("code", {}, ` ${JSON.stringify(file.metrics)}`));
     list.append(item);
   }
@@ -316,16 +307,54 @@ async function loadJobs() {
   $("jobs-section").hidden = false;
 }
 
+const CONTROL_TAGS = ["RectangleLabels", "PolygonLabels", "BrushLabels", "Choices", "Taxonomy",
+  "KeyPointLabels", "VideoRectangle", "TimelineLabels"];
+
+function useModel(name) {
+  // Names a weight file of MODEL_ROOT in every control tag of the config shown.
+  const doc = new DOMParser().parseFromString($("config").value, "application/xml");
+  $("messages").replaceChildren();
+  if (doc.getElementsByTagName("parsererror").length) return say("error", "The config is not valid XML; fix it first.");
+  const controls = CONTROL_TAGS.flatMap((tag) => [...doc.getElementsByTagName(tag)]);
+  if (!controls.length) return say("error", "The config has no control tag to give a model to.");
+  for (const control of controls) control.setAttribute("model_path", name);
+  $("config").value = new XMLSerializer().serializeToString(doc);
+  say("info", `model_path="${name}" set on ${controls.map((c) => c.getAttribute("name")).join(", ")}.`);
+  if (modelsInfo && !modelsInfo.allow_custom_model_path) {
+    say("warning", "This backend has ALLOW_CUSTOM_MODEL_PATH off: a config that names model_path is refused "
+      + "(only the page's own examples may). Start it with ALLOW_CUSTOM_MODEL_PATH=true to use this file.");
+  }
+}
+
+function showExample() {
+  const name = $("example").value;
+  const info = exampleInfo[name] || {};
+  $("config").value = EXAMPLES[name] || "";
+  $("sample").hidden = !info.sample;
+  const weights = (info.weights || []).join(", ");
+  $("example-note").className = info.ready ? "info" : "warning";
+  $("example-note").textContent = info.ready ? `Uses ${weights} (in MODEL_ROOT).` : info.note || "";
+}
+
+async function loadExamples() {
+  const response = await fetch("/ui/examples");
+  if (!response.ok) return say("error", `the examples could not be loaded (HTTP ${response.status})`);
+  const data = await response.json();
+  EXAMPLES = Object.fromEntries(data.examples.map((example) => [example.name, example.config]));
+  exampleInfo = Object.fromEntries(data.examples.map((example) => [example.name, example]));
+  $("example").replaceChildren(...data.examples.map((example) => el("option", { value: example.name }, example.name)));
+  showExample();
+}
+
 function init() {
-  for (const name of Object.keys(EXAMPLES)) $("example").append(el("option", { value: name }, name));
-  $("config").value = EXAMPLES.RectangleLabels;
-  $("example").addEventListener("change", () => { $("config").value = EXAMPLES[$("example").value]; });
+  $("example").addEventListener("change", showExample);
+  $("sample").addEventListener("click", predictSample);
   $("threshold").addEventListener("input", () => {
     $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
     draw();
   });
   $("run").addEventListener("click", predict);
-  loadModels();
+  loadExamples().finally(loadModels); // the models list appears once the examples are there
   loadJobs();
   setInterval(() => { if (!$("jobs-section").hidden) loadJobs(); }, 5000);
 }
