@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="A batch may take this many times a one-image call: how long a request may wait "
         "behind another request's batch on the same model.",
     )
+    batch_min_gain: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Batch only where a batch item costs at least this fraction less than a one-image "
+        "call (measured): below it (a CPU) batches hold one image, so an opened task waits for at most one.",
+    )
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 
     # Media

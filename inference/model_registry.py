@@ -204,7 +204,9 @@ class ModelRegistry:
             device=self._settings.device,
             half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
-            scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
+            scheduler=FairScheduler(
+                BatchSizer(self._settings.batch_latency_factor, min_gain=self._settings.batch_min_gain)
+            ),
         )
 
     def _yolo(self, model_path: str, path: Path) -> Any:
