@@ -23,7 +23,7 @@ from training.spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
 
-MODEL_FORMATS = ("pt", "openvino-int8")
+MODEL_FORMATS = ("auto", "pt", "openvino-int8")
 
 
 def first_sibling(interface: Any, control: Any, tag: str) -> Any | None:
@@ -84,7 +84,7 @@ class ControlModel:
     score_threshold: float
     labels: dict[str, dict[str, Any]]  # Label Studio label -> its attributes
     attrs: dict[str, Any] = field(default_factory=dict)
-    model_format: str = "pt"  # pt | openvino-int8
+    model_format: str = "pt"  # auto | pt | openvino-int8
     training: TrainingSpec | None = None  # how to train this control (None: the tag is not trainable)
     conf: float = 0.5  # Ultralytics' confidence (model_conf; the score threshold unless set)
     iou: float | None = None  # NMS IoU (model_iou); None keeps Ultralytics' own

@@ -50,12 +50,13 @@ class TimelineLabelsModel(VideoControlModel):
         if not parse_bool(control.attr.get("model_trainable")):
             return super().from_control(control, settings, **extra)
         attrs = dict(control.attr)
-        if (attrs.get("model_format") or settings.model_format) != "pt":
+        if (attrs.get("model_format") or settings.model_format) not in ("pt", "auto"):
             raise LabelingConfigError(
                 f'<TimelineLabels name="{control.name}"> has model_trainable="true": its head reads the '
                 'classifier\'s inner features, which only a .pt model gives; set model_format="pt"'
             )
-        model = super().from_control(control, settings, trainable=True, **extra)
+        # Always the .pt (auto included): an INT8 export gives class probabilities, not the features.
+        model = replace(super().from_control(control, settings, trainable=True, **extra), model_format="pt")
         params = SequenceHeadParams(
             vid_stride=model.vid_stride,
             threshold=model.score_threshold,

@@ -25,10 +25,12 @@ class Settings(BaseSettings):
     model_score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     allow_custom_model_path: bool = False
     model_version: str = Field(default="yolo", description="Prefix of the model_version we report.")
-    model_format: Literal["pt", "openvino-int8"] = Field(
-        default="pt",
-        description="pt: PyTorch. openvino-int8: a calibrated INT8 OpenVINO export of each .pt, made once "
-        "beside it (CPU; made by `cli.py export-int8` or from INT8_CALIBRATION_DIR). A control's model_format attribute overrides it.",
+    model_format: Literal["auto", "pt", "openvino-int8"] = Field(
+        default="auto",
+        description="auto: on a CPU host, a model's checked INT8 export when one was made (by a training "
+        "job, `cli.py export-int8` or a first openvino-int8 request), else the .pt; never exported on a "
+        "request's path. pt: PyTorch. openvino-int8: a calibrated INT8 OpenVINO export of each .pt, made once "
+        "beside it (CPU; from INT8_CALIBRATION_DIR). A control's model_format attribute overrides it.",
     )
     int8_calibration_dir: Path | None = Field(
         default=None, description="Images like the project's, to calibrate and check INT8 exports."
@@ -65,6 +67,13 @@ class Settings(BaseSettings):
         ge=1.0,
         description="A batch may take this many times a one-image call: how long a request may wait "
         "behind another request's batch on the same model.",
+    )
+    batch_min_gain: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Batch only where a batch item costs at least this fraction less than a one-image "
+        "call (measured): below it (a CPU) batches hold one image, so an opened task waits for at most one.",
     )
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 

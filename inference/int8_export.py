@@ -80,10 +80,15 @@ def calibration_images(folder: Path | None) -> list[Path]:
     return images
 
 
+def is_checked_export(folder: Path) -> bool:
+    """Whether `folder` (an `export_dir`) holds an export that passed its check."""
+    return (folder / CHECK_FILE).is_file()
+
+
 def cached_export(weights: Path) -> tuple[Path, Int8Check] | None:
     """The INT8 export of `weights` that passed its check, if one was made before (by any process)."""
     target = export_dir(weights)
-    if not (target / CHECK_FILE).is_file():
+    if not is_checked_export(target):
         return None
     return target, Int8Check(**json.loads((target / CHECK_FILE).read_text()))
 

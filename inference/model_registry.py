@@ -91,6 +91,8 @@ class ModelRegistry:
         self._registry_lock = threading.Lock()
         self._errors_lock = threading.Lock()
         self._last_errors: dict[str, str] = {}
+        # MODEL_FORMAT=auto: the INT8 export folder of each weights file, by (path, size, mtime).
+        self._export_dirs: dict[tuple[Path, int, int], Path] = {}
 
     # -- paths -------------------------------------------------------------------------------------
 
@@ -131,7 +133,9 @@ class ModelRegistry:
         return {model.name: model.task for model in list(self._models.values())}
 
     def get(self, model_path: str, model_format: str = "pt") -> LoadedModel:
-        """The loaded model for `model_path` in `model_format` (pt | openvino-int8), loaded on first use."""
+        """The loaded model for `model_path` in `model_format` (auto | pt | openvino-int8), loaded on first use."""
+        if model_format == "auto":
+            model_format = self.auto_format(model_path)
         try:
             path = self.resolve(model_path)
             key = (path, model_format)
@@ -151,6 +155,35 @@ class ModelRegistry:
         with self._errors_lock:
             self._last_errors.pop(model_path, None)
         return model
+
+    def auto_format(self, model_path: str) -> str:
+        """openvino-int8 where a checked INT8 export of this .pt exists and inference runs on a CPU, else pt.
+
+        Only looks: an export is made by a training job, `cli.py export-int8` or an explicit
+        openvino-int8 request, never on a request's path here. The export's folder is named by the
+        weights' content: its name is remembered per (path, size, mtime), so a request costs two stats.
+        """
+        if uses_cuda(self._settings.device):
+            return "pt"
+        try:
+            path = self.resolve(model_path)
+            if path.suffix != ".pt" or not path.is_file():
+                return "pt"  # `get` reports a missing file
+            stat = path.stat()
+            from inference.int8_export import export_dir, is_checked_export
+
+            key = (path, stat.st_size, stat.st_mtime_ns)
+            with self._registry_lock:
+                folder = self._export_dirs.get(key)
+            if folder is None:
+                folder = export_dir(path)
+                with self._registry_lock:
+                    self._export_dirs[key] = folder
+                    while len(self._export_dirs) > _MAX_REMEMBERED_ERRORS:
+                        self._export_dirs.pop(next(iter(self._export_dirs)))
+        except (ModelLoadError, OSError):
+            return "pt"  # `get` reports the path's problem
+        return "openvino-int8" if is_checked_export(folder) else "pt"
 
     @property
     def last_errors(self) -> dict[str, str]:
@@ -204,7 +237,9 @@ class ModelRegistry:
             device=self._settings.device,
             half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
-            scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
+            scheduler=FairScheduler(
+                BatchSizer(self._settings.batch_latency_factor, min_gain=self._settings.batch_min_gain)
+            ),
         )
 
     def _yolo(self, model_path: str, path: Path) -> Any:

@@ -7,8 +7,8 @@ that arrives while another runs waits for at most the batch in flight. The threa
 ones that run batches (whoever finds the model idle runs the next batch, for whichever request's turn
 it is): no worker thread to start or stop, and the model is only ever used by one thread at a time.
 
-Batch size adapts to the device (`BatchSizer`): large where batching pays (a GPU), about two items
-where it does not (a CPU), which is what bounds the wait of the next request.
+Batch size adapts to the device (`BatchSizer`): large where batching pays (a GPU), one item where it
+does not (a CPU), which is what bounds the wait of the next request.
 """
 
 from __future__ import annotations
@@ -24,30 +24,62 @@ from typing import Any
 class BatchSizer:
     """How many items the next batch may hold.
 
-    A batch may take about `latency_factor` times a one-item batch: that is how long another request
-    may have to wait behind it. Where the time per item drops with the batch size (a GPU), batches
-    grow until they take that long; where a batch of n costs about n single calls (a CPU), they stay
-    at about `latency_factor` items, which costs no throughput there. Before anything is measured,
-    the caller's maximum is used.
+    Where batching gains less than `min_gain` per item against a one-item call (a CPU: a batch of n
+    costs about n single calls), batches hold one item: a request that arrives meanwhile then waits
+    for at most one image, and bulk throughput is the same. Where it gains more (a GPU), a batch may
+    take about `latency_factor` times a one-item batch, which is how long another request may wait
+    behind it. The gain is measured on the batches the scheduler times: before anything is measured
+    the caller's maximum is used, then one single item is timed, and every `probe_every` decisions at
+    one item a batch of `latency_factor` items measures the gain again (a device whose load changed, or
+    a first batch that paid for the predictor's set-up, is not believed for good).
     """
 
-    def __init__(self, latency_factor: float = 2.0, smoothing: float = 0.3):
+    def __init__(
+        self,
+        latency_factor: float = 2.0,
+        smoothing: float = 0.3,
+        min_gain: float = 0.05,
+        probe_every: int = 32,
+    ):
         self.latency_factor = latency_factor
+        self.min_gain = min_gain
+        self.probe_every = probe_every
         self._smoothing = smoothing
         self.single_seconds: float | None = None  # a one-item batch
         self.seconds_per_item: float | None = None  # in batches of more than one item
+        self._ones_since_probe = 0
 
     def size(self, max_size: int) -> int:
         max_size = max(1, max_size)
-        single = self.single_seconds or self.seconds_per_item
-        per_item = self.seconds_per_item or self.single_seconds
-        if single is None or per_item is None or per_item <= 0:
+        if self.single_seconds is None and self.seconds_per_item is None:
             return max_size
+        if self.single_seconds is None and self.min_gain > 0:
+            return 1  # time one item: whether batching gains enough is unknown without it
+        single = self.single_seconds or self.seconds_per_item or 0.0
         # A batch item costs at most a single call, except in a batch that paid for something else
-        # (the predictor's set-up, a stall): believing that one would pin batches to one item, and
-        # with no batch of more than one left to measure, for good.
-        per_item = min(per_item, single)
+        # (the predictor's set-up, a stall).
+        per_item = min(self.seconds_per_item or single, single)
+        if per_item <= 0:
+            return max_size
+        if per_item > single * (1.0 - self.min_gain):
+            return self._one_or_probe(max_size)
         return max(1, min(max_size, int(self.latency_factor * single / per_item)))
+
+    def gain(self) -> float | None:
+        """What batching saves per item against a single call (0.3: 30 %), once both are measured."""
+        if self.single_seconds is None or self.seconds_per_item is None or self.single_seconds <= 0:
+            return None
+        return 1.0 - min(self.seconds_per_item, self.single_seconds) / self.single_seconds
+
+    def _one_or_probe(self, max_size: int) -> int:
+        self._ones_since_probe += 1
+        # A batch that cost more per item than a single call paid for something else (a set-up):
+        # measure again now rather than keep one item for good on a device where batching pays.
+        unbelievable = (self.seconds_per_item or 0.0) > (self.single_seconds or 0.0)
+        if self._ones_since_probe < self.probe_every and not unbelievable:
+            return 1
+        self._ones_since_probe = 0
+        return max(1, min(max_size, round(self.latency_factor)))
 
     def observe(self, items: int, seconds: float) -> None:
         if items <= 0:

@@ -52,7 +52,9 @@ class KnownOutputRegistry(ModelRegistry):
             task=model.task,
             class_names=model.names,
             batch_size=self._settings.inference_batch_size or 8,
-            scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
+            scheduler=FairScheduler(
+                BatchSizer(self._settings.batch_latency_factor, min_gain=self._settings.batch_min_gain)
+            ),
         )
 
 

@@ -121,6 +121,40 @@ def test_int8_export_is_made_once_checked_and_served_like_the_pt(
     again = ModelRegistry(make_settings(model_root=own_root))  # no calibration folder needed now
     assert again.get("shapes-yolov8n.pt", model_format="openvino-int8").name.endswith("(openvino-int8)")
     assert (target / "int8_check.json").stat().st_mtime_ns == stamp
+    # MODEL_FORMAT=auto (the default) serves that checked export by itself, with the same regions.
+    assert again.get("shapes-yolov8n.pt", model_format="auto").name.endswith("(openvino-int8)")
+    response = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG.format(extra="")})
+    served = [[r["value"] for r in task["result"]] for task in response.json()["results"]]
+    assert served == [[r["value"] for r in task["result"]] for task in answers["openvino-int8"]]
+
+
+def test_auto_serves_a_checked_export_only_when_one_exists_and_never_makes_one(
+    make_client, make_settings, own_root, tmp_path
+):
+    weights = own_root / "shapes-yolov8n.pt"
+    registry = ModelRegistry(make_settings(model_root=own_root))
+    assert registry.auto_format("shapes-yolov8n.pt") == "pt"
+    scenes = shapes_folder(tmp_path / "scenes", 1, labelled=False)
+    task = {"id": 1, "data": {"image": str(next((scenes / "images").iterdir()))}}
+    client = make_client(model_root=own_root)
+    response = client.post("/predict", json={"tasks": [task], "label_config": CONFIG.format(extra="")})
+    assert response.status_code == 200, response.text
+    assert list(own_root.iterdir()) == [weights]  # served the .pt; nothing exported on the request's path
+    # An export that passed its check (its check file) is what auto serves; one without it is not.
+    target = export_dir(weights)
+    target.mkdir()
+    assert registry.auto_format("shapes-yolov8n.pt") == "pt"
+    (target / "int8_check.json").write_text("{}")
+    assert registry.auto_format("shapes-yolov8n.pt") == "openvino-int8"
+    # New weights under the same name (a promotion writes a new file): their own export, none yet.
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert registry.auto_format("shapes-yolov8n.pt") == "pt"
+    # On a GPU the .pt is served (FP16), whatever exists.
+    shutil.copy(SHAPES, weights)
+    assert (
+        ModelRegistry(make_settings(model_root=own_root, device="0")).auto_format("shapes-yolov8n.pt") == "pt"
+    )
+    assert registry.auto_format("shapes-yolov8n.pt") == "openvino-int8"
 
 
 def test_control_attribute_model_format_is_parsed_once(make_settings):
@@ -130,5 +164,8 @@ def test_control_attribute_model_format_is_parsed_once(make_settings):
     assert [c.model_format for c in plan.controls] == ["openvino-int8"]
     plan = PlanCache(make_settings()).get(CONFIG.format(extra='model_format="openvino-int8"'))
     assert [c.model_format for c in plan.controls] == ["openvino-int8"]
+    assert [c.model_format for c in PlanCache(make_settings()).get(CONFIG.format(extra="")).controls] == [
+        "auto"
+    ]
     with pytest.raises(LabelingConfigError, match="model_format"):
         PlanCache(make_settings()).get(CONFIG.format(extra='model_format="fp8"'))

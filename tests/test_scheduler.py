@@ -32,8 +32,9 @@ class GatedModel:
 
 
 def fixed_sizer(size: int) -> BatchSizer:
-    sizer = BatchSizer(latency_factor=size)
-    sizer.observe(1, 1.0)  # every item costs the same: batches of `latency_factor` items
+    # Every item costs the same, and batching is wanted anyway: batches of `latency_factor` items.
+    sizer = BatchSizer(latency_factor=size, min_gain=0.0)
+    sizer.observe(1, 1.0)
     return sizer
 
 
@@ -146,7 +147,9 @@ def test_a_model_that_answers_the_wrong_number_of_results_is_an_error():
 @pytest.mark.parametrize(
     ("single", "per_item", "expected"),
     [
-        (0.30, 0.30, 2),  # a CPU: a batch of n costs n single calls; batches of about two
+        (0.30, 0.30, 1),  # a CPU: a batch of n costs n single calls; batching gains nothing: one item
+        (0.30, 0.29, 1),  # a gain under BATCH_MIN_GAIN (5 %) buys nothing worth a longer wait
+        (0.30, 0.15, 4),  # half saved per item: a batch may take two single calls' time
         (0.010, 0.001, 20),  # a GPU: batching pays; batches grow to two single calls' time
         (0.010, 0.0001, 32),  # never above the caller's maximum
     ],
@@ -154,16 +157,73 @@ def test_a_model_that_answers_the_wrong_number_of_results_is_an_error():
 def test_batch_size_follows_what_batching_gains(single, per_item, expected):
     sizer = BatchSizer(latency_factor=2.0)
     assert sizer.size(32) == 32  # nothing measured yet: the caller's maximum
-    sizer.observe(1, single)
     sizer.observe(4, per_item * 4)
+    assert sizer.size(32) == 1  # then one item alone, to know what batching gains
+    sizer.observe(1, single)
     assert sizer.size(32) == expected
+
+
+class DeviceClock:
+    """A fake device: a call costs `overhead + per_item * n` seconds of a clock only it advances."""
+
+    def __init__(self, overhead: float, per_item: float):
+        self.overhead, self.per_item, self.now = overhead, per_item, 0.0
+        self.batches: list[int] = []
+
+    def __call__(self, batch: list[int]) -> list[int]:
+        self.batches.append(len(batch))
+        self.now += self.overhead + self.per_item * len(batch)
+        return list(batch)
+
+
+@pytest.mark.parametrize(
+    ("overhead", "per_item", "expected_batch"),
+    [(0.0, 0.25, 1), (0.02, 0.25, 1), (0.20, 0.01, 22)],
+    ids=["cpu", "cpu-small-overhead", "gpu"],
+)
+def test_bulk_requests_are_timed_into_the_batch_size_of_the_device(overhead, per_item, expected_batch):
+    """From the scheduler's own timing of a bulk request's batches (no wall clock): a CPU settles on
+    batches of one image (with a rare two-image probe), a GPU on large batches."""
+    device = DeviceClock(overhead, per_item)
+    scheduler = FairScheduler(BatchSizer(latency_factor=2.0), clock=lambda: device.now)
+    for _ in range(4):
+        assert scheduler.run(list(range(64)), device, max_batch=32) == list(range(64))
+    settled = device.batches[-100:] if expected_batch == 1 else device.batches[-3:]
+    if expected_batch == 1:
+        assert settled.count(1) >= 95 and max(settled) <= 2
+    else:  # batches grow until one takes about two single calls (0.2 + 0.01 n = 2 x 0.21: n = 22)
+        assert max(settled) in range(expected_batch - 6, expected_batch + 1)
+        assert all(overhead + per_item * n <= 2.0 * (overhead + per_item) + 1e-9 for n in settled)
+
+
+def test_an_opened_task_waits_for_at_most_one_image_on_a_cpu():
+    """A one-task request arriving while a 32-task request runs on a CPU-like device: the batch in
+    flight holds one image, so the newcomer's image is the next to run."""
+    model = GatedModel()  # one second per item: batching gains nothing
+    scheduler = FairScheduler(BatchSizer(latency_factor=2.0), clock=lambda: model.now)
+    scheduler.run(list(range(4)), model)  # the sizer learns the device: a batch of 4,
+    scheduler.run([5], model)  # and one item alone
+    model.batches.clear()
+    results: dict = {}
+    model.release.clear()
+    model.entered.clear()
+    bulk = run_in_thread(scheduler, list(range(100, 132)), model, results, "bulk", max_batch=8)
+    assert model.entered.wait(10)
+    single = run_in_thread(scheduler, [7], model, results, "single", max_batch=8)
+    wait_until(lambda: scheduler.waiting_requests() == 2)
+    model.release.set()
+    bulk.join(10)
+    single.join(10)
+    assert results["single"] == [70]
+    assert len(model.batches[0]) == 1  # the batch the newcomer waited behind: one image
+    assert model.batches[1] == [7]
 
 
 @pytest.mark.parametrize(
     ("overhead", "per_item", "settled"),
     [
         (0.10, 0.01, range(8, 13)),  # a GPU: a call costs 0.1 s + 0.01 s per image; 2 x 0.11 s: 12 images
-        (0.0, 0.10, range(2, 3)),  # a CPU: batching gains nothing
+        (0.0, 0.10, range(1, 3)),  # a CPU: batching gains nothing (one item, a two-item probe now and then)
     ],
 )
 def test_one_slow_batch_does_not_pin_batches_to_one_item(overhead, per_item, settled):
