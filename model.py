@@ -35,7 +35,7 @@ from core.tasks import project_key
 from inference.detections import MaskBudget
 from inference.model_registry import ModelRegistry
 from media.credentials import LabelStudioCredentials
-from media.label_studio_api import LabelStudioAuth
+from media.label_studio_client import LabelStudioClient
 from media.loader import MediaLoader
 from media.prefetch import ImagePrefetcher
 from prediction.groups import group_by_model, load_models, require_data_keys
@@ -258,7 +258,7 @@ class YOLOBackend:
         (`prediction/int8.py`): what `model_format="openvino-int8"` serves from then on."""
         return self.int8.export(self.plans.get(label_config), tasks, folder, project, controls, limit)
 
-    def label_studio_auth(self, project: Any = None) -> LabelStudioAuth | None:
+    def label_studio_auth(self, project: Any = None) -> LabelStudioClient | None:
         """Environment first (LABEL_STUDIO_URL/API_KEY); else what this project's own /setup brought."""
         return self.credentials.for_project(project)
 

@@ -28,7 +28,7 @@ from control_models.labeling_plan import build_plan
 from core.errors import BackendError, LabelingConfigError, TrainingDataError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
-from media.label_studio_api import LabelStudioAuth
+from media.label_studio_client import LabelStudioClient
 from media.loader import MediaLoader, check_image_pixels, short_url
 from training.jobs import JobReporter
 from training.spec import IMAGE_TASKS
@@ -109,11 +109,7 @@ class TrainingRun:
         self.reporter = reporter
         self.store = VersionStore(settings.model_root)
         self.registry = ModelRegistry(settings)
-        self.auth = (
-            LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
-            if settings.label_studio_url
-            else None
-        )
+        self.auth = LabelStudioClient.from_settings(settings)
         self.media = MediaLoader(settings, lambda _project: self.auth)
         # Where tasks come from: Label Studio through the SDK, or a callable (tests, a tasks file).
         self.tasks_source = tasks_source or (

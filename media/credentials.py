@@ -14,7 +14,7 @@ from typing import Any
 
 from core.settings import Settings
 from core.tasks import project_key
-from media.label_studio_api import LabelStudioAuth
+from media.label_studio_client import LabelStudioClient
 
 _MAX_PROJECTS = 256
 
@@ -24,13 +24,9 @@ class LabelStudioCredentials:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._env_auth = (
-            LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
-            if settings.label_studio_url
-            else None
-        )
+        self._env_auth = LabelStudioClient.from_settings(settings)
         # Credentials /setup brought, per Label Studio project (used when the environment has none).
-        self._setup_auths: OrderedDict[str, LabelStudioAuth] = OrderedDict()
+        self._setup_auths: OrderedDict[str, LabelStudioClient] = OrderedDict()
         self._lock = threading.Lock()
 
     def remember(self, project: Any, hostname: str | None, access_token: str | None) -> None:
@@ -39,11 +35,11 @@ class LabelStudioCredentials:
             with self._lock:
                 key = project_key(project) or ""
                 self._setup_auths.pop(key, None)
-                self._setup_auths[key] = LabelStudioAuth(hostname, access_token)
+                self._setup_auths[key] = LabelStudioClient(hostname, access_token)
                 while len(self._setup_auths) > _MAX_PROJECTS:
                     self._setup_auths.popitem(last=False)
 
-    def for_project(self, project: Any = None) -> LabelStudioAuth | None:
+    def for_project(self, project: Any = None) -> LabelStudioClient | None:
         """Environment first (LABEL_STUDIO_URL/API_KEY); else what this project's own /setup brought."""
         if self._env_auth is not None and self._env_auth.configured:
             return self._env_auth
