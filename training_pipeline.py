@@ -33,7 +33,7 @@ from media.loader import MediaLoader, check_image_pixels, short_url
 from training.jobs import JobReporter
 from training.spec import IMAGE_TASKS
 from training.trainer import TrainParams, fine_tune
-from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
+from training.versions import DATASET, METRIC_LABELS, METRICS, WEIGHTS, VersionStore, write_json_atomic
 
 logger = logging.getLogger("training_pipeline")
 
@@ -387,15 +387,12 @@ def box_iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-METRIC_NAMES = {"map50_95": "mAP50-95", "top1_accuracy": "top-1 accuracy"}
-
-
 def decide(
     promote: str, serving: float, new: float, serving_name: str, metric: str = "map50_95"
 ) -> tuple[bool, str]:
     """Promote when the new model is better on the main metric (mAP50-95; classify: top-1 accuracy), or
     always when the control asks for it."""
-    figures = f"{METRIC_NAMES.get(metric, metric)} {new:.4f} (new) vs {serving:.4f} ({serving_name})"
+    figures = f"{METRIC_LABELS.get(metric, metric)} {new:.4f} (new) vs {serving:.4f} ({serving_name})"
     if promote == "always":
         return True, f'promoted (model_train_promote="always"): {figures}'
     if new > serving:

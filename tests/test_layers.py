@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "server": 7,
     "cli": 7,
+    "commands": 7,
     "model": 6,
     "training_pipeline": 6,
     "prediction": 5,
