@@ -56,7 +56,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     argv = list(sys.argv[1:] if argv is None else argv)
     settings = settings or Settings()
     args = build_parser(settings).parse_args(with_default_command(argv))
-    args.command_module.check(args, args.command_parser)
+    check = getattr(args.command_module, "check", None)
+    if check is not None:
+        check(args, args.command_parser)
     return args.command_module.run(args, settings)
 
 

@@ -156,8 +156,8 @@ class YOLOBackend:
                 raise ModelError("; ".join(f"{name}: {msg}" for name, msg in run.control_errors.items()))
             run.refuse_every_task()
             return run
-        self.images.predict(checked, image_groups, image_models, run, uploads)
-        self.videos.predict(checked, video_groups, video_models, run, uploads)
+        self.images.predict(checked, image_models, run, uploads)
+        self.videos.predict(checked, video_models, run, uploads)
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -246,17 +246,12 @@ class YOLOBackend:
     # -- INT8 exports, Label Studio access ------------------------------------------------------------
 
     def export_int8(
-        self,
-        label_config: str,
-        tasks: Sequence[dict],
-        folder: Path,
-        project: Any = None,
-        controls: Sequence[str] | None = None,
-        limit: int = 64,
+        self, label_config: str, tasks: Sequence[dict], folder: Path, **options: Any
     ) -> list[Int8Export]:
         """The checked INT8 export of each image control's model, calibrated on the project's own images
-        (`prediction/int8.py`): what `model_format="openvino-int8"` serves from then on."""
-        return self.int8.export(self.plans.get(label_config), tasks, folder, project, controls, limit)
+        (`Int8Exporter.export`, options `project`, `controls`, `limit`): what `model_format="openvino-int8"`
+        serves from then on."""
+        return self.int8.export(self.plans.get(label_config), tasks, folder, **options)
 
     def label_studio_auth(self, project: Any = None) -> LabelStudioClient | None:
         """Environment first (LABEL_STUDIO_URL/API_KEY); else what this project's own /setup brought."""

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from core.errors import BackendError
 from core.settings import Settings
 from media.label_studio_client import LabelStudioClient
+from media.label_studio_client import describe as describe_label_studio_error
 from model import YOLOBackend
 
 EXIT_OK, EXIT_TASKS_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
@@ -77,15 +78,29 @@ def with_backend(args: argparse.Namespace, settings: Settings, work: Callable[[Y
         backend.close()
 
 
+def with_label_config(
+    args: argparse.Namespace,
+    settings: Settings,
+    work: Callable[[YOLOBackend, str, list[str] | None], int],
+) -> int:
+    """`with_backend`, once the Label Studio options are there and the project's labeling config is
+    fetched; `work` gets the backend, that config and the control named (None: every one)."""
+
+    def run(backend: YOLOBackend) -> int:
+        if not has_label_studio(args):
+            print(f"error: {NEEDS_LABEL_STUDIO}")
+            return EXIT_NOTHING_RAN
+        label_config = label_studio(args).label_config(args.project)
+        return work(backend, label_config, [args.control] if args.control else None)
+
+    return with_backend(args, settings, run)
+
+
 def describe(error: Exception) -> str:
-    """A one-line reason for an error from the SDK, httpx or the backend."""
-    if isinstance(error, BackendError):
-        return error.message
-    status = getattr(error, "status_code", None)
-    if status is not None:
-        body = getattr(error, "body", None)
-        detail = body.get("detail") or body if isinstance(body, dict) else body
-        return f"Label Studio answered HTTP {status}: {str(detail)[:300]}"
+    """A one-line reason for an error from the backend, the SDK (through `LabelStudioClient` its errors
+    are the backend's) or anything else."""
+    if isinstance(error, BackendError) or getattr(error, "status_code", None) is not None:
+        return describe_label_studio_error(error)
     return f"{type(error).__name__}: {str(error)[:300]}"
 
 

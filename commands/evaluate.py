@@ -7,16 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from commands.common import (
-    EXIT_NOTHING_RAN,
-    EXIT_OK,
-    NEEDS_LABEL_STUDIO,
-    add_project_arguments,
-    figure,
-    has_label_studio,
-    label_studio,
-    with_backend,
-)
+from commands.common import EXIT_OK, add_project_arguments, figure, with_label_config
 from core.settings import Settings
 from model import YOLOBackend
 
@@ -29,19 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("--model-path", default="", help="weights in MODEL_ROOT (default: served)")
 
 
-def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Nothing beyond argparse's own checks (missing Label Studio options are reported by `run`)."""
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    def work(backend: YOLOBackend) -> int:
-        if not has_label_studio(args):
-            print(f"error: {NEEDS_LABEL_STUDIO}")
-            return EXIT_NOTHING_RAN
-        label_config = label_studio(args).label_config(args.project)
-        return evaluate_models(backend, args, label_config, [args.control] if args.control else None)
-
-    return with_backend(args, settings, work)
+    return with_label_config(
+        args, settings, lambda backend, config, controls: evaluate_models(backend, args, config, controls)
+    )
 
 
 def evaluate_models(

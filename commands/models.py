@@ -20,10 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     parser.add_argument("--use", metavar="VERSION", help='serve this version ("base": the configured model)')
 
 
-def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Nothing beyond argparse's own checks: the versions are on this machine, no Label Studio needed."""
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     return with_backend(args, settings, lambda backend: list_or_use_models(backend, args))
 

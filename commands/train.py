@@ -10,14 +10,10 @@ from typing import Any
 from tqdm import tqdm
 
 from commands.common import (
-    EXIT_NOTHING_RAN,
     EXIT_OK,
     EXIT_TASKS_FAILED,
-    NEEDS_LABEL_STUDIO,
     add_project_arguments,
-    has_label_studio,
-    label_studio,
-    with_backend,
+    with_label_config,
 )
 from core.settings import Settings
 from model import YOLOBackend
@@ -30,19 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
     add_project_arguments(parser, settings, "the control's name (default: every trainable control)")
 
 
-def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Nothing beyond argparse's own checks (missing Label Studio options are reported by `run`)."""
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    def work(backend: YOLOBackend) -> int:
-        if not has_label_studio(args):
-            print(f"error: {NEEDS_LABEL_STUDIO}")
-            return EXIT_NOTHING_RAN
-        label_config = label_studio(args).label_config(args.project)
-        return train(backend, args.project, label_config, [args.control] if args.control else None)
-
-    return with_backend(args, settings, work)
+    return with_label_config(
+        args, settings, lambda backend, config, controls: train(backend, args.project, config, controls)
+    )
 
 
 def train(backend: YOLOBackend, project: int, label_config: str, controls: list[str] | None) -> int:

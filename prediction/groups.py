@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 from control_models import ControlModel
 from core.errors import BackendError, LabelingConfigError, WrongModelKindError
@@ -14,6 +15,16 @@ from prediction.run import PredictionRun
 logger = logging.getLogger(__name__)
 
 GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
+
+
+@dataclass
+class ModelGroup:
+    """Controls that share one model call: the loaded model, the data key they read, the options."""
+
+    model: LoadedModel
+    controls: list[ControlModel]
+    value_key: str
+    options: tuple
 
 
 def group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[ControlModel]]:
@@ -27,15 +38,15 @@ def group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[ControlM
 
 def load_models(
     registry: ModelRegistry, groups: dict[GroupKey, list[ControlModel]], run: PredictionRun
-) -> dict[GroupKey, LoadedModel]:
+) -> list[ModelGroup]:
     """Load each model once; a control whose model fails is reported and left out."""
-    models: dict[GroupKey, LoadedModel] = {}
+    models: list[ModelGroup] = []
     for key, group in groups.items():
         try:
             model = registry.get(key[0], model_format=key[1])
             for control in group:
                 _check_task(control, model)
-            models[key] = model
+            models.append(ModelGroup(model, group, value_key=key[2], options=key[3]))
             for control in group:
                 _note_unmatched_labels(control, model, run)
         except BackendError as error:

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from control_models import ControlModel
 from core.errors import BackendError
 from inference.detections import from_ultralytics
-from inference.model_registry import LoadedModel
 from media.prefetch import ImagePrefetcher
-from prediction.groups import GroupKey
+from prediction.groups import ModelGroup
 from prediction.run import PredictionRun, timed_predict
 
 
@@ -24,35 +22,24 @@ class ImagePipeline:
         self.prefetcher = prefetcher
 
     def predict(
-        self,
-        tasks: list[dict],
-        groups: dict[GroupKey, list[ControlModel]],
-        models: dict[GroupKey, LoadedModel],
-        run: PredictionRun,
-        uploads: Mapping[str, Path],
+        self, tasks: list[dict], groups: list[ModelGroup], run: PredictionRun, uploads: Mapping[str, Path]
     ) -> None:
-        if not models:
+        """Each task's regions from every group, or the error of its image."""
+        if not groups:
             return
-        value_keys = sorted({key[2] for key in models})
-        chunk_size = max(model.batch_size for model in models.values())
+        value_keys = sorted({group.value_key for group in groups})
+        chunk_size = max(group.model.batch_size for group in groups)
         for chunk_start, images in self.prefetcher.chunks(tasks, value_keys, chunk_size, uploads):
             for key in value_keys:
                 for position, image in enumerate(images[key]):
                     if isinstance(image, BackendError):
                         outcome = run.tasks[chunk_start + position]
                         outcome.error = outcome.error or image.message
-            for key, model in models.items():
-                _, _, value_key, options = key
-                self._infer_group(model, options, groups[key], images[value_key], chunk_start, run)
+            for group in groups:
+                self._infer_group(group, images[group.value_key], chunk_start, run)
 
     def _infer_group(
-        self,
-        model: LoadedModel,
-        options: tuple,
-        group: list[ControlModel],
-        images: list[np.ndarray | BackendError],
-        chunk_start: int,
-        run: PredictionRun,
+        self, group: ModelGroup, images: list[np.ndarray | BackendError], chunk_start: int, run: PredictionRun
     ) -> None:
         positions = [
             i
@@ -61,8 +48,9 @@ class ImagePipeline:
         ]
         if not positions:
             return
-        results = timed_predict(model, [images[i] for i in positions], dict(options), run)
-        with_masks = any(c.needs_masks for c in group)
+        model = group.model
+        results = timed_predict(model, [images[i] for i in positions], dict(group.options), run)
+        with_masks = any(c.needs_masks for c in group.controls)
         for position, result in zip(positions, results, strict=True):
             outcome = run.tasks[chunk_start + position]
             try:
@@ -70,5 +58,5 @@ class ImagePipeline:
             except BackendError as error:  # over MAX_MASK_BYTES: this task only
                 outcome.error = error.message
                 continue
-            for control in group:
+            for control in group.controls:
                 outcome.regions.extend(control.regions(output, model.class_names))

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
-from control_models import ControlModel
 from control_models.video_base import VideoControlModel
 from core.errors import BackendError
 from core.settings import Settings
@@ -24,7 +23,7 @@ from inference.features import embedding_options, features_of
 from inference.model_registry import LoadedModel
 from media.loader import MediaLoader, short_url
 from media.video import Deadline, VideoReader
-from prediction.groups import GroupKey
+from prediction.groups import ModelGroup
 from prediction.run import PredictionRun, timed_predict
 
 logger = logging.getLogger(__name__)
@@ -38,17 +37,10 @@ class VideoPipeline:
         self.media = media
 
     def predict(
-        self,
-        tasks: list[dict],
-        groups: dict[GroupKey, list[ControlModel]],
-        models: dict[GroupKey, LoadedModel],
-        run: PredictionRun,
-        uploads: Mapping[str, Path],
+        self, tasks: list[dict], groups: list[ModelGroup], run: PredictionRun, uploads: Mapping[str, Path]
     ) -> None:
         """Per task: fetch its video once, then stream it through each video control's model."""
-        runnable = [
-            (control, models[key]) for key, group in groups.items() if key in models for control in group
-        ]
+        runnable = [(control, group.model) for group in groups for control in group.controls]
         for position, task in enumerate(tasks):
             outcome = run.tasks[position]
             if outcome.error is not None or not runnable:
