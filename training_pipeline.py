@@ -28,12 +28,12 @@ from control_models.labeling_plan import build_plan
 from core.errors import BackendError, LabelingConfigError, TrainingDataError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
-from media.label_studio_api import LabelStudioAuth
+from media.label_studio_client import LabelStudioClient
 from media.loader import MediaLoader, check_image_pixels, short_url
 from training.jobs import JobReporter
 from training.spec import IMAGE_TASKS
 from training.trainer import TrainParams, fine_tune
-from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
+from training.versions import DATASET, METRIC_LABELS, METRICS, WEIGHTS, VersionStore, write_json_atomic
 
 logger = logging.getLogger("training_pipeline")
 
@@ -109,11 +109,7 @@ class TrainingRun:
         self.reporter = reporter
         self.store = VersionStore(settings.model_root)
         self.registry = ModelRegistry(settings)
-        self.auth = (
-            LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
-            if settings.label_studio_url
-            else None
-        )
+        self.auth = LabelStudioClient.from_settings(settings)
         self.media = MediaLoader(settings, lambda _project: self.auth)
         # Where tasks come from: Label Studio through the SDK, or a callable (tests, a tasks file).
         self.tasks_source = tasks_source or (
@@ -391,15 +387,12 @@ def box_iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-METRIC_NAMES = {"map50_95": "mAP50-95", "top1_accuracy": "top-1 accuracy"}
-
-
 def decide(
     promote: str, serving: float, new: float, serving_name: str, metric: str = "map50_95"
 ) -> tuple[bool, str]:
     """Promote when the new model is better on the main metric (mAP50-95; classify: top-1 accuracy), or
     always when the control asks for it."""
-    figures = f"{METRIC_NAMES.get(metric, metric)} {new:.4f} (new) vs {serving:.4f} ({serving_name})"
+    figures = f"{METRIC_LABELS.get(metric, metric)} {new:.4f} (new) vs {serving:.4f} ({serving_name})"
     if promote == "always":
         return True, f'promoted (model_train_promote="always"): {figures}'
     if new > serving:

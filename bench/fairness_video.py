@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,9 +30,9 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_predict import make_images
+from benchmark_predict import backend_settings, make_images
 from benchmark_video import model_file, write_video
-from fairness import describe, percentile
+from fairness import describe, loaded_phase, percentile
 
 # case -> (architecture, video config, image config): two configs on the same model file.
 CONFIGS = {
@@ -60,23 +59,12 @@ CONFIGS = {
 
 def video_phase(predict_video, single, think: float, with_singles: bool) -> tuple[list[float], float]:
     """The video from its own thread; while it runs, a teammate's singles `think` seconds apart."""
-    seconds: list[float] = []
-    video = threading.Thread(target=lambda: seconds.append(predict_video()))
-    video.start()
-    latencies: list[float] = []
-    pause = threading.Event()
-    if with_singles:
-        pause.wait(min(think, 0.5))  # the video starts first
-        number = 0
-        while video.is_alive():
-            latencies.append(single(number))
-            number += 1
-            pause.wait(think)
-    video.join()
-    return latencies, seconds[0]
+    if not with_singles:
+        return [], predict_video()
+    return loaded_phase(lambda _tasks: predict_video(), single, [], think)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -93,11 +81,12 @@ def main() -> None:
         help="TORCH_THREADS (default 0: every core, as the server); 1 on a machine whose cores other "
         "processes keep busy, where a lone request's threads wait for each other (see bench/RESULTS.md)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import torch
 
-    from core.settings import Settings
+def main() -> None:
+    args = parse_args()
+
     from model import YOLOBackend
 
     width, height = (int(v) for v in args.size.split("x"))
@@ -110,13 +99,8 @@ def main() -> None:
         video = write_video(work / "video.mp4", args.frames, width, height)
         warm_video = write_video(work / "warm.mp4", 16, width, height)
         images = make_images(work, 4)
-        settings = Settings(
-            _env_file=None,
-            model_root=work / "models",
-            media_cache_dir=work / "cache",
-            allow_custom_model_path=True,
-            allow_model_download=False,
-            torch_threads=args.torch_threads,
+        settings = backend_settings(work, work / "models").model_copy(
+            update={"torch_threads": args.torch_threads}
         )
         backend = YOLOBackend(settings)
         errors: list[str] = []
@@ -140,20 +124,34 @@ def main() -> None:
         for number in range(4):
             single(number)
 
-        # Rounds alternate the phases, so a change in the machine's load (it may be shared) falls on
-        # both sides of each ratio.
-        idle: list[float] = []
-        during_video: list[float] = []
-        alone_seconds: list[float] = []
-        loaded_seconds: list[float] = []
-        for _ in range(args.rounds):
-            idle.extend(single(n) for n in range(args.singles))
-            alone_seconds.append(video_phase(predict_video, single, args.think, with_singles=False)[1])
-            latencies, seconds = video_phase(predict_video, single, args.think, with_singles=True)
-            during_video.extend(latencies)
-            loaded_seconds.append(seconds)
+        figures = measure(args, single, predict_video)
         backend.close()
 
+    print_report(args, architecture, settings, figures, errors)
+
+
+def measure(args: argparse.Namespace, single, predict_video) -> tuple[list[float], ...]:
+    """(idle latencies, latencies during the video, video seconds alone, video seconds with singles).
+
+    Rounds alternate the phases, so a change in the machine's load (it may be shared) falls on both
+    sides of each ratio."""
+    idle: list[float] = []
+    during_video: list[float] = []
+    alone_seconds: list[float] = []
+    loaded_seconds: list[float] = []
+    for _ in range(args.rounds):
+        idle.extend(single(n) for n in range(args.singles))
+        alone_seconds.append(video_phase(predict_video, single, args.think, with_singles=False)[1])
+        latencies, seconds = video_phase(predict_video, single, args.think, with_singles=True)
+        during_video.extend(latencies)
+        loaded_seconds.append(seconds)
+    return idle, during_video, alone_seconds, loaded_seconds
+
+
+def print_report(args, architecture: str, settings, figures: tuple, errors: list[str]) -> None:
+    import torch
+
+    idle, during_video, alone_seconds, loaded_seconds = figures
     if os.environ.get("FAIRNESS_VERBOSE"):
         print("idle", [round(x, 3) for x in idle], "\nduring video", [round(x, 3) for x in during_video])
     alone_rate = args.frames / statistics.mean(alone_seconds)

@@ -34,6 +34,31 @@ def write_video(path: Path, frames: int, size: tuple[int, int], red: tuple[int, 
     writer.release()
 
 
+def annotated_samples(args, root: Path, loaded, settings, rng) -> tuple[list, float]:
+    """One video per sample, red for a random stretch and blue elsewhere, with its features and frame
+    labels; and the seconds spent extracting features."""
+    from training.timeline import make_sample, video_features
+
+    width, height = (int(v) for v in args.size.split("x"))
+    samples = []
+    extraction = 0.0
+    for index in range(args.videos):
+        start = int(rng.integers(1, args.frames // 2))
+        red = (start, int(rng.integers(start, args.frames + 1)))
+        path = root / f"{index}.mp4"
+        write_video(path, args.frames, (width, height), red)
+        regions = [{"value": {"ranges": [{"start": red[0], "end": red[1]}], "timelinelabels": ["Red"]}}]
+        blue = [r for r in ((1, red[0] - 1), (red[1] + 1, args.frames)) if r[0] <= r[1]]
+        regions += [
+            {"value": {"ranges": [{"start": a, "end": b}], "timelinelabels": ["Blue"]}} for a, b in blue
+        ]
+        began = time.perf_counter()
+        features, frames_count = video_features(loaded, path, 1, settings)
+        extraction += time.perf_counter() - began
+        samples.append(make_sample(index, features, frames_count, regions, ("Red", "Blue"), 1))
+    return samples, extraction
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=10)
@@ -48,10 +73,9 @@ def main() -> None:
     from core.settings import Settings
     from inference.model_registry import ModelRegistry
     from training.spec import SequenceHeadParams
-    from training.timeline import evaluate_head, make_sample, split_by_task, video_features
+    from training.timeline import evaluate_head, split_by_task
     from training.timeline_head import train_head
 
-    width, height = (int(v) for v in args.size.split("x"))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -63,22 +87,7 @@ def main() -> None:
         settings = Settings(_env_file=None, model_root=root, torch_threads=args.threads)
         loaded = ModelRegistry(settings).get("cls.pt")
         params = SequenceHeadParams(epochs=args.epochs)
-        samples = []
-        extraction = 0.0
-        for index in range(args.videos):
-            start = int(rng.integers(1, args.frames // 2))
-            red = (start, int(rng.integers(start, args.frames + 1)))
-            path = root / f"{index}.mp4"
-            write_video(path, args.frames, (width, height), red)
-            regions = [{"value": {"ranges": [{"start": red[0], "end": red[1]}], "timelinelabels": ["Red"]}}]
-            blue = [r for r in ((1, red[0] - 1), (red[1] + 1, args.frames)) if r[0] <= r[1]]
-            regions += [
-                {"value": {"ranges": [{"start": a, "end": b}], "timelinelabels": ["Blue"]}} for a, b in blue
-            ]
-            began = time.perf_counter()
-            features, frames_count = video_features(loaded, path, 1, settings)
-            extraction += time.perf_counter() - began
-            samples.append(make_sample(index, features, frames_count, regions, ("Red", "Blue"), 1))
+        samples, extraction = annotated_samples(args, root, loaded, settings, rng)
         train, val = split_by_task(samples)
         began = time.perf_counter()
         head = train_head([(s.features, s.targets) for s in train], ("Red", "Blue"), params, "cls.pt")

@@ -28,12 +28,35 @@ __all__ = [
 ]
 
 
-def _image_region(*, image_width: int, image_height: int, **fields: Any) -> Region:
+def _image_region(
+    type_: str,
+    value: dict[str, Any],
+    names: tuple[str, str, str | None],
+    score: float,
+    image_width: int,
+    image_height: int,
+) -> Region:
+    """One region on an image: `make_region` plus the image's size; `names` is (from, to, region id)."""
+    from_name, to_name, region_id = names
+    region = make_region(
+        region_id=region_id, from_name=from_name, to_name=to_name, type_=type_, value=value, score=score
+    )
     return {
-        **make_region(**fields),
+        **region,
         "original_width": int(image_width),
         "original_height": int(image_height),
         "image_rotation": 0,
+    }
+
+
+def _rectangle_value(x: float, y: float, width: float, height: float, rotation: float, label: str) -> dict:
+    return {
+        "x": float(x),
+        "y": float(y),
+        "width": float(width),
+        "height": float(height),
+        "rotation": rotation,
+        "rectanglelabels": [label],
     }
 
 
@@ -60,23 +83,9 @@ def rectangle_region(
         {'x': 10.0, 'y': 10.0, 'width': 40.0, 'height': 40.0, 'rotation': 0, 'rectanglelabels': ['car']}
     """
     x, y, width, height = xyxy_to_percent(np.asarray(xyxy).reshape(1, 4), image_width, image_height)[0]
-    value = {
-        "x": float(x),
-        "y": float(y),
-        "width": float(width),
-        "height": float(height),
-        "rotation": 0,
-        "rectanglelabels": [label],
-    }
+    value = _rectangle_value(x, y, width, height, 0, label)
     return _image_region(
-        region_id=region_id,
-        from_name=from_name,
-        to_name=to_name,
-        type_="rectanglelabels",
-        value=value,
-        score=score,
-        image_width=image_width,
-        image_height=image_height,
+        "rectanglelabels", value, (from_name, to_name, region_id), score, image_width, image_height
     )
 
 
@@ -109,23 +118,9 @@ def oriented_rectangle_region(
     if not (-1e-4 <= x <= 100 + 1e-4 and -1e-4 <= y <= 100 + 1e-4) or max(width, height) > 100 + 1e-4:
         return None  # Label Studio refuses a pivot outside the image or a side longer than the image
     x, y = min(max(x, 0.0), 100.0), min(max(y, 0.0), 100.0)
-    value = {
-        "x": float(x),
-        "y": float(y),
-        "width": float(width),
-        "height": float(height),
-        "rotation": float(rotation),
-        "rectanglelabels": [label],
-    }
+    value = _rectangle_value(x, y, width, height, float(rotation), label)
     return _image_region(
-        region_id=region_id,
-        from_name=from_name,
-        to_name=to_name,
-        type_="rectanglelabels",
-        value=value,
-        score=score,
-        image_width=image_width,
-        image_height=image_height,
+        "rectanglelabels", value, (from_name, to_name, region_id), score, image_width, image_height
     )
 
 
@@ -156,14 +151,7 @@ def polygon_region(
         return None
     value = {"points": percent_points, "closed": True, "polygonlabels": [label]}
     return _image_region(
-        region_id=region_id,
-        from_name=from_name,
-        to_name=to_name,
-        type_="polygonlabels",
-        value=value,
-        score=score,
-        image_width=image_width,
-        image_height=image_height,
+        "polygonlabels", value, (from_name, to_name, region_id), score, image_width, image_height
     )
 
 
@@ -199,16 +187,7 @@ def brush_region(
     height, width = mask.shape
     rle = mask2rle(np.where(mask != 0, np.uint8(255), np.uint8(0)))  # uint8 at once, not int64 first
     value = {"format": "rle", "rle": [int(byte) for byte in rle], "brushlabels": [label]}
-    return _image_region(
-        region_id=region_id,
-        from_name=from_name,
-        to_name=to_name,
-        type_="brushlabels",
-        value=value,
-        score=score,
-        image_width=width,
-        image_height=height,
-    )
+    return _image_region("brushlabels", value, (from_name, to_name, region_id), score, width, height)
 
 
 def keypoint_region(
@@ -243,14 +222,7 @@ def keypoint_region(
     [[x_percent, y_percent]] = polygon_to_percent(np.array([[x, y]]), image_width, image_height)
     value = {"x": x_percent, "y": y_percent, "width": float(point_size), "keypointlabels": [label]}
     region = _image_region(
-        region_id=region_id,
-        from_name=from_name,
-        to_name=to_name,
-        type_="keypointlabels",
-        value=value,
-        score=score,
-        image_width=image_width,
-        image_height=image_height,
+        "keypointlabels", value, (from_name, to_name, region_id), score, image_width, image_height
     )
     if parent_id is not None:
         region["parentID"] = parent_id

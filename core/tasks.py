@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, TypeAdapter
 
+from core.errors import LabelingConfigError
+
 # Strict: an id or project comes back in the answer as it was sent, never coerced (1.0 is refused, not 1).
 TaskId = StrictInt | StrictStr
 
@@ -51,4 +53,33 @@ def _as_dict(task: Task) -> dict[str, Any]:
     return {**sent, **(task.model_extra or {})}
 
 
-__all__ = ["PROJECT_TASKS", "TASK_IDS", "ProjectTask", "Task", "TaskId", "as_dicts"]
+def project_key(project: Any) -> str | None:
+    """Label Studio's project id from what it sends: "7.1795316247" in /setup and /predict, 7 in tasks.
+
+    >>> project_key("7.1795316247"), project_key(7), project_key(None)
+    ('7', '7', None)
+    """
+    if project is None or isinstance(project, bool):
+        return None
+    text = str(project).strip().split(".", 1)[0]
+    return text or None
+
+
+def media_url(task: dict[str, Any], value_key: str) -> Any:
+    """The task's media reference for `value_key`; a task without it fails alone (its own error)."""
+    url = task["data"].get(value_key)
+    if url is None:
+        raise LabelingConfigError(f"task {task.get('id')} has no '{value_key}' field in its data")
+    return url
+
+
+__all__ = [
+    "PROJECT_TASKS",
+    "TASK_IDS",
+    "ProjectTask",
+    "Task",
+    "TaskId",
+    "as_dicts",
+    "media_url",
+    "project_key",
+]

@@ -1,9 +1,10 @@
 """The one client this backend uses for Label Studio's REST API: the SDK's `LabelStudio`.
 
 Used by the training job (annotations), prediction jobs and `cli.py` (tasks, uploads) and for the
-project's own labeling config. The SDK renews personal-access-token access tokens itself; it is built
-with redirects off, so neither a token exchange nor an API call ever follows a redirect with the key
-(the key only goes to Label Studio's own origin).
+project's own labeling config, and by the media loader for the headers of downloads from Label Studio's
+origin. The SDK renews personal-access-token access tokens itself; its HTTP client never follows a
+redirect and refuses one with a clear error, so neither a token exchange nor an API call sends the
+key anywhere but Label Studio's own origin.
 
 Every call's failure becomes a `LabelStudioAccessError` naming what was asked, never the key.
 """
@@ -11,10 +12,14 @@ Every call's failure becomes a `LabelStudioAccessError` naming what was asked, n
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import httpx
+
 from core.errors import BackendError, LabelStudioAccessError
+from core.settings import Settings
 
 _PAGE_SIZE = 100
 
@@ -47,6 +52,14 @@ class LabelStudioClient:
         self._api_key = api_key
         self._timeout = timeout
         self._sdk = None
+        self._sdk_lock = threading.Lock()  # one SDK (one access token) per client, across threads
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LabelStudioClient | None:
+        """The environment's Label Studio (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY); None without a URL."""
+        if not settings.label_studio_url:
+            return None
+        return cls(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
 
     def __repr__(self) -> str:  # never show the key
         return f"LabelStudioClient({self.base_url!r})"
@@ -63,21 +76,28 @@ class LabelStudioClient:
     @property
     def sdk(self) -> Any:
         """The SDK client, built on first use (the SDK checks a personal access token's expiry then)."""
-        if self._sdk is None:
-            from label_studio_sdk.client import LabelStudio
+        with self._sdk_lock:
+            return self._sdk or self._build_sdk()
 
-            try:
-                self._sdk = LabelStudio(
-                    base_url=self.base_url,
-                    api_key=self._api_key,
+    def _build_sdk(self) -> Any:
+        from label_studio_sdk.client import LabelStudio
+
+        try:
+            self._sdk = LabelStudio(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                timeout=self._timeout,
+                httpx_client=httpx.Client(
                     timeout=self._timeout,
                     follow_redirects=False,
-                )
-            except Exception as error:  # an expired personal access token is refused here
-                raise LabelStudioAccessError(
-                    f"Label Studio at {self.base_url} refused the API key ({describe(error)}); "
-                    "create a new one in Account & Settings"
-                ) from None
+                    event_hooks={"response": [self._refuse_redirect]},
+                ),
+            )
+        except Exception as error:  # an expired personal access token is refused here
+            raise LabelStudioAccessError(
+                f"Label Studio at {self.base_url} refused the API key ({describe(error)}); "
+                "create a new one in Account & Settings"
+            ) from None
         return self._sdk
 
     def label_config(self, project: Any) -> str:
@@ -146,9 +166,32 @@ class LabelStudioClient:
         )
 
     def headers(self) -> dict[str, str]:
-        """The Authorization header for a download from Label Studio's own origin (access token renewed)."""
-        headers = self._call("renew the access token", self.sdk._client_wrapper.get_headers)
+        """The Authorization header for a download from Label Studio's own origin: `Token <key>` for a
+        legacy token; for a personal access token, `Bearer <access token>`, renewed by the SDK."""
+        if not self._api_key:
+            return {}
+        try:
+            headers = self.sdk._client_wrapper.get_headers()
+        except BackendError:
+            raise
+        except Exception as error:
+            if getattr(error, "status_code", None) is None:
+                raise LabelStudioAccessError(
+                    f"Label Studio at {self.base_url} is not reachable ({type(error).__name__})"
+                ) from None
+            raise LabelStudioAccessError(
+                "Label Studio refused the personal access token in LABEL_STUDIO_API_KEY "
+                f"({describe(error)}); create a new one in Account & Settings"
+            ) from None
         return {"Authorization": headers["Authorization"]}
+
+    def _refuse_redirect(self, response: httpx.Response) -> None:
+        if response.is_redirect:
+            raise LabelStudioAccessError(
+                f"Label Studio at {self.base_url} answered {response.request.method} "
+                f"{response.request.url.path} with a redirect (HTTP {response.status_code}), which is not "
+                "followed with the key; set LABEL_STUDIO_URL to the address Label Studio answers on itself"
+            )
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:

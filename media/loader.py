@@ -25,7 +25,7 @@ from core.errors import MediaError
 from core.settings import Settings
 from media.cache import MediaCache
 from media.http_client import MediaHTTP, NonPublicAddress
-from media.label_studio_api import LabelStudioAuth
+from media.label_studio_client import LabelStudioClient
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _MAX_REDIRECTS = 5
 
 
 class MediaLoader:
-    def __init__(self, settings: Settings, auth: Callable[[str | None], LabelStudioAuth | None]):
+    def __init__(self, settings: Settings, auth: Callable[[str | None], LabelStudioClient | None]):
         self._settings = settings
         # Called per download with the task's project: /setup may bring Label Studio's address later,
         # and each project its own.
@@ -126,14 +126,14 @@ class MediaLoader:
         )
 
     def _remote(
-        self, url: str, auth: LabelStudioAuth | None, max_bytes: int, cache_key: str | None = None
+        self, url: str, auth: LabelStudioClient | None, max_bytes: int, cache_key: str | None = None
     ) -> _Remote:
         named = cache_key or url
         file_name = hashlib.sha256(named.encode()).hexdigest() + _media_suffix(named)
         return _Remote(file_name, lambda destination: self._download(url, auth, destination, max_bytes))
 
     def _presigned(
-        self, uri: str, task_id: int | None, max_bytes: int, auth: LabelStudioAuth | None
+        self, uri: str, task_id: int | None, max_bytes: int, auth: LabelStudioClient | None
     ) -> _Remote:
         if not isinstance(task_id, int) or isinstance(task_id, bool):
             raise MediaError(
@@ -168,7 +168,7 @@ class MediaLoader:
 
     # -- downloads ---------------------------------------------------------------------------------
 
-    def _may_reach_private(self, url: str, auth: LabelStudioAuth | None) -> bool:
+    def _may_reach_private(self, url: str, auth: LabelStudioClient | None) -> bool:
         """Whether this hop may go to a non-public address; refuses a host outside ALLOWED_MEDIA_HOSTS.
 
         Label Studio's own origin may (scheme, host and port, not its host on any port); so may a host
@@ -189,7 +189,7 @@ class MediaLoader:
             raise MediaError(f"'{short_url(url)}' is on host '{host}', which is not in ALLOWED_MEDIA_HOSTS")
         return listed or self._settings.allow_private_media
 
-    def _download(self, url: str, auth: LabelStudioAuth | None, destination: Path, max_bytes: int) -> None:
+    def _download(self, url: str, auth: LabelStudioClient | None, destination: Path, max_bytes: int) -> None:
         """Stream `url` into `destination`, within MAX_*_BYTES and DOWNLOAD_*_TIMEOUT.
 
         The total deadline holds on the sockets (`MediaHTTP.deadline`): a server dripping headers, a
@@ -247,7 +247,7 @@ class MediaLoader:
             raise MediaError(f"'{short_url(url)}' is {declared} bytes, over the limit of {max_bytes}")
 
     def _follow_redirects(
-        self, url: str, auth: LabelStudioAuth | None, timeout: tuple[float, float]
+        self, url: str, auth: LabelStudioClient | None, timeout: tuple[float, float]
     ) -> requests.Response:
         """Follow redirects hop by hop, each hop checked again on the URL as it is requested.
 
@@ -319,7 +319,7 @@ def _media_suffix(url: str) -> str:
     return suffix if suffix in SAFE_MEDIA_SUFFIXES else ""
 
 
-def _label_studio(url: str, auth: LabelStudioAuth | None) -> LabelStudioAuth:
+def _label_studio(url: str, auth: LabelStudioClient | None) -> LabelStudioClient:
     if auth is None or not auth.base_url:
         raise MediaError(
             f"'{short_url(url)}' is a Label Studio URL, but LABEL_STUDIO_URL is not set "
@@ -328,7 +328,7 @@ def _label_studio(url: str, auth: LabelStudioAuth | None) -> LabelStudioAuth:
     return auth
 
 
-def _headers_for(url: str, auth: LabelStudioAuth | None) -> dict[str, str]:
+def _headers_for(url: str, auth: LabelStudioClient | None) -> dict[str, str]:
     """Label Studio's own origin (scheme, host, port) gets its auth; nothing else ever sees the key."""
     if auth is not None and auth.base_url and _same_origin(url, auth.base_url):
         return auth.headers()

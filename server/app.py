@@ -72,6 +72,16 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(BasicAuth, settings=settings)  # added last: outermost, before the body is read
 
+    _install_label_studio_routes(app, backend, metrics)
+    _install_job_and_metrics_routes(app, backend, metrics)
+    install_ui(app, settings, backend)
+
+    return app
+
+
+def _install_label_studio_routes(app: FastAPI, backend: YOLOBackend, metrics: Metrics) -> None:
+    """What Label Studio calls: health, /setup, /predict, /webhook (each a thin call into the backend)."""
+
     # async: answered on the event loop, so it never waits for a thread that runs a prediction.
     @app.get("/", response_model=HealthResponse)
     @app.get("/health", response_model=HealthResponse)
@@ -113,6 +123,10 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     def webhook(body: WebhookRequest) -> dict[str, Any]:
         return backend.fit(body.action, body.model_dump())
 
+
+def _install_job_and_metrics_routes(app: FastAPI, backend: YOLOBackend, metrics: Metrics) -> None:
+    """Training jobs (read only) and the Prometheus exposition."""
+
     @app.get("/jobs")
     def list_jobs(project: str | None = None) -> dict[str, Any]:
         return {"jobs": [job.public() for job in backend.jobs.list(project)]}
@@ -125,10 +139,6 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     def prometheus_metrics() -> Response:
         text = metrics.exposition(loaded_models=len(backend.registry.loaded()))
         return Response(text, media_type=metrics.content_type)
-
-    install_ui(app, settings, backend)
-
-    return app
 
 
 def _install_error_handlers(app: FastAPI) -> None:

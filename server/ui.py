@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException
 
 from core.settings import Settings
@@ -24,7 +24,7 @@ from model import YOLOBackend
 from server.ui_examples import EXAMPLE_CONFIGS, SAMPLE_FILES, SAMPLES, describe, trusted_plans
 
 STATIC = Path(__file__).resolve().parent / "static"
-_ASSETS = {"ui.js": "text/javascript", "ui.css": "text/css"}
+_ASSETS = {"ui.js": "text/javascript", "ui.css": "text/css", "favicon.svg": "image/svg+xml"}
 _SAMPLE_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4"}
 _WEIGHT_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".xml")
 _MAX_LISTED_MODELS = 200
@@ -37,6 +37,11 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
     @app.get("/ui", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "ui.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # The page names its icon; a browser asking the default path (other pages) gets no 404 either.
+        return Response(status_code=204)
 
     @app.get("/ui/static/{name}", include_in_schema=False)
     async def asset(name: str) -> FileResponse:

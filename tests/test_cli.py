@@ -25,6 +25,8 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 import cli
+from media.label_studio_client import LabelStudioClient
+from model import YOLOBackend
 from tests.conftest import SHAPES_MODEL, assert_nearly_equal
 from tests.local_http import LocalHTTPServer
 from tools.shapes import draw_shapes_image
@@ -216,7 +218,9 @@ def test_same_predictions_as_the_server(make_settings, make_client, label_studio
 def test_all_tasks_skips_tasks_done_by_this_model_version_and_resumes(make_settings, label_studio, capsys):
     label_studio.refuse_upload_for = {3}
     assert run_cli(make_settings, label_studio, "--all-tasks") == 1  # 2: missing image, 3: upload refused
-    assert "task 3: upload failed: Label Studio answered HTTP 400" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "task 3: upload failed: could not store a prediction for task 3 at Label Studio" in out
+    assert "HTTP 400: result is not valid" in out
     assert [p["task"] for p in label_studio.predictions] == [1]
 
     label_studio.refuse_upload_for = set()
@@ -289,19 +293,31 @@ def test_command_line_help_runs():
         [sys.executable, "cli.py", "--help"], cwd=Path(cli.__file__).parent, capture_output=True, text=True
     )
     assert result.returncode == 0 and "--all-tasks" in result.stdout and "--dry-run" in result.stdout
+    for command in ("predict", "train", "evaluate", "models", "export-int8"):
+        assert f"\n    {command} " in result.stdout or f"\n    {command}\n" in result.stdout, command
+
+
+def test_the_form_without_a_command_is_predict(make_settings):
+    """`cli.py --project 1 --tasks 1,2` (the form before subcommands) parses as `predict`."""
+    parser = cli.build_parser(make_settings())
+    options = ["--project", "1", "--tasks", "1,2", "--ls-url", "http://ls", "--ls-api-key", "k"]
+    old, new = (
+        parser.parse_args(cli.with_default_command(argv)) for argv in (options, ["predict", *options])
+    )
+    assert vars(old) == vars(new) and old.command == "predict" and old.tasks == "1,2"
 
 
 @pytest.fixture
 def predict_calls(monkeypatch) -> list[list]:
     """Every `YOLOBackend.predict` call the CLI makes: the task ids of each batch."""
     calls: list[list] = []
-    real_predict = cli.YOLOBackend.predict
+    real_predict = YOLOBackend.predict
 
     def counting_predict(self, tasks, *args, **kwargs):
         calls.append([task["id"] for task in tasks])
         return real_predict(self, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(cli.YOLOBackend, "predict", counting_predict)
+    monkeypatch.setattr(YOLOBackend, "predict", counting_predict)
     return calls
 
 
@@ -345,18 +361,18 @@ def test_an_interrupted_run_resumes_with_the_rest(
 ):
     """A run killed after its first upload: the next --all-tasks run predicts only the tasks not uploaded."""
     label_studio.tasks[2]["data"]["image"] = label_studio.tasks[1]["data"]["image"]
-    real_upload = cli.LabelStudioProject.upload
+    real_upload = LabelStudioClient.create_prediction
 
-    def upload_then_die(self, prediction):
-        real_upload(self, prediction)
+    def upload_then_die(self, *prediction):
+        real_upload(self, *prediction)
         raise KeyboardInterrupt  # as Ctrl-C or a killed process would, right after the first upload
 
-    monkeypatch.setattr(cli.LabelStudioProject, "upload", upload_then_die)
+    monkeypatch.setattr(LabelStudioClient, "create_prediction", upload_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_cli(make_settings, label_studio, "--all-tasks", "--batch-size", batch_size)
     assert [p["task"] for p in label_studio.predictions] == [1]
 
-    monkeypatch.setattr(cli.LabelStudioProject, "upload", real_upload)
+    monkeypatch.setattr(LabelStudioClient, "create_prediction", real_upload)
     predict_calls.clear()
     assert run_cli(make_settings, label_studio, "--all-tasks", "--batch-size", batch_size) == 0
     assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]

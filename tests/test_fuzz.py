@@ -415,7 +415,7 @@ def test_predict_with_valid_configs_never_answers_5xx(
 def test_predict_with_valid_video_configs_never_answers_5xx(fuzz_client, media_root, monkeypatch):
     """Video configs that parse, with tasks naming videos, images and worse as their video; enough of
     them reach the decoder (frames decoded) and come back with a result."""
-    import model
+    import prediction.videos
     from media.video import VideoReader
 
     decoded = Counter()
@@ -426,7 +426,7 @@ def test_predict_with_valid_video_configs_never_answers_5xx(fuzz_client, media_r
                 decoded["frames"] += len(frames)
                 yield numbers, frames
 
-    monkeypatch.setattr(model, "VideoReader", CountingReader)
+    monkeypatch.setattr(prediction.videos, "VideoReader", CountingReader)
 
     def video_config(tag: str, attrs: dict, label: str) -> str:
         if tag == "VideoRectangle":  # its labels live in a <Labels> beside it

@@ -146,7 +146,7 @@ def test_no_secret_in_logs_or_answers(make_client, bus_image, captured_logs, cap
 
 
 def test_settings_and_auth_objects_do_not_show_secrets(make_settings):
-    from media.label_studio_api import LabelStudioAuth
+    from media.label_studio_client import LabelStudioClient
     from server.schemas import PredictRequest, SetupRequest
 
     settings = make_settings(
@@ -159,7 +159,7 @@ def test_settings_and_auth_objects_do_not_show_secrets(make_settings):
     for text in (
         repr(settings),
         str(settings),
-        repr(LabelStudioAuth("http://ls", LEGACY_TOKEN)),
+        repr(LabelStudioClient("http://ls", LEGACY_TOKEN)),
         repr(setup),
         repr(predict),
     ):

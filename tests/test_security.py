@@ -415,13 +415,25 @@ def test_hole_12_token_refresh_never_follows_a_redirect_with_the_key(bus_image):
     """Hole 12: the personal access token exchange followed redirects, so a 307 sent the token (in the
     POST body) to whatever host the answer named."""
     from core.errors import LabelStudioAccessError
-    from media.label_studio_api import LabelStudioAuth
+    from media.label_studio_client import LabelStudioClient
     from tests.test_media import PERSONAL_ACCESS_TOKEN
 
     with Sink(b"") as attacker:
         moved = f"HTTP/1.0 307 Temporary Redirect\r\nLocation: {attacker.url}/api/token/refresh/\r\n\r\n"
-        with Sink(b"", {"/api/token/refresh/": lambda out, _: out.write(moved.encode())}) as label_studio:
-            auth = LabelStudioAuth(label_studio.url, PERSONAL_ACCESS_TOKEN)
+        moved_project = f"HTTP/1.0 308 Permanent Redirect\r\nLocation: {attacker.url}/api/projects/1/\r\n\r\n"
+        routes = {
+            "/api/token/refresh/": lambda out, _: out.write(moved.encode()),
+            "/api/projects/1/": lambda out, _: out.write(moved_project.encode()),
+        }
+        with Sink(b"", routes) as label_studio:
+            auth = LabelStudioClient(label_studio.url, PERSONAL_ACCESS_TOKEN)
             with pytest.raises(LabelStudioAccessError, match="redirect"):
                 auth.headers()
+            # An API call with a legacy token (sent in the header) is not followed either.
+            with pytest.raises(LabelStudioAccessError, match="redirect"):
+                LabelStudioClient(label_studio.url, LEGACY_TOKEN).label_config(1)
+        assert [(method, path) for method, path, *_ in label_studio.requests] == [
+            ("POST", "/api/token/refresh/"),
+            ("GET", "/api/projects/1/"),
+        ]
         assert attacker.requests == []

@@ -167,3 +167,13 @@ def test_missing_model_file_is_reported(client, shapes_png):
     body = upload(client, shapes_png, config=both).json()
     assert "missing-model.pt" in body["control_errors"]["poly"]
     assert body["result"] == [] and "<poly>" in body["task_error"]  # no partial prediction (issue 9)
+
+
+def test_the_page_has_an_icon_and_favicon_ico_is_not_a_404(client):
+    """Browsers log a 404 for /favicon.ico as an error: the page names its own icon, which is served,
+    and the default path answers 204 for any other page."""
+    page = client.get("/ui").text
+    assert '<link rel="icon" href="/ui/static/favicon.svg"' in page
+    icon = client.get("/ui/static/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert client.get("/favicon.ico").status_code == 204

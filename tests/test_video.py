@@ -284,11 +284,11 @@ def test_a_broken_video_spoils_its_task_only(video_client, shapes_video, tmp_pat
 def test_a_video_decoder_crash_spoils_its_task_only(video_client, shapes_video, tmp_path, monkeypatch):
     """The video reader raising a plain RuntimeError on one video: that task gets an error, the other
     video its tracks, the request a 200."""
-    import model
+    import prediction.videos
 
     crashing = tmp_path / "crash.mp4"
     crashing.write_bytes(shapes_video.read_bytes())
-    real_reader = model.VideoReader
+    real_reader = prediction.videos.VideoReader
     calls = []
 
     def counting_reader(path, *args, **kwargs):
@@ -297,7 +297,7 @@ def test_a_video_decoder_crash_spoils_its_task_only(video_client, shapes_video, 
             raise RuntimeError("demuxer exploded")
         return real_reader(path, *args, **kwargs)
 
-    monkeypatch.setattr(model, "VideoReader", counting_reader)
+    monkeypatch.setattr(prediction.videos, "VideoReader", counting_reader)
     crashed, good = predict(video_client, tracking_config(), crashing, shapes_video)["results"]
     assert len(calls) == 2
     assert (

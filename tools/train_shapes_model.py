@@ -100,14 +100,9 @@ def train(data_yaml: Path, work: Path, args: argparse.Namespace) -> Path:
     from ultralytics import YOLO  # after YOLO_OFFLINE is set
 
     YOLO("yolov8n.yaml").train(
-        data=str(data_yaml),
+        **_common_options(data_yaml, work, args),
         epochs=args.epochs,
-        imgsz=args.imgsz,
-        batch=args.batch,
-        device="cpu",
-        workers=args.workers,
         pretrained=False,
-        plots=False,
         seed=args.seed,
         deterministic=True,
         cache="ram",
@@ -118,9 +113,7 @@ def train(data_yaml: Path, work: Path, args: argparse.Namespace) -> Path:
         optimizer="AdamW",
         lr0=args.lr0,
         warmup_epochs=args.warmup_epochs,
-        project=str(work / "runs"),
         name="shapes",
-        exist_ok=True,
         verbose=False,
         # Shapes: flips/rotations would change nothing useful; vertical flip would invert triangles.
         flipud=0.0,
@@ -134,18 +127,21 @@ def validate(best: Path, data_yaml: Path, work: Path, args: argparse.Namespace):
     """Ultralytics' validation metrics of ``best`` on the held-out split."""
     from ultralytics import YOLO
 
-    return YOLO(str(best)).val(
-        data=str(data_yaml),
-        imgsz=args.imgsz,
-        batch=args.batch,
-        device="cpu",
-        workers=args.workers,
-        plots=False,
-        verbose=True,
-        project=str(work / "runs"),
-        name="shapes-val",
-        exist_ok=True,
-    )
+    return YOLO(str(best)).val(**_common_options(data_yaml, work, args), verbose=True, name="shapes-val")
+
+
+def _common_options(data_yaml: Path, work: Path, args: argparse.Namespace) -> dict:
+    """What training and validation share: the data, image size, batch, CPU, no plots, the runs folder."""
+    return {
+        "data": str(data_yaml),
+        "imgsz": args.imgsz,
+        "batch": args.batch,
+        "device": "cpu",
+        "workers": args.workers,
+        "plots": False,
+        "project": str(work / "runs"),
+        "exist_ok": True,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

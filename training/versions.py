@@ -32,6 +32,8 @@ POINTER = "served.json"
 WEIGHTS = "best.pt"
 METRICS = "metrics.json"
 DATASET = "dataset.json"
+# The figure each kind of version is promoted on, as metrics.json names it, and as people read it.
+METRIC_LABELS = {"map50_95": "mAP50-95", "top1_accuracy": "top-1 accuracy", "mean_f1": "mean frame F1"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _VERSION = re.compile(r"^v(\d+)-[0-9]{8}T[0-9]{6}$")
 
