@@ -420,11 +420,11 @@ def training_main(argv: Sequence[str], settings: Settings) -> int:
 
 def train(backend: YOLOBackend, project: int, label_config: str, controls: list[str] | None) -> int:
     """Start (or join) the job of each control, the same jobs Start Training starts; follow them."""
-    answer = backend.start_training({"id": project, "label_config": label_config}, "cli", controls)
+    answer = backend.training.start(project, "cli", controls)  # the config: read from Label Studio again
     failed = 0
     for started in answer["jobs"]:
-        if started["submission"] == "already_running":
-            print(f"{started['control']}: a job is already running ({started['id']}); following it")
+        if started["submission"] in ("queued", "already_queued"):
+            print(f"{started['control']}: {started['submission'].replace('_', ' ')} ({started['id']}); following it")
         job = follow(backend, started["id"])
         if job.state == "succeeded":
             print(f"{job.control}: {job.version}: {job.message}")
@@ -506,7 +506,7 @@ def evaluate_models(
 ) -> int:
     from training_pipeline import TrainingRun, evaluate_project
 
-    for spec in backend.training_specs(label_config, controls):
+    for spec in backend.training.specs(label_config, controls):
         run = TrainingRun(backend.settings, _QuietReporter())
         result = evaluate_project(run, str(args.project), spec.from_name, label_config, args.model_path)
         print(f"\n{spec.from_name}: {result.model}")

@@ -114,6 +114,18 @@ class Settings(BaseSettings):
         description="Finished training jobs kept (state and log files) per project and control; older "
         "ones are removed when a new job of that control starts.",
     )
+    training_max_jobs: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs running at once on this host; more wait `queued`. 0: one per CUDA GPU that "
+        "DEVICE selects, 1 on a CPU host.",
+    )
+    training_max_queued: int = Field(
+        default=8,
+        ge=0,
+        description="Jobs that may wait on this host; a trigger past it is refused with 429 (a trigger "
+        "for a control whose job runs always queues its one follow-up).",
+    )
 
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
