@@ -76,7 +76,12 @@ class Settings(BaseSettings):
     download_workers: int = Field(default=4, ge=1)
     max_image_bytes: int = Field(default=50 * 1024**2, ge=1)
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
-    max_image_pixels: int = Field(default=100_000_000, ge=1)
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Pixels an image may have (from its header, before decoding). A decoded image costs "
+        "3-4 bytes a pixel and DOWNLOAD_WORKERS decode at once per worker: 50 MP is ~200 MB each.",
+    )
     max_video_frames: int = Field(default=100_000, ge=1, description="Frames a video may have (decoded).")
     download_total_timeout: float = Field(
         default=300.0, gt=0, description="Seconds one download may take in all (against slow drips)."
@@ -129,6 +134,9 @@ class Settings(BaseSettings):
 
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
+    max_concurrent_uploads: int = Field(
+        default=4, ge=1, description="Multipart uploads (/ui/predict) read at once per worker; more get 429."
+    )
     max_label_config_bytes: int = Field(
         default=1024**2, ge=1, description="Largest labeling config (/predict, /setup, /ui)."
     )

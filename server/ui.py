@@ -20,11 +20,11 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
 from core.settings import Settings
+from inference.model_registry import WEIGHT_SUFFIXES
 from model import YOLOBackend
 
 STATIC = Path(__file__).resolve().parent / "static"
 _ASSETS = {"ui.js": "text/javascript", "ui.css": "text/css"}
-_WEIGHT_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".xml")
 _MAX_LISTED_MODELS = 200
 _COPY_CHUNK = 1 << 20
 
@@ -44,8 +44,7 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
 
     @app.get("/ui/models")
     def models() -> dict[str, Any]:
-        return {
-            "model_root": str(settings.model_root),
+        return {  # names relative to MODEL_ROOT, never the server's own path (a caller needs no more)
             "files": model_files(settings.model_root),
             "loaded": backend.registry.loaded(),
             "errors": dict(backend.registry.last_errors),
@@ -79,7 +78,7 @@ def model_files(root: Path) -> list[dict[str, Any]]:
     """Weight files under MODEL_ROOT (relative names, as `model_path` takes them), newest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES]
+    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES]
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [
         {

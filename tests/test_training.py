@@ -623,7 +623,10 @@ def test_project_ids_are_one_integer_for_locks_paths_and_jobs(make_settings, own
         try:
             ids = set()
             for spelling in (3, "03", "003", "3.1700000000", " 3"):
-                body = {"action": "START_TRAINING", "project": {"id": spelling, "label_config": label_config()}}
+                body = {
+                    "action": "START_TRAINING",
+                    "project": {"id": spelling, "label_config": label_config()},
+                }
                 [job] = backend.fit("START_TRAINING", body)["jobs"]
                 assert job["project"] == PROJECT
                 ids.add(job["id"])
