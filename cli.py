@@ -423,6 +423,10 @@ def train(backend: YOLOBackend, project: int, label_config: str, controls: list[
     answer = backend.training.start(project, "cli", controls)  # the config: read from Label Studio again
     failed = 0
     for started in answer["jobs"]:
+        if started["submission"] == "refused":  # the host's queue is full (TRAINING_MAX_QUEUED)
+            failed += 1
+            print(f"{started['control']}: not started: {started['error']}")
+            continue
         if started["submission"] in ("queued", "already_queued"):
             print(f"{started['control']}: {started['submission'].replace('_', ' ')} ({started['id']}); following it")
         job = follow(backend, started["id"])

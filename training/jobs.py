@@ -270,6 +270,7 @@ class LocalProcessRunner:
             log = self.files.log_path(job.id).open("ab")
             launcher = [
                 sys.executable,
+                "-I",  # the standard library only: no site-packages, not even this folder's modules
                 job_slots.__file__,
                 str(self.files.dir),
                 str(self.max_running),
