@@ -428,7 +428,9 @@ def train(backend: YOLOBackend, project: int, label_config: str, controls: list[
             print(f"{started['control']}: not started: {started['error']}")
             continue
         if started["submission"] in ("queued", "already_queued"):
-            print(f"{started['control']}: {started['submission'].replace('_', ' ')} ({started['id']}); following it")
+            print(
+                f"{started['control']}: {started['submission'].replace('_', ' ')} ({started['id']}); following it"
+            )
         job = follow(backend, started["id"])
         if job.state == "succeeded":
             print(f"{job.control}: {job.version}: {job.message}")

@@ -691,13 +691,13 @@ def test_thirty_webhook_posts_run_at_most_max_jobs_and_queue_or_refuse_the_rest(
             jobs = runner.list()
             assert len(jobs) == 7
             assert sorted(j.state for j in jobs) == ["queued"] * 5 + ["running"] * 2
+            files = JobFiles(own_model_root / "jobs")  # state files only: no call into the runner
             for expected in (2, 2, 1):  # end the running ones: the waiting ones take the slots by themselves
                 for job in runner.list():
                     if job.state == "running":
                         os.kill(job.pid, signal.SIGKILL)
                 time.sleep(0.5)
-                files = JobFiles(own_model_root / "jobs")  # state files only: no call into the runner
-                wait_until(lambda: sum(j.state == "running" for j in files.all()) >= expected, timeout=30)
+                wait_until(lambda n=expected: sum(j.state == "running" for j in files.all()) >= n, timeout=30)
                 time.sleep(0.5)
                 assert sum(j.state == "running" for j in runner.list()) == expected  # never more than 2
             assert sum(j.state == "failed" for j in runner.list()) == 6
