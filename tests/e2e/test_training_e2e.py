@@ -146,10 +146,10 @@ def test_a_poisoned_webhook_does_not_change_how_the_job_trains_or_promotes(
     first = post(project["id"])
     assert first.status_code == 200, first.text
     [job] = first.json()["jobs"]
-    again = post(f"00{project['id']}")  # one project, one queue: folded into the waiting job or queued once
-    assert again.status_code == 200 and again.json()["jobs"][0]["project"] == str(project["id"])
     stored = json.loads((model_root / "jobs" / f"{job['id']}.json").read_text())
     assert stored["params"]["label_config"] == own  # Label Studio's copy, not the body's
+    again = post(f"00{project['id']}")  # one project, one queue: folded into the waiting job or queued once
+    assert again.status_code == 200 and again.json()["jobs"][0]["project"] == str(project["id"])
 
     deadline = time.time() + 300
     while time.time() < deadline:
