@@ -20,15 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from control_models.labeling_plan import PlanCache, check_label_config_size, config_hash
 from core.errors import (
-    BackendError,
-    BadRequestError,
-    LabelingConfigError,
     ModelError,
-    ServerConfigurationError,
 )
 from core.settings import PROJECT_ROOT, Settings
 from core.tasks import project_key
@@ -44,13 +38,11 @@ from prediction.int8 import Int8Export, Int8Exporter
 from prediction.run import PredictionRun, TaskOutcome
 from prediction.served import ServedControls
 from prediction.videos import VideoPipeline
-from training.jobs import JobRunner, LocalProcessRunner, count_event
+from training.jobs import JobRunner, LocalProcessRunner
+from training.trigger import TrainingTrigger, host_training_slots
 from training.versions import ServedVersions, VersionStore
 
 logger = logging.getLogger(__name__)
-
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
-
 
 class YOLOBackend:
     """The label-studio-ml verbs of one server process; each step is a collaborator built here."""
@@ -70,6 +62,8 @@ class YOLOBackend:
             settings.model_root / "jobs",
             [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")],
             keep_finished=settings.training_jobs_kept,
+            max_running=settings.training_max_jobs or (lambda: host_training_slots(settings.device)),
+            max_queued=settings.training_max_queued,
         )
         self.plans = PlanCache(settings)
         self.credentials = LabelStudioCredentials(settings)
@@ -79,6 +73,7 @@ class YOLOBackend:
         self.images = ImagePipeline(self.prefetcher)
         self.videos = VideoPipeline(settings, self.media)
         self.int8 = Int8Exporter(settings, self.registry, self.served, self.prefetcher)
+        self.training = TrainingTrigger(settings, self.jobs, self.plans, self.label_studio_auth)
 
     # -- label-studio-ml verbs ------------------------------------------------------------------------
 
@@ -163,87 +158,8 @@ class YOLOBackend:
         return run
 
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Label Studio's events: START_TRAINING starts a training job per trainable control; annotation
-        events count towards `model_train_every`. Answers at once: the jobs run in their own processes."""
-        known = {
-            "ANNOTATION_CREATED",
-            "ANNOTATION_UPDATED",
-            "ANNOTATIONS_DELETED",
-            "START_TRAINING",
-            "TASKS_CREATED",
-            "TASKS_DELETED",
-            "PROJECT_UPDATED",
-        }
-        if event not in known:
-            logger.info("Webhook event %s ignored", event)
-            return {"status": "ignored", "message": f"event '{event}' is not one this backend handles"}
-        logger.info("Webhook event %s received", event)
-        if event == "START_TRAINING":
-            return self.start_training(data.get("project") or {}, trigger=event)
-        if event in ANNOTATION_EVENTS:
-            return self._count_annotation(event, data.get("project") or {})
-        return {"status": "ok", "event": event}
-
-    def start_training(
-        self, project: dict[str, Any], trigger: str, controls: Sequence[str] | None = None
-    ) -> dict[str, Any]:
-        """One job per trainable control (or those named); a control whose job runs says so."""
-        key, label_config = _project_of(project)
-        specs = self.training_specs(label_config, controls)
-        jobs = []
-        for spec in specs:
-            submission = self.jobs.submit(
-                key, spec.from_name, trigger, {"label_config": label_config}, env=self._job_env(key)
-            )
-            jobs.append({**submission.job.public(), "submission": submission.status})
-        return {"status": "ok", "event": trigger, "jobs": jobs}
-
-    def training_specs(self, label_config: str, controls: Sequence[str] | None = None) -> list[Any]:
-        """The TrainingSpec of each trainable control of the config (or of the controls named)."""
-        plan = self.plans.get(label_config)
-        specs = []
-        for control in plan.controls:
-            spec = control.training_spec()
-            if spec is not None and (not controls or control.from_name in controls):
-                specs.append(spec)
-        if controls and {s.from_name for s in specs} != set(controls):
-            missing = sorted(set(controls) - {s.from_name for s in specs})
-            raise LabelingConfigError(
-                f"no trainable control named {', '.join(missing)} in the labeling config"
-            )
-        if not specs:
-            raise LabelingConfigError("the labeling config has no control this backend can train")
-        return specs
-
-    def _count_annotation(self, event: str, project: dict[str, Any]) -> dict[str, Any]:
-        """Every `model_train_every` new or updated annotations start a job (counted across workers)."""
-        try:
-            key, label_config = _project_of(project)
-            specs = [s for s in self.training_specs(label_config) if s.train_every > 0]
-        except BackendError:
-            return {"status": "ok", "event": event}
-        started = []
-        for spec in specs:
-            if count_event(self.settings.model_root / "jobs", key, spec.from_name, spec.train_every):
-                submission = self.jobs.submit(
-                    key, spec.from_name, event, {"label_config": label_config}, env=self._job_env(key)
-                )
-                started.append({**submission.job.public(), "submission": submission.status})
-        return {"status": "ok", "event": event, "jobs": started}
-
-    def _job_env(self, project: str) -> dict[str, str]:
-        """The job process reaches Label Studio as this process does (environment, else /setup's)."""
-        auth = self.label_studio_auth(project)
-        if auth is None or not auth.configured:
-            raise ServerConfigurationError(
-                "training needs Label Studio's address and an API key, and this backend has neither: set "
-                "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY on the backend (the job fetches the annotations itself)"
-            )
-        return {
-            **settings_environment(self.settings),
-            "LABEL_STUDIO_URL": auth.base_url,
-            "LABEL_STUDIO_API_KEY": auth.api_key,
-        }
+        """Label Studio's events (START_TRAINING, annotation counts): `TrainingTrigger` starts the jobs."""
+        return self.training.on_event(event, data)
 
     # -- INT8 exports, Label Studio access ------------------------------------------------------------
 
@@ -261,30 +177,6 @@ class YOLOBackend:
 
     def close(self) -> None:
         self.prefetcher.close()
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """The settings as environment variables: a job process builds the same `Settings()` as this one."""
-    environment = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        environment[name.upper()] = str(value)
-    return environment
-
-
-def _project_of(project: dict[str, Any]) -> tuple[str, str]:
-    """(project id, labeling config) from the project object of a webhook body."""
-    key = project_key(project.get("id")) if isinstance(project, dict) else None
-    label_config = project.get("label_config") if isinstance(project, dict) else None
-    if not key or not isinstance(label_config, str) or not label_config.strip():
-        raise BadRequestError("the webhook body has no project with an id and a label_config")
-    return key, label_config
 
 
 __all__ = ["Int8Export", "PredictionRun", "TaskOutcome", "YOLOBackend", "project_key"]

@@ -31,7 +31,7 @@ def evaluate_models(
 ) -> int:
     from training_pipeline import TrainingRun, evaluate_project
 
-    for spec in backend.training_specs(label_config, controls):
+    for spec in backend.training.specs(label_config, controls):
         run = TrainingRun(backend.settings, _QuietReporter())
         result = evaluate_project(run, str(args.project), spec.from_name, label_config, args.model_path)
         print(f"\n{spec.from_name}: {result.model}")

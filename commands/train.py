@@ -34,11 +34,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def train(backend: YOLOBackend, project: int, label_config: str, controls: list[str] | None) -> int:
     """Start (or join) the job of each control, the same jobs Start Training starts; follow them."""
-    answer = backend.start_training({"id": project, "label_config": label_config}, "cli", controls)
+    answer = backend.training.start(project, "cli", controls)  # the config: read from Label Studio again
     failed = 0
     for started in answer["jobs"]:
-        if started["submission"] == "already_running":
-            print(f"{started['control']}: a job is already running ({started['id']}); following it")
+        if started["submission"] == "refused":  # the host's queue is full (TRAINING_MAX_QUEUED)
+            failed += 1
+            print(f"{started['control']}: not started: {started['error']}")
+            continue
+        if started["submission"] in ("queued", "already_queued"):
+            print(
+                f"{started['control']}: {started['submission'].replace('_', ' ')} ({started['id']}); following it"
+            )
         job = follow(backend, started["id"])
         if job.state == "succeeded":
             print(f"{job.control}: {job.version}: {job.message}")

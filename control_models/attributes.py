@@ -77,8 +77,25 @@ def parse_fraction(attrs: Mapping[str, Any], name: str, default: float, control_
     return parse_float(attrs, name, default, control_name, 0.0, 1.0)
 
 
+# Whole-number attributes with a range: training runs in its own process but on this host's cores,
+# memory and disk, and the labeling config is written by whoever edits the project (or posts a body).
+# A value outside its range is refused when the plan is built, before any job starts.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "model_train_epochs": (1, 1000),
+    "model_train_patience": (1, 300),
+    "model_train_imgsz": (32, 2048),
+    "model_train_batch": (1, 256),
+    "model_train_every": (1, 100_000),
+    "model_classifier_epochs": (1, 5000),
+    "model_classifier_sequence_size": (1, 4096),
+    "model_classifier_hidden_size": (1, 1024),
+    "model_classifier_num_layers": (1, 8),
+    "model_vid_stride": (1, 1000),
+}
+
+
 def parse_positive_int(attrs: Mapping[str, Any], name: str, default: int, control_name: str) -> int:
-    """A whole number of at least 1 (a stride, a count of epochs).
+    """A whole number of at least 1 (a stride, a count of epochs), within `INT_RANGES` for its name.
 
     >>> parse_positive_int({"model_vid_stride": "5"}, "model_vid_stride", 1, "box")
     5
@@ -86,12 +103,13 @@ def parse_positive_int(attrs: Mapping[str, Any], name: str, default: int, contro
     value = attrs.get(name)
     if value is None or str(value).strip() == "":
         return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
+    low, high = INT_RANGES.get(name, (1, None))
+    text = str(value).strip()
+    # Parsed only when short: int() of a 5000-digit string is refused by Python anyway (and slow).
+    number = int(text) if len(text) <= 12 and text.lstrip("+-").isdigit() else None
+    if number is None or number < low or (high is not None and number > high):
+        allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise LabelingConfigError(
-            f'<{control_name}> has {name}="{value}"; it must be a whole number of at least 1, e.g. {name}="{default}"'
+            f'<{control_name}> has {name}="{value}"; it must be a whole number {allowed}, e.g. {name}="{default}"'
         )
     return number

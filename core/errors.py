@@ -64,3 +64,9 @@ class TrainingDataError(BackendError):
     """The project's annotations are not enough to train on; the message says what is missing."""
 
     status_code = 422
+
+
+class TooManyJobsError(BackendError):
+    """More jobs wait on this host than it queues (TRAINING_MAX_QUEUED); try again when some have run."""
+
+    status_code = 429

@@ -85,7 +85,12 @@ class Settings(BaseSettings):
     download_workers: int = Field(default=4, ge=1)
     max_image_bytes: int = Field(default=50 * 1024**2, ge=1)
     max_video_bytes: int = Field(default=2 * 1024**3, ge=1)
-    max_image_pixels: int = Field(default=100_000_000, ge=1)
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Pixels an image may have (from its header, before decoding). A decoded image costs "
+        "3-4 bytes a pixel and DOWNLOAD_WORKERS decode at once per worker: 50 MP is ~200 MB each.",
+    )
     max_video_frames: int = Field(default=100_000, ge=1, description="Frames a video may have (decoded).")
     download_total_timeout: float = Field(
         default=300.0, gt=0, description="Seconds one download may take in all (against slow drips)."
@@ -123,9 +128,24 @@ class Settings(BaseSettings):
         description="Finished training jobs kept (state and log files) per project and control; older "
         "ones are removed when a new job of that control starts.",
     )
+    training_max_jobs: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs running at once on this host; more wait `queued`. 0: one per CUDA GPU that "
+        "DEVICE selects, 1 on a CPU host.",
+    )
+    training_max_queued: int = Field(
+        default=8,
+        ge=0,
+        description="Jobs that may wait on this host; a trigger past it is refused with 429 (a trigger "
+        "for a control whose job runs always queues its one follow-up).",
+    )
 
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
+    max_concurrent_uploads: int = Field(
+        default=4, ge=1, description="Multipart uploads (/ui/predict) read at once per worker; more get 429."
+    )
     max_label_config_bytes: int = Field(
         default=1024**2, ge=1, description="Largest labeling config (/predict, /setup, /ui)."
     )

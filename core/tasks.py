@@ -56,13 +56,13 @@ def _as_dict(task: Task) -> dict[str, Any]:
 def project_key(project: Any) -> str | None:
     """Label Studio's project id from what it sends: "7.1795316247" in /setup and /predict, 7 in tasks.
 
-    >>> project_key("7.1795316247"), project_key(7), project_key(None)
-    ('7', '7', None)
+    >>> project_key("7.1795316247"), project_key(7), project_key("007"), project_key(None)
+    ('7', '7', '7', None)
     """
     if project is None or isinstance(project, bool):
         return None
     text = str(project).strip().split(".", 1)[0]
-    return text or None
+    return str(int(text)) if text.isdigit() else (text or None)  # "007" is project 7
 
 
 def media_url(task: dict[str, Any], value_key: str) -> Any:

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 _MAX_REMEMBERED_ERRORS = 50
 _MAX_NAME_BYTES = 255  # a file name on Linux file systems; longer ones make every stat raise
 _MAX_PATH_CHARS = 1024
+# What a model_path may name: a weight file Ultralytics loads, or an export folder. Anything else under
+# MODEL_ROOT (job states and logs, served.json, metrics.json) is refused by its name, before the file
+# system is asked, so the answer is the same whether such a file exists or not.
+WEIGHT_SUFFIXES = (".pt", ".torchscript", ".onnx", ".engine", ".tflite", ".pb", ".xml")
+EXPORT_FOLDER_SUFFIXES = ("_openvino_model", "_ncnn_model", "_saved_model", "_paddle_model", ".mlpackage")
 
 
 @dataclass
@@ -115,6 +120,7 @@ class ModelRegistry:
             raise ModelLoadError(f"model_path '{model_path}' is absolute; give a path relative to MODEL_ROOT")
         if ".." in posix.parts:
             raise ModelLoadError(f"model_path '{model_path}' leaves MODEL_ROOT; '..' is not allowed")
+        check_weight_name(model_path, posix.name)
         root = self._settings.model_root
         try:
             candidate = (root / Path(*posix.parts)).resolve()
@@ -219,20 +225,18 @@ class ModelRegistry:
             raise ModelLoadError(
                 f"model file '{model_path}' cannot be read ({type(error).__name__})"
             ) from None
-        if not is_file:
+        if not is_file and not path.name.endswith(EXPORT_FOLDER_SUFFIXES):
             raise ModelLoadError(f"model file '{model_path}' is not a file in MODEL_ROOT")
         yolo = self._yolo(model_path, path)
         if model_format == "openvino-int8":
             yolo = self._int8(model_path, path, yolo)
-        names = getattr(yolo, "names", None) or {}
-        if isinstance(names, list | tuple):
-            names = dict(enumerate(names))
+        task, class_names = _task_and_classes(model_path, yolo)
         cuda = uses_cuda(self._settings.device)
         return LoadedModel(
             name=model_path if model_format == "pt" else f"{model_path} ({model_format})",
             yolo=yolo,
-            task=str(yolo.task),
-            class_names={int(k): str(v) for k, v in names.items()},
+            task=task,
+            class_names=class_names,
             threads=self._settings.effective_torch_threads,
             device=self._settings.device,
             half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
@@ -335,6 +339,31 @@ def missing_without_download(model_path: str, settings: Settings) -> str:
         f"model file '{model_path}' not found in MODEL_ROOT, and downloads are off ({why}): put the file "
         "into MODEL_ROOT, or set ALLOW_MODEL_DOWNLOAD=true to let the backend fetch official weights"
     )
+
+
+def check_weight_name(model_path: str, name: str) -> None:
+    """Refuse a model_path whose name is not a weight file's or an export folder's (by name only)."""
+    lowered = name.lower()
+    if lowered.endswith(WEIGHT_SUFFIXES) or lowered.endswith(EXPORT_FOLDER_SUFFIXES):
+        return
+    raise ModelLoadError(
+        f"model_path '{model_path}' is not a model: name a weight file ({', '.join(WEIGHT_SUFFIXES)}) or an "
+        f"export folder ({', '.join('*' + s for s in EXPORT_FOLDER_SUFFIXES)}) in MODEL_ROOT"
+    )
+
+
+def _task_and_classes(model_path: str, yolo: Any) -> tuple[str, dict[int, str]]:
+    """The loaded model's task and class names; an object without them is not a model (422, not 500)."""
+    try:
+        names = getattr(yolo, "names", None) or {}
+        if isinstance(names, list | tuple):
+            names = dict(enumerate(names))
+        return str(yolo.task), {int(k): str(v) for k, v in names.items()}
+    except Exception as error:
+        logger.warning("Model %s has no usable task or class names: %r", model_path, error)
+        raise ModelLoadError(
+            f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model ({type(error).__name__})"
+        ) from None
 
 
 def uses_cuda(device: str) -> bool:

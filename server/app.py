@@ -21,10 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import BackendError
 from core.settings import Settings
 from core.tasks import as_dicts
-from model import YOLOBackend
+from model import YOLOBackend, project_key
 from server.auth import BasicAuth
 from server.body_limit import BodySizeLimit
+from server.browser_guard import BrowserGuard
 from server.metrics import Metrics
+from server.redact import PathRedactor
 from server.schemas import (
     HealthResponse,
     PredictRequest,
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     settings = settings or Settings()
     configure_logging(settings.log_level)
     backend = backend or YOLOBackend(settings)
+    redact = PathRedactor(settings)  # job logs and errors name files relative to MODEL_ROOT
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -69,8 +72,11 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     metrics = Metrics(settings.prometheus_multiproc_dir)
     _install_error_handlers(app)
     _install_metrics(app, metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(BasicAuth, settings=settings)  # added last: outermost, before the body is read
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, max_uploads=settings.max_concurrent_uploads
+    )
+    app.add_middleware(BasicAuth, settings=settings)  # before the body is read
+    app.add_middleware(BrowserGuard)  # added last: outermost (its headers go on 401s too)
 
     _install_label_studio_routes(app, backend, metrics)
     _install_job_and_metrics_routes(app, backend, metrics)
@@ -121,7 +127,7 @@ def _install_label_studio_routes(app: FastAPI, backend: YOLOBackend, metrics: Me
 
     @app.post("/webhook")
     def webhook(body: WebhookRequest) -> dict[str, Any]:
-        return backend.fit(body.action, body.model_dump())
+        return redact(backend.fit(body.action, body.model_dump()))
 
 
 def _install_job_and_metrics_routes(app: FastAPI, backend: YOLOBackend, metrics: Metrics) -> None:
@@ -129,11 +135,12 @@ def _install_job_and_metrics_routes(app: FastAPI, backend: YOLOBackend, metrics:
 
     @app.get("/jobs")
     def list_jobs(project: str | None = None) -> dict[str, Any]:
-        return {"jobs": [job.public() for job in backend.jobs.list(project)]}
+        key = project_key(project)  # "07" is project 7
+        return {"jobs": [redact(job.public()) for job in backend.jobs.list(key)]}
 
     @app.get("/jobs/{job_id}")
     def get_job(job_id: str) -> dict[str, Any]:
-        return backend.jobs.get(job_id).public()
+        return redact(backend.jobs.get(job_id).public())
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

@@ -20,13 +20,13 @@ from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException
 
 from core.settings import Settings
+from inference.model_registry import WEIGHT_SUFFIXES
 from model import YOLOBackend
 from server.ui_examples import EXAMPLE_CONFIGS, SAMPLE_FILES, SAMPLES, describe, trusted_plans
 
 STATIC = Path(__file__).resolve().parent / "static"
 _ASSETS = {"ui.js": "text/javascript", "ui.css": "text/css", "favicon.svg": "image/svg+xml"}
 _SAMPLE_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4"}
-_WEIGHT_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".xml")
 _MAX_LISTED_MODELS = 200
 _COPY_CHUNK = 1 << 20
 
@@ -63,8 +63,7 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
 
     @app.get("/ui/models")
     def models() -> dict[str, Any]:
-        return {
-            "model_root": str(settings.model_root),
+        return {  # names relative to MODEL_ROOT, never the server's own path (a caller needs no more)
             "allow_custom_model_path": settings.allow_custom_model_path,
             "files": model_files(settings.model_root),
             "loaded": backend.registry.loaded(),
@@ -103,7 +102,7 @@ def model_files(root: Path) -> list[dict[str, Any]]:
     """Weight files under MODEL_ROOT (relative names, as `model_path` takes them), newest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES]
+    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES]
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [
         {

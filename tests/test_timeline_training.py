@@ -425,7 +425,7 @@ def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, ow
 
     config = timeline_config()
     project = {"id": 3, "label_config": config}
-    with TasksLabelStudio(annotated_tasks(colour_videos), {}) as stand_in:
+    with TasksLabelStudio(annotated_tasks(colour_videos), {}, config) as stand_in:
         one_thread = lambda **values: make_settings(torch_threads=ONE_THREAD, **values)  # noqa: E731
         backend = backend_for(one_thread, own_root, stand_in.url)
         answer = backend.fit("START_TRAINING", {"action": "START_TRAINING", "project": project})

@@ -3,6 +3,7 @@ Label Studio annotations (a stand-in Label Studio serving generated shapes image
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -180,8 +181,36 @@ def test_a_crash_while_writing_the_pointer_keeps_the_served_version(own_model_ro
 # -- jobs -----------------------------------------------------------------------------------------------
 
 
-def sleeper_runner(jobs_dir: Path) -> LocalProcessRunner:
-    return LocalProcessRunner(jobs_dir, [sys.executable, "-c", "import time; time.sleep(60)"])
+def sleeper_runner(jobs_dir: Path, **limits) -> LocalProcessRunner:
+    return LocalProcessRunner(jobs_dir, [sys.executable, "-c", "import time; time.sleep(60)"], **limits)
+
+
+# A job that says it runs (as training_pipeline.py does when it starts fetching), then trains for a minute.
+RUNNING_JOB = (
+    f"import sys, time; sys.path.insert(0, {str(PROJECT_ROOT)!r}); from training.jobs import JobReporter; "
+    "JobReporter(sys.argv[1]).phase('training'); time.sleep(60)"
+)
+
+
+def running_runner(jobs_dir: Path, **limits) -> LocalProcessRunner:
+    return LocalProcessRunner(jobs_dir, [sys.executable, "-c", RUNNING_JOB], **limits)
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not reached in {timeout} s")
+
+
+def kill_jobs(runner: LocalProcessRunner) -> None:
+    for job in runner.files.all():
+        if job.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job.pid, signal.SIGKILL)
 
 
 def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path: Path) -> None:
@@ -198,23 +227,48 @@ def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(a.status for a in answers) == ["already_running", "started"]
-    assert answers[0].job.id == answers[1].job.id
-    job = runners[1].get(answers[0].job.id)
-    assert job.state == "queued" and job.pid
-    assert try_lock(JobFiles(tmp_path / "jobs").lock_path(PROJECT, "label")) is None  # the job holds it
-    assert runners[0].submit(PROJECT, "other", "START_TRAINING", {}).status == "started"  # per control
+    try:
+        # The second trigger folds into the job that has not started fetching yet.
+        assert sorted(a.status for a in answers) == ["already_queued", "started"]
+        assert answers[0].job.id == answers[1].job.id
+        job = runners[1].get(answers[0].job.id)
+        assert job.state == "queued" and job.pid
+        lock = JobFiles(tmp_path / "jobs").lock_path(PROJECT, "label")
+        wait_until(lambda: try_lock(lock) is None, what="the job holds its control's lock")
+        other = runners[0].submit(PROJECT, "other", "START_TRAINING", {})  # per control; waits for the slot
+        assert other.status == "queued"
 
-    os.kill(job.pid, signal.SIGKILL)
-    deadline = time.time() + 10
-    while runners[1].get(job.id).state != "failed" and time.time() < deadline:
-        time.sleep(0.1)
-    failed = runners[1].get(job.id)
-    assert failed.state == "failed" and "killed" in failed.error
-    assert runners[0].submit(PROJECT, "label", "START_TRAINING", {}).status == "started"
-    for listed in runners[0].list():
-        if listed.state == "queued":
-            os.kill(listed.pid, signal.SIGKILL)
+        os.kill(job.pid, signal.SIGKILL)
+        failed = wait_until(lambda: (j := runners[1].get(job.id)).state == "failed" and j, what="failed")
+        assert "killed" in failed.error
+        # The freed slot goes to the waiting job of the other control, with no request needed.
+        wait_until(lambda: try_lock(JobFiles(tmp_path / "jobs").lock_path(PROJECT, "other")) is None)
+        assert runners[0].submit(PROJECT, "label", "START_TRAINING", {}).status == "queued"
+    finally:
+        kill_jobs(runners[0])
+
+
+def test_a_trigger_while_the_controls_job_runs_is_queued_once_and_runs_next(tmp_path: Path) -> None:
+    """Issue 18: a press while the job runs (or its process is still exiting) is never refused; it queues
+    one follow-up, later presses fold into it, and it starts by itself when the running job ends."""
+    runner = running_runner(tmp_path / "jobs")
+    try:
+        first = runner.submit(PROJECT, "label", "START_TRAINING", {}).job
+        wait_until(lambda: runner.get(first.id).state == "running", what="the first job runs")
+        follow_up = runner.submit(PROJECT, "label", "START_TRAINING", {})
+        assert follow_up.status == "queued" and follow_up.job.id != first.id
+        for _ in range(3):
+            again = runner.submit(PROJECT, "label", "ANNOTATION_CREATED", {})
+            assert (again.status, again.job.id) == ("already_queued", follow_up.job.id)
+        time.sleep(1)
+        assert JobFiles(tmp_path / "jobs").load(follow_up.job.id).state == "queued"  # the control's lock
+        os.kill(runner.get(first.id).pid, signal.SIGKILL)
+        # Read from the state file alone: the queued job starts without any call into the runner.
+        files = JobFiles(tmp_path / "jobs")
+        wait_until(lambda: files.load(follow_up.job.id).state == "running", what="the follow-up runs")
+        assert runner.get(first.id).state == "failed"
+    finally:
+        kill_jobs(runner)
 
 
 def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: Path) -> None:
@@ -381,14 +435,13 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         model_train_epochs="1", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
     )
     tasks, files = shapes_tasks(8)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with TasksLabelStudio(tasks, files, config) as stand_in:
         backend = backend_for(make_settings, own_model_root, stand_in.url)
         before = backend.setup(config, project=f"{PROJECT}.1700000000")
         answer = backend.fit("START_TRAINING", project_body(config))
         assert answer["jobs"][0]["submission"] == "started"
         again = backend.fit("START_TRAINING", project_body(config))
-        assert again["jobs"][0]["submission"] == "already_running"
-        assert again["jobs"][0]["id"] == answer["jobs"][0]["id"]
+        assert again["jobs"][0]["submission"] in ("already_queued", "queued")  # folded, or one follow-up
         job = wait_for(backend, answer["jobs"][0]["id"], lambda j: j.state in ("succeeded", "failed"))
         assert job.state == "succeeded", (job.error, job.log_tail)
         assert job.promoted and job.epoch == job.epochs == 1
@@ -418,7 +471,7 @@ def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root
     store = VersionStore(own_model_root)
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with TasksLabelStudio(tasks, files, config) as stand_in:
         backend = backend_for(make_settings, own_model_root, stand_in.url)
         before = backend.setup(config, project=PROJECT)
         job_id = backend.fit("START_TRAINING", project_body(config))["jobs"][0]["id"]
@@ -506,24 +559,151 @@ def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
 ) -> None:
     from model import YOLOBackend
 
-    settings = make_settings(
-        model_root=own_model_root, label_studio_url="http://ls.invalid", label_studio_api_key=TOKEN
-    )
-    backend = YOLOBackend(settings, jobs=sleeper_runner(own_model_root / "jobs"))
-    event = {"action": "ANNOTATION_CREATED", "project": {"id": int(PROJECT), "label_config": label_config()}}
-    assert [backend.fit("ANNOTATION_CREATED", event)["jobs"] for _ in range(3)] == [
-        [],
-        [],
-        [],
-    ]  # off by default
-    every_two = {"project": {"id": int(PROJECT), "label_config": label_config(model_train_every="2")}}
-    answers = [
-        backend.fit(action, every_two)["jobs"] for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
-    ]
-    assert answers[0] == [] and answers[1][0]["submission"] == "started"
-    assert answers[1][0]["trigger"] == "ANNOTATION_UPDATED"
-    os.kill(backend.jobs.get(answers[1][0]["id"]).pid, signal.SIGKILL)
-    backend.close()
+    every_two = label_config(model_train_every="2")
+    with TasksLabelStudio([], {}, label_config()) as stand_in:
+        settings = make_settings(
+            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
+        )
+        backend = YOLOBackend(settings, jobs=sleeper_runner(own_model_root / "jobs"))
+        event = {"project": {"id": int(PROJECT), "label_config": label_config()}}
+        answers = [backend.fit("ANNOTATION_CREATED", event)["jobs"] for _ in range(3)]
+        assert answers == [[], [], []]  # off by default
+        # The body's config alone does not start a job: Label Studio's copy does not ask for it.
+        body_only = {"project": {"id": int(PROJECT), "label_config": every_two}}
+        assert [backend.fit("ANNOTATION_CREATED", body_only)["jobs"] for _ in range(4)] == [[]] * 4
+        stand_in.config = every_two
+        answers = [
+            backend.fit(action, body_only)["jobs"] for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+        ]
+        assert answers[0] == [] and answers[1][0]["submission"] == "started"
+        assert answers[1][0]["trigger"] == "ANNOTATION_UPDATED"
+        kill_jobs(backend.jobs)
+        backend.close()
+
+
+# -- issue 24: the webhook cannot choose how a project trains, nor how many jobs run ---------------------
+
+
+def trusting_backend(make_settings, root: Path, url: str, runner: LocalProcessRunner):
+    from model import YOLOBackend
+
+    settings = make_settings(model_root=root, label_studio_url=url, label_studio_api_key=TOKEN)
+    return YOLOBackend(settings, jobs=runner)
+
+
+def test_a_job_trains_on_the_projects_own_config_not_the_webhooks(make_settings, own_model_root) -> None:
+    """Item 1: a START_TRAINING body carrying promote="always" and one epoch trains as the project says."""
+    own = label_config(model_train_epochs="20", model_train_promote="better")
+    poisoned = label_config(model_train_epochs="1", model_train_promote="always")
+    runner = sleeper_runner(own_model_root / "jobs")
+    with TasksLabelStudio([], {}, own) as stand_in:
+        backend = trusting_backend(make_settings, own_model_root, stand_in.url, runner)
+        try:
+            answer = backend.fit("START_TRAINING", project_body(poisoned))
+            [started] = answer["jobs"]
+            assert runner.files.load(started["id"]).params["label_config"] == own
+            [spec] = backend.training.specs(runner.files.load(started["id"]).params["label_config"])
+            assert (spec.epochs, spec.promote) == (20, "better")
+            # A body naming a control the project does not have trains nothing of it either.
+            other = poisoned.replace('name="label"', 'name="evil"')
+            answer = backend.fit("START_TRAINING", project_body(other))
+            assert [job["control"] for job in answer["jobs"]] == ["label"]
+        finally:
+            kill_jobs(runner)
+            backend.close()
+
+
+def test_project_ids_are_one_integer_for_locks_paths_and_jobs(make_settings, own_model_root) -> None:
+    """Item 2: 3, "03", "003", "3.1700000000" are one project: one job, one lock; "x3" is a 400."""
+    from core.errors import BadRequestError
+
+    runner = sleeper_runner(own_model_root / "jobs")
+    with TasksLabelStudio([], {}, label_config()) as stand_in:
+        backend = trusting_backend(make_settings, own_model_root, stand_in.url, runner)
+        try:
+            ids = set()
+            for spelling in (3, "03", "003", "3.1700000000", " 3"):
+                body = {
+                    "action": "START_TRAINING",
+                    "project": {"id": spelling, "label_config": label_config()},
+                }
+                [job] = backend.fit("START_TRAINING", body)["jobs"]
+                assert job["project"] == PROJECT
+                ids.add(job["id"])
+            assert len(ids) == 1
+            assert sorted(p.name for p in (own_model_root / "jobs" / "locks").glob("*.lock")) == [
+                f"{PROJECT}__label.lock"
+            ]
+            for bad in ("x3", "-3", "0", "../3", True):
+                body = {"action": "START_TRAINING", "project": {"id": bad, "label_config": label_config()}}
+                with pytest.raises(BadRequestError, match="project id"):
+                    backend.fit("START_TRAINING", body)
+        finally:
+            kill_jobs(runner)
+            backend.close()
+
+
+class AnyProjectLabelStudio(LocalHTTPServer):
+    """Answers every project's config (the same one), as a Label Studio with many projects would."""
+
+    def __init__(self, config: str):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                match = re.fullmatch(r"/api/projects/(\d+)/", urlparse(self.path).path)
+                ok = match and self.headers.get("Authorization") == f"Token {TOKEN}"
+                body = json.dumps({"id": int(match[1]), "label_config": config}).encode() if ok else b"{}"
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._listen(Handler)
+
+
+def test_thirty_webhook_posts_run_at_most_max_jobs_and_queue_or_refuse_the_rest(
+    make_settings, own_model_root
+) -> None:
+    """Item 2, through HTTP with real job processes: 30 START_TRAINING posts for 30 projects run
+    TRAINING_MAX_JOBS (2) at once, TRAINING_MAX_QUEUED (5) wait, the rest get 429; as jobs end, the
+    waiting ones start by themselves, never more than 2 at once."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    runner = running_runner(own_model_root / "jobs", max_running=2, max_queued=5)
+    with AnyProjectLabelStudio(label_config()) as stand_in:
+        backend = trusting_backend(make_settings, own_model_root, stand_in.url, runner)
+        try:
+            with TestClient(create_app(backend.settings, backend)) as client:
+                statuses = []
+                for project in range(1, 31):
+                    body = {"action": "START_TRAINING", "project": {"id": project, "label_config": "<View/>"}}
+                    statuses.append(client.post("/webhook", json=body).status_code)
+                    if project == 2:  # both slots taken before the rest arrive
+                        wait_until(lambda: sum(j.state == "running" for j in runner.list()) == 2)
+                refused = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 99}})
+            assert statuses == [200] * 7 + [429] * 23
+            assert "TRAINING_MAX_QUEUED" in refused.json()["error"]
+            jobs = runner.list()
+            assert len(jobs) == 7
+            assert sorted(j.state for j in jobs) == ["queued"] * 5 + ["running"] * 2
+            files = JobFiles(own_model_root / "jobs")  # state files only: no call into the runner
+            for expected in (2, 2, 1):  # end the running ones: the waiting ones take the slots by themselves
+                for job in runner.list():
+                    if job.state == "running":
+                        os.kill(job.pid, signal.SIGKILL)
+                time.sleep(0.5)
+                wait_until(lambda n=expected: sum(j.state == "running" for j in files.all()) >= n, timeout=30)
+                time.sleep(0.5)
+                assert sum(j.state == "running" for j in runner.list()) == expected  # never more than 2
+            assert sum(j.state == "failed" for j in runner.list()) == 6
+        finally:
+            kill_jobs(runner)
+            backend.close()
 
 
 def without_ids(regions: list[dict]) -> list[dict]:

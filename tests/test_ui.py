@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -102,7 +103,8 @@ def test_models_lists_weight_files_in_model_root(client, model_root):
     body = client.get("/ui/models").json()
     names = [f["name"] for f in body["files"]]
     assert "shapes-yolov8n.pt" in names and "yolov8n-cls.pt" in names
-    assert body["model_root"] == str(model_root.resolve())
+    assert "model_root" not in body  # issue 24 item 5: no server path in an answer
+    assert str(model_root.resolve()) not in json.dumps(body)
 
 
 VIDEO_CONFIG = (

@@ -5,10 +5,12 @@ A job trains one control of one Label Studio project. Its state lives in `<jobs 
 worker, the CLI) reads the same files, so `GET /jobs` answers the same everywhere.
 
 One job per (project, control) at a time, across processes: the job holds an exclusive `fcntl.flock`
-on `<jobs dir>/locks/<project>__<control>.lock` for its whole life. The submitter takes the lock,
-starts the job process with the locked descriptor inherited, and drops its own copy; the kernel drops
-the lock when the job process ends however it ends (kill -9 included), so no stale lock survives.
-A second trigger meanwhile finds the lock taken and gets the running job back (`already_running`).
+on `<jobs dir>/locks/<project>__<control>.lock` for its whole life; the kernel drops it when the job
+process ends however it ends (kill -9 included), so no stale lock survives. At most `max_running` jobs
+run on the host (`TRAINING_MAX_JOBS`), the rest wait `queued` (`training/job_slots.py`: slots, the
+order of waiting jobs, and the small process a waiting job is). A trigger while the control's job runs
+queues one follow-up job; later triggers fold into that waiting job (it has not fetched anything yet, so
+it trains on the newest annotations). More than `max_queued` waiting jobs on the host: refused (429).
 
 `JobRunner` is all the web layer and the CLI see. The job itself runs `command + [state file]` (the
 caller names the entry point, e.g. `python -m training_pipeline`), which reads its request from the
@@ -29,11 +31,14 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.errors import BackendError
+from core.errors import BackendError, TooManyJobsError
+from training import job_slots
+from training.job_slots import is_held, try_lock
 from training.versions import read_json, safe_name, write_json_atomic
 
 ACTIVE_STATES = ("queued", "running")
@@ -86,7 +91,9 @@ class Job:
 @dataclass
 class Submission:
     job: Job
-    status: str  # "started" | "already_running"
+    # "started": runs now; "queued": waits for a slot or for the control's running job;
+    # "already_queued": folded into the control's waiting job (it trains on the newest annotations too)
+    status: str
 
 
 class JobRunner(Protocol):
@@ -98,7 +105,9 @@ class JobRunner(Protocol):
         params: dict[str, Any],
         env: dict[str, str] | None = None,
     ) -> Submission:
-        """Start a job, or answer the one this (project, control) runs; `env`: secrets, never stored."""
+        """Start or queue a job, or answer the control's waiting one; `env`: secrets, never stored.
+
+        Raises `TooManyJobsError` (429) when too many jobs wait on the host already."""
 
     def get(self, job_id: str) -> Job: ...
 
@@ -121,6 +130,10 @@ class JobFiles:
 
     def lock_path(self, project: str, control: str) -> Path:
         return self.dir / "locks" / f"{safe_name(project)}__{safe_name(control)}.lock"
+
+    def alive_path(self, job_id: str) -> Path:
+        """Held by the job's process from submission to its end (`training/job_slots.py`)."""
+        return self.state_path(job_id).with_suffix(".alive")
 
     def save(self, job: Job) -> None:
         write_json_atomic(self.state_path(job.id), asdict(job))
@@ -156,7 +169,12 @@ class JobFiles:
         ]
         removed = [job.id for job in finished[keep:]]  # `all()` is newest first
         for job_id in removed:
-            for suffix in (".log", ".pid", ".json"):  # the state last: a half-removed job stays listed
+            for suffix in (
+                ".log",
+                ".pid",
+                ".alive",
+                ".json",
+            ):  # the state last: a half-removed job stays listed
                 with contextlib.suppress(FileNotFoundError):
                     self.state_path(job_id).with_suffix(suffix).unlink()
         return removed
@@ -176,29 +194,36 @@ class JobFiles:
         return sorted(jobs, key=lambda job: job.created_at, reverse=True)
 
 
-def try_lock(path: Path) -> int | None:
-    """An open descriptor holding an exclusive flock on `path`, or None when another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        return None
-    return descriptor
-
-
 class LocalProcessRunner:
-    """Runs each job as its own process on this machine (never in a web worker's threads)."""
+    """Runs each job as its own process on this machine (never in a web worker's threads).
+
+    Admission (`submit`): at most `max_running` jobs run on the host and at most `max_queued` wait; a
+    trigger for a control whose job waits already folds into it. `max_running` may be a callable (the
+    host's default, decided at the first submission, e.g. one per GPU).
+    """
 
     def __init__(
-        self, jobs_dir: Path, command: list[str], env: dict[str, str] | None = None, keep_finished: int = 20
+        self,
+        jobs_dir: Path,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        keep_finished: int = 20,
+        max_running: int | Callable[[], int] = 1,
+        max_queued: int = 8,
     ):
         self.files = JobFiles(jobs_dir)
         self.command = command  # the entry point; the state file's path is appended
         self.env = env
         self.keep_finished = keep_finished  # per (project, control): older finished jobs' files go
+        self._max_running = max_running
+        self.max_queued = max_queued
         self._submit_lock = threading.Lock()
+
+    @property
+    def max_running(self) -> int:
+        if callable(self._max_running):
+            self._max_running = max(1, int(self._max_running()))
+        return self._max_running
 
     def submit(
         self,
@@ -208,66 +233,77 @@ class LocalProcessRunner:
         params: dict[str, Any],
         env: dict[str, str] | None = None,
     ) -> Submission:
-        lock_path = self.files.lock_path(project, control)
-        with self._submit_lock:  # threads of one worker; other processes meet at the flock
-            descriptor = try_lock(lock_path)
-            if descriptor is None:
-                return Submission(self._holder(project, control), "already_running")
-            try:
-                self.files.prune(project, control, self.keep_finished - 1)  # the new one makes `keep`
-                job = self._new_job(project, control, trigger, params)
-                self._start(job, descriptor, env or {})
-            finally:
-                os.close(descriptor)  # the job process keeps its inherited copy of the lock
-        return Submission(job, "started")
+        # Threads of one worker meet at the thread lock, other processes at the host's admission flock.
+        with self._submit_lock, job_slots.admission(self.files.dir):
+            active = [job for job in map(self._settled, self.files.all()) if job.state in ACTIVE_STATES]
+            mine = [job for job in active if job.project == project and job.control == control]
+            waiting = [job for job in mine if job.state == "queued"]
+            if waiting:
+                return Submission(waiting[0], "already_queued")
+            queued = sum(job.state == "queued" for job in active)
+            control_busy = is_held(self.files.lock_path(project, control))
+            if queued >= self.max_queued and not control_busy:  # a control's one follow-up always waits
+                raise TooManyJobsError(
+                    f"{queued} jobs already wait on this host (TRAINING_MAX_QUEUED={self.max_queued}, "
+                    f"TRAINING_MAX_JOBS={self.max_running} at a time); try again when some have run"
+                )
+            runs_now = (
+                not control_busy and not queued and job_slots.free_slots(self.files.dir, self.max_running)
+            )
+            self.files.prune(project, control, self.keep_finished - 1)  # the new one makes `keep`
+            job = self._new_job(project, control, trigger, params)
+            self._start(job, env or {})
+        return Submission(job, "started" if runs_now else "queued")
 
     def _new_job(self, project: str, control: str, trigger: str, params: dict[str, Any]) -> Job:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         job_id = f"{stamp}-{safe_name(project)}-{safe_name(control)}-{secrets.token_hex(3)}"
-        job = Job(id=job_id, project=project, control=control, trigger=trigger, params=params)
-        self.files.save(job)
-        # Which job holds the lock, for a second trigger to answer with.
-        self.files.lock_path(project, control).with_suffix(".job").write_text(job_id)
-        return job
+        return Job(id=job_id, project=project, control=control, trigger=trigger, params=params)
 
-    def _start(self, job: Job, lock_descriptor: int, env: dict[str, str]) -> None:
-        log = self.files.log_path(job.id).open("ab")
+    def _start(self, job: Job, env: dict[str, str]) -> None:
+        """Start the job's process: it waits for its control and a slot (`job_slots`), then runs the job."""
+        alive = try_lock(self.files.alive_path(job.id))  # a new job's own file: never held by another
+        assert alive is not None
+        log = None
         try:
+            self.files.save(job)
+            log = self.files.log_path(job.id).open("ab")
+            launcher = [
+                sys.executable,
+                "-I",  # the standard library only: no site-packages, not even this folder's modules
+                job_slots.__file__,
+                str(self.files.dir),
+                str(self.max_running),
+                str(self.files.lock_path(job.project, job.control)),
+                job_slots.ready_name(job.created_at, job.id),
+                "--",
+                *self.command,
+                str(self.files.state_path(job.id)),
+            ]
             process = subprocess.Popen(
-                [*self.command, str(self.files.state_path(job.id)), str(lock_descriptor)],
+                launcher,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(lock_descriptor,),
+                pass_fds=(alive,),
                 start_new_session=True,  # a signal to the web worker's group does not reach the job
                 env={**os.environ, **(self.env or {}), **env},
                 close_fds=True,
             )
         except OSError as error:
             job.state, job.phase, job.finished_at = "failed", "done", time.time()
-            job.error = f"the training process could not start: {error}"
+            job.error = f"the job's process could not start: {error}"
             self.files.save(job)
             raise BackendError(job.error) from None
         finally:
-            log.close()
-        job.pid = process.pid
+            os.close(alive)  # the job's process keeps its inherited copy
+            if log is not None:
+                log.close()
+        job.pid = process.pid  # the same process once the job runs (exec)
         # A file of its own: the job process may already be rewriting the state file.
         self.files.state_path(job.id).with_suffix(".pid").write_text(str(process.pid))
         # Reap the child when it ends (no zombie); the thread only waits, it never trains.
         threading.Thread(target=process.wait, name=f"reap-{job.id}", daemon=True).start()
-
-    def _holder(self, project: str, control: str, wait_s: float = 5.0) -> Job:
-        """The job that holds the lock; another process may be writing its marker at this moment."""
-        marker = self.files.lock_path(project, control).with_suffix(".job")
-        deadline = time.monotonic() + wait_s
-        while True:
-            with contextlib.suppress(OSError, JobNotFoundError):
-                job = self.files.load(marker.read_text().strip())
-                if job.state in ACTIVE_STATES:
-                    return job
-            if time.monotonic() > deadline:
-                raise BackendError(f"a training job for control '{control}' is starting; try again shortly")
-            time.sleep(0.05)
 
     def get(self, job_id: str) -> Job:
         return self._settled(self.files.load(job_id))
@@ -277,18 +313,21 @@ class LocalProcessRunner:
         return [self._settled(job) for job in jobs]
 
     def _settled(self, job: Job) -> Job:
-        """A job that says it runs but whose process is gone (killed) is reported as failed."""
+        """A job that says it waits or runs but whose process is gone (killed) is reported as failed."""
         if job.state not in ACTIVE_STATES:
             return job
-        descriptor = try_lock(self.files.lock_path(job.project, job.control))
+        alive = self.files.alive_path(job.id)
+        # Jobs started before `.alive` files: their control's lock tells.
+        held = alive if alive.exists() else self.files.lock_path(job.project, job.control)
+        descriptor = try_lock(held)
         if descriptor is None:
-            return job  # the lock is held: it runs (or another job of this control does)
+            return job  # its process holds it: it waits or runs
         try:
             current = self.files.load(job.id)  # it may have finished between our two reads
             if current.state in ACTIVE_STATES:
                 current.state, current.finished_at = "failed", time.time()
                 current.error = (
-                    f"the training process ended during '{current.phase}' without reporting "
+                    f"the job's process ended during '{current.phase}' without reporting "
                     "(killed or out of memory?); the served model did not change"
                 )
                 self.files.save(current)

@@ -282,7 +282,7 @@ async function loadModels() {
     list.append(item);
   }
   for (const [name, error] of Object.entries(data.errors)) list.append(el("li", { class: "error" }, `${name}: ${error}`));
-  $("models").replaceChildren(el("div", {}, `MODEL_ROOT: ${data.model_root}`), list);
+  $("models").replaceChildren(el("div", {}, "Under MODEL_ROOT:"), list);
 }
 
 async function loadJobs() {

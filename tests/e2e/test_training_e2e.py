@@ -111,3 +111,65 @@ def test_start_training_serves_a_new_version_that_retrieve_predictions_uses(
 
     api.retrieve_predictions(project["id"])  # nothing new: every task has this version's prediction
     assert len(api.list_predictions(project_id=project["id"])) == 2 * len(tasks)
+
+
+def test_a_poisoned_webhook_does_not_change_how_the_job_trains_or_promotes(
+    label_studio: LabelStudioServer, training_backend, tmp_path: Path
+) -> None:
+    """Issue 24 item 1: anyone can post START_TRAINING with the project's id and a config of their own
+    (promote "always", one epoch). The job trains on the config Label Studio holds for the project, read
+    with the backend's key: its epochs, and a promotion only when better. Item 2: "007" is project 7."""
+    import json
+
+    from tools.shapes import draw_shapes_image
+
+    backend, model_root = training_backend
+    own = CONFIG.replace('model_train_promote="always"', 'model_train_promote="better"')
+    poisoned = CONFIG.replace('model_train_epochs="2"', 'model_train_epochs="1"')
+    api = label_studio.api
+    rng = np.random.default_rng(5)
+    images, truths = [], []
+    for i in range(6):
+        image, shapes = draw_shapes_image(rng, 160, 128, n_shapes=2)
+        path = tmp_path / f"poison-{i}.png"
+        cv2.imwrite(str(path), image)
+        images.append(path)
+        truths.append(shapes)
+    project, tasks = create_project(api, "e2e poisoned webhook", own, images)
+    for task, shapes in zip(tasks, truths, strict=True):
+        api.create_annotation(task["id"], [rectangle_annotation(name, box, 160, 128) for name, box in shapes])
+
+    def post(project_id) -> requests.Response:
+        body = {"action": "START_TRAINING", "project": {"id": project_id, "label_config": poisoned}}
+        return requests.post(f"{backend.url}/webhook", json=body, timeout=30)
+
+    first = post(project["id"])
+    assert first.status_code == 200, first.text
+    [job] = first.json()["jobs"]
+    stored = json.loads((model_root / "jobs" / f"{job['id']}.json").read_text())
+    assert stored["params"]["label_config"] == own  # Label Studio's copy, not the body's
+    again = post(f"00{project['id']}")  # one project, one queue: folded into the waiting job or queued once
+    assert again.status_code == 200 and again.json()["jobs"][0]["project"] == str(project["id"])
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        job = requests.get(f"{backend.url}/jobs/{job['id']}", timeout=10).json()
+        if job["state"] in ("succeeded", "failed"):
+            break
+        time.sleep(1)
+    assert job["state"] == "succeeded", (job["error"], job["log_tail"][-15:])
+    assert job["epochs"] == 2  # the project's model_train_epochs, not the body's "1"
+    metrics = json.loads(
+        (model_root / "trained" / str(project["id"]) / "label" / job["version"] / "metrics.json").read_text()
+    )
+    assert "always" not in metrics["decision"]
+    key = metrics["metric"]
+    assert metrics["promoted"] == (metrics["new"][key] > metrics["serving"][key])
+    for other in requests.get(f"{backend.url}/jobs", params={"project": project["id"]}, timeout=10).json()[
+        "jobs"
+    ]:
+        if other["state"] in ("queued", "running"):  # the folded/queued follow-up: not needed here
+            deadline = time.time() + 300
+            while time.time() < deadline and other["state"] in ("queued", "running"):
+                time.sleep(1)
+                other = requests.get(f"{backend.url}/jobs/{other['id']}", timeout=10).json()
