@@ -44,6 +44,7 @@ from training.versions import ServedVersions, VersionStore
 
 logger = logging.getLogger(__name__)
 
+
 class YOLOBackend:
     """The label-studio-ml verbs of one server process; each step is a collaborator built here."""
 

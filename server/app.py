@@ -78,14 +78,16 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     app.add_middleware(BasicAuth, settings=settings)  # before the body is read
     app.add_middleware(BrowserGuard)  # added last: outermost (its headers go on 401s too)
 
-    _install_label_studio_routes(app, backend, metrics)
-    _install_job_and_metrics_routes(app, backend, metrics)
+    _install_label_studio_routes(app, backend, metrics, redact)
+    _install_job_and_metrics_routes(app, backend, metrics, redact)
     install_ui(app, settings, backend)
 
     return app
 
 
-def _install_label_studio_routes(app: FastAPI, backend: YOLOBackend, metrics: Metrics) -> None:
+def _install_label_studio_routes(
+    app: FastAPI, backend: YOLOBackend, metrics: Metrics, redact: PathRedactor
+) -> None:
     """What Label Studio calls: health, /setup, /predict, /webhook (each a thin call into the backend)."""
 
     # async: answered on the event loop, so it never waits for a thread that runs a prediction.
@@ -130,7 +132,9 @@ def _install_label_studio_routes(app: FastAPI, backend: YOLOBackend, metrics: Me
         return redact(backend.fit(body.action, body.model_dump()))
 
 
-def _install_job_and_metrics_routes(app: FastAPI, backend: YOLOBackend, metrics: Metrics) -> None:
+def _install_job_and_metrics_routes(
+    app: FastAPI, backend: YOLOBackend, metrics: Metrics, redact: PathRedactor
+) -> None:
     """Training jobs (read only) and the Prometheus exposition."""
 
     @app.get("/jobs")
