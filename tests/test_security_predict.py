@@ -109,7 +109,7 @@ def test_hole_9_no_task_gets_a_prediction_without_every_control(client, shapes_p
 def test_hole_9_cli_uploads_no_partial_prediction_and_all_tasks_asks_again(make_settings, tmp_path, capsys):
     """Hole 9 through cli.py: a partial prediction was uploaded, and `--all-tasks` then skipped the task
     for good. Now nothing is uploaded, and once the model file exists the same run predicts every task."""
-    from tests.test_cli import PROJECT, LabelStudioStandIn, run_cli
+    from tests.test_cli import PROJECT, project_stand_in, run_cli
     from tools.shapes import draw_shapes_image
 
     root = tmp_path / "models"
@@ -125,7 +125,7 @@ def test_hole_9_cli_uploads_no_partial_prediction_and_all_tasks_asks_again(make_
     config.write_text(with_control(GOOD, SHAPES_CONTROL.format(name="later", path="later.pt")))
     settings = lambda: make_settings(model_root=root)  # noqa: E731
     args = ("--all-tasks", "--label-config", str(config))
-    with LabelStudioStandIn(tasks, {}) as label_studio:
+    with project_stand_in(tasks, {}) as label_studio:
         assert run_cli(settings, label_studio, *args) == 1
         out = capsys.readouterr().out
         assert label_studio.predictions == []

@@ -421,11 +421,11 @@ def test_a_trainable_timeline_needs_a_pt_classifier(make_client, own_root, colou
 def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, own_root, colour_videos):
     """The webhook's path: START_TRAINING -> a job process (training_pipeline.py) fetching the tasks
     through the SDK from a stand-in Label Studio -> a promoted head that this backend then serves."""
-    from tests.test_training import TOKEN, TasksLabelStudio, backend_for, wait_for
+    from tests.test_training import TOKEN, backend_for, label_studio, wait_for
 
     config = timeline_config()
     project = {"id": 3, "label_config": config}
-    with TasksLabelStudio(annotated_tasks(colour_videos), {}) as stand_in:
+    with label_studio(annotated_tasks(colour_videos), {}) as stand_in:
         one_thread = lambda **values: make_settings(torch_threads=ONE_THREAD, **values)  # noqa: E731
         backend = backend_for(one_thread, own_root, stand_in.url)
         answer = backend.fit("START_TRAINING", {"action": "START_TRAINING", "project": project})

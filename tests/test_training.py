@@ -11,22 +11,20 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL, RecordingReporter, rectangle_annotation
-from tests.local_http import LocalHTTPServer
+from tests.label_studio_stand_in import LEGACY_KEY, StandInLabelStudio
 from tools.shapes import draw_shapes_image
 from training.jobs import JobFiles, LocalProcessRunner, count_event, try_lock
 from training.versions import ServedVersions, VersionStore
 from training_pipeline import TaskErrors
 
-TOKEN = "0123456789abcdef0123456789abcdef01234567"
+TOKEN = LEGACY_KEY
 PROJECT = "3"
 JOB_ENTRY = [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")]
 
@@ -74,46 +72,9 @@ def shapes_tasks(count: int, width: int = 160, height: int = 128) -> tuple[list[
     return tasks, files
 
 
-class TasksLabelStudio(LocalHTTPServer):
-    """Answers the SDK's task list (legacy token) and serves the uploaded images."""
-
-    def __init__(self, tasks: list[dict], files: dict[str, bytes], config: str = ""):
-        stand_in = self
-        self.tasks, self.files, self.config = tasks, files, config
-        self.task_queries: list[dict] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                if self.headers.get("Authorization") != f"Token {TOKEN}":
-                    return self._send(401, b"{}")
-                parsed = urlparse(self.path)
-                if parsed.path == "/api/tasks/":
-                    query = parse_qs(parsed.query)
-                    stand_in.task_queries.append(query)
-                    page = int(query.get("page", ["1"])[0])
-                    tasks = stand_in.tasks if page == 1 else []
-                    return self._send(
-                        200, json.dumps({"tasks": tasks, "total": len(stand_in.tasks)}).encode()
-                    )
-                if parsed.path == f"/api/projects/{PROJECT}/":
-                    return self._send(
-                        200, json.dumps({"id": int(PROJECT), "label_config": stand_in.config}).encode()
-                    )
-                if parsed.path in stand_in.files:
-                    return self._send(200, stand_in.files[parsed.path], "image/jpeg")
-                return self._send(404, b"{}")
-
-            def _send(self, status: int, body: bytes, content_type: str = "application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._listen(Handler)
+def label_studio(tasks: list[dict], files: dict[str, bytes], config: str = "") -> StandInLabelStudio:
+    """The shared stand-in Label Studio with this project's tasks and uploaded images."""
+    return StandInLabelStudio(tasks=tasks, media=files, project=PROJECT, label_config=config)
 
 
 @pytest.fixture
@@ -298,7 +259,7 @@ def test_a_version_is_promoted_only_when_it_is_better(
 
     fake_evaluations(monkeypatch, serving, new)
     tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -319,7 +280,7 @@ def test_promote_always_takes_a_worse_model(make_settings, own_model_root, monke
 
     fake_evaluations(monkeypatch, 0.9, 0.1)
     tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -338,7 +299,7 @@ def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
     tasks, files = shapes_tasks(2)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -381,7 +342,7 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         model_train_epochs="1", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
     )
     tasks, files = shapes_tasks(8)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         backend = backend_for(make_settings, own_model_root, stand_in.url)
         before = backend.setup(config, project=f"{PROJECT}.1700000000")
         answer = backend.fit("START_TRAINING", project_body(config))
@@ -392,7 +353,7 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         job = wait_for(backend, answer["jobs"][0]["id"], lambda j: j.state in ("succeeded", "failed"))
         assert job.state == "succeeded", (job.error, job.log_tail)
         assert job.promoted and job.epoch == job.epochs == 1
-        assert stand_in.task_queries[0]["project"] == [PROJECT]
+        assert stand_in.task_queries()[0]["project"] == PROJECT
 
         folder = VersionStore(own_model_root).control_dir(PROJECT, "label") / job.version
         assert (folder / "best.pt").is_file() and (folder / "run" / "results.csv").is_file()
@@ -418,7 +379,7 @@ def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root
     store = VersionStore(own_model_root)
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         backend = backend_for(make_settings, own_model_root, stand_in.url)
         before = backend.setup(config, project=PROJECT)
         job_id = backend.fit("START_TRAINING", project_body(config))["jobs"][0]["id"]
@@ -490,7 +451,7 @@ def test_cli_evaluate_prints_the_table_and_the_worst_tasks(make_settings, own_mo
 
     config = label_config(model_train_imgsz="128")
     tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files, config) as stand_in:
+    with label_studio(tasks, files, config) as stand_in:
         settings = make_settings(model_root=own_model_root)
         code = cli.main(
             ["evaluate", "--project", PROJECT, "--ls-url", stand_in.url, "--ls-api-key", TOKEN], settings
@@ -538,7 +499,7 @@ def test_each_request_serves_the_pointed_version_and_unloads_the_replaced_one(
     store = VersionStore(own_model_root)
     first, second = complete_version(store), complete_version(store)
     tasks, files = shapes_tasks(1)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -613,7 +574,7 @@ def test_cli_train_runs_the_job_and_reports_its_outcome(
 
     config = label_config(model_train_epochs="1", model_train_imgsz="64", model_train_batch="4")
     tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files, config) as stand_in:
+    with label_studio(tasks, files, config) as stand_in:
         settings = make_settings(model_root=own_model_root)
         code = cli.main(
             ["train", "--project", PROJECT, "--ls-url", stand_in.url, "--ls-api-key", TOKEN], settings
@@ -690,7 +651,7 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
         model_train_promote="always",
     )
     tasks, files = project_tasks(kind, 9)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -740,7 +701,7 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
     )
     build_base("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
     tasks, files = project_tasks("choices", 6)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -762,7 +723,7 @@ def test_a_base_model_of_the_wrong_kind_fails_before_training(make_settings, own
     from training_pipeline import TrainingRun
 
     tasks, files = project_tasks("polygon", 6)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
