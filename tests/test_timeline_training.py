@@ -436,7 +436,13 @@ def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, ow
         assert "the first trained head" in job.message and job.epoch == job.epochs == EPOCHS
         run = backend.predict([{"id": 1, "data": {"video": str(colour_videos[0])}}], config, project="3")
         assert found_ranges(run.tasks[0].regions) == truth_ranges(NEW_VIDEO_RED)
-        assert TOKEN  # the stand-in checked the job's key on every call
+        # The job fetched the project's tasks itself, with the key on every call (the stand-in refuses
+        # others), and wrote the key nowhere: neither in its state file nor in its log.
+        assert [query["project"] for query in stand_in.task_queries()][:1] == ["3"]
+        assert {authorization for _, authorization in stand_in.requests} == {f"Token {TOKEN}"}
+        job_files = sorted((own_root / "jobs").glob(f"{job.id}.*"))
+        assert [path.suffix for path in job_files] == [".json", ".log", ".pid"]
+        assert not [path.name for path in job_files if TOKEN in path.read_text()]
         backend.close()
 
 
