@@ -3,11 +3,14 @@ Label Studio annotations (a stand-in Label Studio serving generated shapes image
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -141,12 +144,80 @@ def test_a_crash_while_writing_the_pointer_keeps_the_served_version(own_model_ro
 # -- jobs -----------------------------------------------------------------------------------------------
 
 
-def sleeper_runner(jobs_dir: Path) -> LocalProcessRunner:
-    return LocalProcessRunner(jobs_dir, [sys.executable, "-c", "import time; time.sleep(60)"])
+# A job process that reports `training` (the runner then shows it `running`), tells the test so over a
+# socket, and holds its lock until the test closes that socket, or it is killed. No sleeping anywhere.
+HELD_JOB = """
+import os, socket, sys
+sys.path.insert(0, os.environ["PROJECT_ROOT"])
+from training.jobs import JobReporter
+reporter = JobReporter(sys.argv[1])
+reporter.phase("training")
+line = socket.create_connection(("127.0.0.1", int(os.environ["HELD_JOB_PORT"])))
+line.sendall(reporter.job.id.encode() + b"\\n")
+line.recv(1)  # b"" once the test closes its end (or ends): the job then ends too
+"""
 
 
-def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path: Path) -> None:
-    runners = [sleeper_runner(tmp_path / "jobs"), sleeper_runner(tmp_path / "jobs")]  # two workers
+def wait_for_exit(pid: int, timeout: float = 10.0) -> None:
+    """Return when process `pid` has ended (a pidfd becomes readable), at most `timeout` s."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already ended and reaped
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        assert ready, f"process {pid} still runs after {timeout} s"
+    finally:
+        os.close(pidfd)
+
+
+class HeldJobs:
+    """Runners whose jobs are `HELD_JOB` processes; `close()` lets every job go and kills any left."""
+
+    def __init__(self, jobs_dir: Path):
+        self.jobs_dir = jobs_dir
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(60)  # only a guard: accept() returns as soon as a job dials in
+        self.lines: dict[str, socket.socket] = {}
+        self.runners: list[LocalProcessRunner] = []
+
+    def runner(self, jobs_dir: Path | None = None) -> LocalProcessRunner:
+        env = {"HELD_JOB_PORT": str(self.listener.getsockname()[1]), "PROJECT_ROOT": str(PROJECT_ROOT)}
+        command = [sys.executable, "-c", HELD_JOB]
+        self.runners.append(LocalProcessRunner(jobs_dir or self.jobs_dir, command, env=env))
+        return self.runners[-1]
+
+    def running(self, runner: LocalProcessRunner, job_id: str):
+        """The job, as `runner` reports it, once its process has said it trains."""
+        while job_id not in self.lines:
+            try:
+                line, _ = self.listener.accept()
+            except TimeoutError:
+                raise AssertionError(f"job {job_id} never started: {runner.get(job_id).log_tail}") from None
+            self.lines[line.makefile().readline().strip()] = line
+        return runner.get(job_id)
+
+    def close(self) -> None:
+        for line in self.lines.values():
+            line.close()
+        self.listener.close()
+        pids = {job.pid for runner in self.runners for job in runner.list() if job.pid}
+        for pid in pids:  # a job that never dialled in (the test failed first) ends here
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            wait_for_exit(pid)
+
+
+@pytest.fixture
+def held_jobs(tmp_path: Path):
+    jobs = HeldJobs(tmp_path / "jobs")
+    yield jobs
+    jobs.close()
+
+
+def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(held_jobs: HeldJobs) -> None:
+    runners = [held_jobs.runner(), held_jobs.runner()]  # two workers
     answers: list = [None, None]
     barrier = threading.Barrier(2)
 
@@ -161,21 +232,20 @@ def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path:
         thread.join()
     assert sorted(a.status for a in answers) == ["already_running", "started"]
     assert answers[0].job.id == answers[1].job.id
-    job = runners[1].get(answers[0].job.id)
-    assert job.state == "queued" and job.pid
-    assert try_lock(JobFiles(tmp_path / "jobs").lock_path(PROJECT, "label")) is None  # the job holds it
-    assert runners[0].submit(PROJECT, "other", "START_TRAINING", {}).status == "started"  # per control
+    job = held_jobs.running(runners[1], answers[0].job.id)
+    assert (job.state, job.phase) == ("running", "training") and job.pid
+    assert try_lock(JobFiles(held_jobs.jobs_dir).lock_path(PROJECT, "label")) is None  # the job holds it
+    again = runners[0].submit(PROJECT, "label", "START_TRAINING", {})
+    assert (again.status, again.job.id, again.job.state) == ("already_running", job.id, "running")
+    other = runners[0].submit(PROJECT, "other", "START_TRAINING", {})  # one job per control
+    assert other.status == "started" and other.job.id != job.id
 
     os.kill(job.pid, signal.SIGKILL)
-    deadline = time.time() + 10
-    while runners[1].get(job.id).state != "failed" and time.time() < deadline:
-        time.sleep(0.1)
+    wait_for_exit(job.pid)
     failed = runners[1].get(job.id)
-    assert failed.state == "failed" and "killed" in failed.error
+    assert failed.state == "failed" and "during 'training'" in failed.error and "killed" in failed.error
+    assert runners[0].get(other.job.id).state != "failed"  # the other control's job still runs
     assert runners[0].submit(PROJECT, "label", "START_TRAINING", {}).status == "started"
-    for listed in runners[0].list():
-        if listed.state == "queued":
-            os.kill(listed.pid, signal.SIGKILL)
 
 
 def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: Path) -> None:
@@ -206,10 +276,10 @@ def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: 
     ]
 
 
-def test_unknown_or_hostile_job_ids_are_404(tmp_path: Path) -> None:
+def test_unknown_or_hostile_job_ids_are_404(held_jobs: HeldJobs) -> None:
     from training.jobs import JobNotFoundError
 
-    runner = sleeper_runner(tmp_path / "jobs")
+    runner = held_jobs.runner()
     for job_id in ("nope", "../../etc/passwd", ""):
         with pytest.raises(JobNotFoundError):
             runner.get(job_id)
@@ -395,22 +465,22 @@ def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root
         backend.close()
 
 
-def test_jobs_routes_are_protected_and_answer(make_client, own_model_root) -> None:
+def test_jobs_routes_are_protected_and_answer(make_client, own_model_root, held_jobs: HeldJobs) -> None:
     import base64
 
     client = make_client(model_root=own_model_root, basic_auth_user="u", basic_auth_pass="p")
     assert client.get("/jobs").status_code == 401
     headers = {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
-    runner = sleeper_runner(own_model_root / "jobs")
-    job = runner.submit(PROJECT, "label", "cli", {"label_config": "<View/>"}).job
-    try:
-        listed = client.get("/jobs", headers=headers).json()["jobs"]
-        assert [j["id"] for j in listed] == [job.id] and "params" not in listed[0]
-        assert client.get(f"/jobs/{job.id}", headers=headers).json()["state"] == "queued"
-        assert client.get("/jobs/nope", headers=headers).status_code == 404
-        assert client.get("/jobs", params={"project": "99"}, headers=headers).json()["jobs"] == []
-    finally:
-        os.kill(job.pid, signal.SIGKILL)
+    runner = held_jobs.runner(own_model_root / "jobs")
+    job = held_jobs.running(
+        runner, runner.submit(PROJECT, "label", "cli", {"label_config": "<View/>"}).job.id
+    )
+    listed = client.get("/jobs", headers=headers).json()["jobs"]
+    assert [j["id"] for j in listed] == [job.id] and "params" not in listed[0]
+    shown = client.get(f"/jobs/{job.id}", headers=headers).json()
+    assert (shown["state"], shown["phase"], shown["pid"]) == ("running", "training", job.pid)
+    assert client.get("/jobs/nope", headers=headers).status_code == 404
+    assert client.get("/jobs", params={"project": "99"}, headers=headers).json()["jobs"] == []
 
 
 def test_start_training_without_label_studio_access_is_a_clear_error(make_settings, own_model_root) -> None:
@@ -463,14 +533,14 @@ def test_cli_evaluate_prints_the_table_and_the_worst_tasks(make_settings, own_mo
 
 
 def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
-    make_settings, own_model_root
+    make_settings, own_model_root, held_jobs: HeldJobs
 ) -> None:
     from model import YOLOBackend
 
     settings = make_settings(
         model_root=own_model_root, label_studio_url="http://ls.invalid", label_studio_api_key=TOKEN
     )
-    backend = YOLOBackend(settings, jobs=sleeper_runner(own_model_root / "jobs"))
+    backend = YOLOBackend(settings, jobs=held_jobs.runner(own_model_root / "jobs"))
     event = {"action": "ANNOTATION_CREATED", "project": {"id": int(PROJECT), "label_config": label_config()}}
     assert [backend.fit("ANNOTATION_CREATED", event)["jobs"] for _ in range(3)] == [
         [],
@@ -483,7 +553,6 @@ def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
     ]
     assert answers[0] == [] and answers[1][0]["submission"] == "started"
     assert answers[1][0]["trigger"] == "ANNOTATION_UPDATED"
-    os.kill(backend.jobs.get(answers[1][0]["id"]).pid, signal.SIGKILL)
     backend.close()
 
 
