@@ -11,6 +11,7 @@ import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -125,20 +126,32 @@ def test_incomplete_or_unknown_versions_are_never_served(own_model_root: Path) -
     assert store.served(PROJECT, "label") is None
 
 
-def test_a_crash_while_writing_the_pointer_keeps_the_served_version(own_model_root, monkeypatch) -> None:
+# The pointer switch in a process of its own, killed (SIGKILL) while it writes the new pointer: json.dump
+# is the step that writes it, so a kill there comes after any truncation and before any rename.
+KILLED_WHILE_PROMOTING = """
+import json, os, signal, sys
+sys.path.insert(0, os.environ["PROJECT_ROOT"])
+from training.versions import VersionStore
+json.dump = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+VersionStore(sys.argv[1]).promote(sys.argv[2], "label", sys.argv[3])
+"""
+
+
+def test_a_kill_while_writing_the_pointer_keeps_the_served_version(own_model_root) -> None:
     store = VersionStore(own_model_root)
     old, new = complete_version(store), complete_version(store)
     store.promote(PROJECT, "label", old)
+    readers = ServedVersions(VersionStore(own_model_root))
+    assert readers.served(PROJECT, "label") == old
 
-    def crash(*args):
-        raise KeyboardInterrupt  # stands for a kill between writing the temporary file and the rename
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        store.promote(PROJECT, "label", new)
-    monkeypatch.undo()
-    assert store.served(PROJECT, "label") == old
-    assert not [p for p in store.control_dir(PROJECT, "label").iterdir() if p.name.endswith(".tmp")]
+    command = [sys.executable, "-c", KILLED_WHILE_PROMOTING, str(own_model_root), PROJECT, new]
+    killed = subprocess.run(command, env={**os.environ, "PROJECT_ROOT": str(PROJECT_ROOT)}, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert store.served(PROJECT, "label") == old and readers.served(PROJECT, "label") == old
+    # What the kill left (a temporary file) neither shows as a version nor stops the next switch.
+    assert [v.name for v in store.versions(PROJECT, "label")] == [old, new]
+    store.promote(PROJECT, "label", new)
+    assert readers.served(PROJECT, "label") == new
 
 
 # -- jobs -----------------------------------------------------------------------------------------------
@@ -440,29 +453,69 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         backend.close()
 
 
-@pytest.mark.slow
-def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root) -> None:
+@contextlib.contextmanager
+def killed_training_job(make_settings, root: Path, until):
+    """A training job (promote="always") on a control that serves `old`, its process SIGKILLed once
+    `until(job)` holds: yields (backend, its tasks, config, old, model version before, the failed job)."""
     config = label_config(
         model_train_epochs="200", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
     )
     tasks, files = shapes_tasks(8)
-    store = VersionStore(own_model_root)
+    store = VersionStore(root)
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
     with label_studio(tasks, files) as stand_in:
-        backend = backend_for(make_settings, own_model_root, stand_in.url)
+        backend = backend_for(make_settings, root, stand_in.url)
         before = backend.setup(config, project=PROJECT)
         job_id = backend.fit("START_TRAINING", project_body(config))["jobs"][0]["id"]
-        job = wait_for(backend, job_id, lambda j: j.epoch >= 1 or j.state == "failed")
-        assert job.state == "running", job.error
-        os.kill(job.pid, signal.SIGKILL)
-        killed = wait_for(backend, job_id, lambda j: j.state == "failed", timeout=10)
-        assert "killed" in killed.error
-        assert store.served(PROJECT, "label") == old
+        job = wait_for(backend, job_id, lambda j: until(j) or (j.state != "running" and j.state != "queued"))
+        try:
+            assert job.state == "running", (job.error, job.log_tail)
+        finally:
+            os.kill(job.pid, signal.SIGKILL)
+            wait_for_exit(job.pid)
+        killed = backend.jobs.get(job_id)
+        assert killed.state == "failed" and "killed" in killed.error
+        try:
+            yield backend, tasks, config, old, before, killed
+        finally:
+            backend.close()
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root) -> None:
+    with killed_training_job(make_settings, own_model_root, lambda j: j.epoch >= 1) as killed:
+        backend, tasks, config, old, before, job = killed
+        assert job.phase == "training" and job.version
+        assert VersionStore(own_model_root).served(PROJECT, "label") == old
         assert backend.setup(config, project=PROJECT) == before
         run = backend.predict([{"id": 1, "data": tasks[0]["data"]}], config, project=PROJECT)
         assert run.model_version == before
-        backend.close()
+        again = backend.jobs.submit(PROJECT, "label", "cli", {})  # the kill freed the control's lock
+        os.kill(again.job.pid, signal.SIGKILL)
+        wait_for_exit(again.job.pid)
+        assert again.status == "started"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a SIGKILLed job cannot clean up after itself and nothing else does yet: its version folder "
+    "stays, with the image copies of its dataset (issue 18 cleans up after killed jobs)",
+)
+def test_a_job_killed_mid_training_leaves_no_image_copies_nor_a_partial_version(
+    make_settings, own_model_root
+) -> None:
+    with killed_training_job(make_settings, own_model_root, lambda j: j.phase == "training") as killed:
+        old = killed[3]
+        store = VersionStore(own_model_root)
+        leftovers = sorted(
+            str(path.relative_to(own_model_root))
+            for path in store.control_dir(PROJECT, "label").rglob("*")
+            if path.suffix in (".jpg", ".png") or path.parent == store.control_dir(PROJECT, "label")
+        )
+        assert leftovers == sorted([f"trained/{PROJECT}/label/{old}", f"trained/{PROJECT}/label/served.json"])
+        assert [v.name for v in store.versions(PROJECT, "label")] == [old]
 
 
 def test_jobs_routes_are_protected_and_answer(make_client, own_model_root, held_jobs: HeldJobs) -> None:
