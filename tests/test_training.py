@@ -318,66 +318,95 @@ def test_latest_non_cancelled_annotation_per_task() -> None:
 # -- the pipeline, in this process ----------------------------------------------------------------------
 
 
-def fake_evaluations(monkeypatch, serving: float, new: float) -> None:
+@pytest.fixture(scope="module")
+def untrained_shapes_model(tmp_path_factory) -> Path:
+    """A detector with the shapes model's classes and random weights: it finds none of the shapes."""
+    folder = tmp_path_factory.mktemp("untrained")
+    return build_base("yolov8n.yaml", {0: "circle", 1: "square", 2: "triangle"}, folder / "untrained.pt")
+
+
+def fine_tuning_gives(monkeypatch, weights: Path) -> None:
+    """Fine-tuning (the one slow step) stands in: it yields `weights`. The evaluations of the served
+    and the new model on the held-out images, and the decision on their figures, are the real ones."""
     import training_pipeline
-    from training.evaluation import Evaluation
 
-    def evaluate(model_path, dataset, spec, imgsz, class_names_to_labels=None, device=""):
-        score = new if "trained" in Path(model_path).parts else serving
-        return Evaluation(score, score, score, score, {})
+    def fine_tune(base, data, run_dir: Path, params, on_epoch) -> Path:
+        (run_dir / "weights").mkdir(parents=True)
+        return Path(shutil.copyfile(weights, run_dir / "weights" / "best.pt"))
 
-    monkeypatch.setattr(sys.modules["training.evaluation"], "evaluate", evaluate)
-    monkeypatch.setattr(
-        training_pipeline, "fine_tune", lambda base, data, run_dir, params, on_epoch: Path(base)
-    )
+    monkeypatch.setattr(training_pipeline, "fine_tune", fine_tune)
+
+
+def serve_version(root: Path, weights: Path) -> str:
+    """A complete version holding `weights`, served."""
+    store = VersionStore(root)
+    folder = store.create_version(PROJECT, "label")
+    shutil.copyfile(weights, folder / "best.pt")
+    (folder / "metrics.json").write_text("{}")
+    store.promote(PROJECT, "label", folder.name)
+    return folder.name
+
+
+def train_on_shapes(make_settings, root: Path, config: str):
+    from training_pipeline import TrainingRun
+
+    tasks, files = shapes_tasks(6)
+    with label_studio(tasks, files) as stand_in:
+        settings = make_settings(model_root=root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN)
+        return TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(PROJECT, "label", config)
 
 
 @pytest.mark.parametrize(
-    ("serving", "new", "promoted"), [(0.5, 0.4, False), (0.5, 0.5, False), (0.4, 0.5, True)]
+    ("served", "new", "promoted"),
+    [("shapes", "untrained", False), ("shapes", "shapes", False), ("untrained", "shapes", True)],
 )
 def test_a_version_is_promoted_only_when_it_is_better(
-    make_settings, own_model_root, monkeypatch, serving, new, promoted
+    make_settings, own_model_root, monkeypatch, untrained_shapes_model, served, new, promoted
 ) -> None:
-    from training_pipeline import TrainingRun
+    """The shapes detector against a random-weights one with the same classes, each as the served
+    model (configured, or a trained version) and as the new one: real evaluations decide."""
+    weights = {"shapes": SHAPES_MODEL, "untrained": untrained_shapes_model}
+    serving_name = (
+        "shapes-yolov8n.pt" if served == "shapes" else serve_version(own_model_root, weights[served])
+    )
+    fine_tuning_gives(monkeypatch, weights[new])
+    outcome = train_on_shapes(make_settings, own_model_root, label_config(model_train_imgsz="160"))
 
-    fake_evaluations(monkeypatch, serving, new)
-    tasks, files = shapes_tasks(6)
-    with label_studio(tasks, files) as stand_in:
-        settings = make_settings(
-            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
-        )
-        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
-            PROJECT, "label", label_config()
-        )
     store = VersionStore(own_model_root)
-    assert outcome.promoted is promoted
-    assert store.served(PROJECT, "label") == (outcome.version if promoted else None)
     metrics = json.loads((store.control_dir(PROJECT, "label") / outcome.version / "metrics.json").read_text())
-    assert metrics["serving"]["map50_95"] == serving and metrics["new"]["map50_95"] == new
-    assert metrics["promoted"] is promoted
-    assert ("kept, not promoted" in outcome.message) is (not promoted)
+    figures = {side: metrics[side]["map50_95"] for side in ("serving", "new")}
+    if served == new:  # the same weights on the same images: the same figure, which is not better
+        assert figures["new"] == figures["serving"] > 0.3, figures
+    else:  # the shapes detector finds the shapes; the untrained one finds none
+        shapes, untrained = ("serving", "new") if served == "shapes" else ("new", "serving")
+        assert figures[shapes] > 0.3 and figures[untrained] < 0.05, figures
+    compared = f"mAP50-95 {figures['new']:.4f} (new) vs {figures['serving']:.4f} ({serving_name})"
+    decision = "promoted: better" if promoted else "kept, not promoted: not better than the served model"
+    assert (outcome.promoted, outcome.message, metrics["promoted"]) == (
+        promoted,
+        f"{decision}, {compared}",
+        promoted,
+    )
+    before = None if served == "shapes" else serving_name  # the configured model, or the served version
+    assert store.served(PROJECT, "label") == (outcome.version if promoted else before)
 
 
-def test_promote_always_takes_a_worse_model(make_settings, own_model_root, monkeypatch) -> None:
-    from training_pipeline import TrainingRun
-
-    fake_evaluations(monkeypatch, 0.9, 0.1)
-    tasks, files = shapes_tasks(6)
-    with label_studio(tasks, files) as stand_in:
-        settings = make_settings(
-            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
-        )
-        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
-            PROJECT, "label", label_config(model_train_promote="always")
-        )
-    assert outcome.promoted and "always" in outcome.message
+def test_promote_always_takes_a_worse_model(
+    make_settings, own_model_root, monkeypatch, untrained_shapes_model
+) -> None:
+    fine_tuning_gives(monkeypatch, untrained_shapes_model)
+    config = label_config(model_train_imgsz="160", model_train_promote="always")
+    outcome = train_on_shapes(make_settings, own_model_root, config)
+    metrics = VersionStore(own_model_root).versions(PROJECT, "label")[0].metrics
+    assert metrics["new"]["map50_95"] < metrics["serving"]["map50_95"]
+    assert outcome.promoted and outcome.message.startswith('promoted (model_train_promote="always"): ')
+    assert VersionStore(own_model_root).served(PROJECT, "label") == outcome.version
 
 
-def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root, monkeypatch) -> None:
+def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root) -> None:
     from training.spec import TrainingSpec  # noqa: F401  (the contract's module, real or stand-in)
     from training_pipeline import TrainingRun
 
-    fake_evaluations(monkeypatch, 0.1, 0.9)
     store = VersionStore(own_model_root)
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
