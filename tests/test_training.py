@@ -723,7 +723,9 @@ def test_cli_train_runs_the_job_and_reports_its_outcome(
 ) -> None:
     import cli
 
-    config = label_config(model_train_epochs="1", model_train_imgsz="64", model_train_batch="4")
+    config = label_config(
+        model_train_epochs="1", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
+    )
     tasks, files = shapes_tasks(6)
     with label_studio(tasks, files, config) as stand_in:
         settings = make_settings(model_root=own_model_root)
@@ -732,9 +734,13 @@ def test_cli_train_runs_the_job_and_reports_its_outcome(
         )
     captured = capsys.readouterr()
     assert code == 0, captured
-    [version] = VersionStore(own_model_root).versions(PROJECT, "label")
-    assert f"label: {version.name}: " in captured.out
-    assert ("promoted" in captured.out) and version.metrics["decision"] in captured.out
+    store = VersionStore(own_model_root)
+    [version] = store.versions(PROJECT, "label")
+    assert version.served and store.served(PROJECT, "label") == version.name
+    figures = f"mAP50-95 {version.metrics['new']['map50_95']:.4f} (new) vs "
+    decision = f'promoted (model_train_promote="always"): {figures}'
+    assert version.metrics["decision"].startswith(decision), version.metrics["decision"]
+    assert f"label: {version.name}: {version.metrics['decision']}\n" in captured.out  # the whole line
     assert "1/1" in captured.err  # the tqdm bar over epochs
 
 
