@@ -55,11 +55,12 @@ class Deadline:
     seconds: float
     started: float = field(default_factory=time.monotonic)
 
-    def check(self, name: str) -> None:
+    def check(self, name: str, frames_read: int | None = None) -> None:
         if time.monotonic() - self.started > self.seconds:
+            where = f" (stopped after {frames_read} frames)" if frames_read is not None else ""
             raise MediaError(
-                f"{name} took more than {self.seconds:g} s to predict, over the limit (MAX_VIDEO_TASK_SECONDS); "
-                "predict long videos with cli.py, or raise the limit"
+                f"{name} took more than {self.seconds:g} s to predict{where}, over the limit "
+                "(MAX_VIDEO_TASK_SECONDS); predict long videos with cli.py, or raise the limit"
             )
 
 
@@ -108,7 +109,7 @@ class VideoReader:
                 if self.max_frames is not None:
                     check_video_frames(self.frames_count, self.max_frames, self.name)  # headers may lie
                 if self.deadline is not None:
-                    self.deadline.check(self.name)  # also counts the model calls between batches
+                    self.deadline.check(self.name, self.frames_count)  # model calls between batches count
                 if wanted:
                     numbers.append(self.frames_count)
                     frames.append(frame)

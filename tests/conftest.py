@@ -76,6 +76,15 @@ def bus_image(assets: Path) -> Path:
     return assets / "bus.jpg"
 
 
+@pytest.fixture
+def stand_in(bus_image: Path):
+    """The shared stand-in Label Studio (tests/label_studio_stand_in.py), serving bus.jpg as every upload."""
+    from tests.label_studio_stand_in import StandInLabelStudio
+
+    with StandInLabelStudio(bus_image.read_bytes()) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def zidane_image(assets: Path) -> Path:
     return assets / "zidane.jpg"

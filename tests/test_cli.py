@@ -1,23 +1,15 @@
-"""cli.py against a local stand-in for Label Studio's API that records every call.
-
-The stand-in answers what the SDK asks for (`/api/projects/<id>/`, `/api/tasks/<id>/`, `/api/tasks/` with
-pages and the Data Manager filter on prediction model versions, `POST /api/predictions/`,
-`/api/token/refresh/`) and serves uploaded media under `/data/upload/`, each behind the API key.
-"""
+"""cli.py against the shared stand-in for Label Studio's API (tests/label_studio_stand_in.py), which
+records every call."""
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import cv2
 import numpy as np
@@ -28,11 +20,11 @@ import cli
 from media.label_studio_client import LabelStudioClient
 from model import YOLOBackend
 from tests.conftest import SHAPES_MODEL, assert_nearly_equal
-from tests.local_http import LocalHTTPServer
+from tests.label_studio_stand_in import LEGACY_KEY, StandInLabelStudio
+from tests.label_studio_stand_in import fake_jwt as stand_in_jwt
 from tools.shapes import draw_shapes_image
 
 PROJECT = 7
-LEGACY_KEY = "0123456789abcdef0123456789abcdef01234567"
 CONFIG = """
 <View>
   <Image name="image" value="$image"/>
@@ -44,112 +36,17 @@ CONFIG = """
 
 
 def fake_jwt(token_type: str, lifetime: float = 3600) -> str:
-    def part(data: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-    claims = {"token_type": token_type, "exp": int(time.time() + lifetime), "jti": f"{time.time_ns()}"}
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+    return stand_in_jwt(
+        {"token_type": token_type, "exp": int(time.time() + lifetime), "jti": f"{time.time_ns()}"}
+    )
 
 
-class LabelStudioStandIn(LocalHTTPServer):
-    """A tiny Label Studio: one project, its tasks and predictions; `calls` lists (method, path, query, body)."""
-
-    def __init__(self, tasks: list[dict], media: dict[str, Path], refresh_token: str = ""):
-        self.tasks = {task["id"]: task for task in tasks}
-        self.media = media
-        self.refresh_token = refresh_token
-        self.access_tokens: set[str] = set()
-        self.predictions: list[dict] = []
-        self.calls: list[tuple[str, str, dict, object]] = []
-        self.refuse_upload_for: set[int] = set()
-        self.lock = threading.Lock()
-        self._listen(self._handler())
-
-    def paths(self, method: str) -> list[str]:
-        return [path for m, path, _, _ in self.calls if m == method]
-
-    def authorized(self, header: str) -> bool:
-        return header == f"Token {LEGACY_KEY}" or (
-            header.startswith("Bearer ") and header[len("Bearer ") :] in self.access_tokens
-        )
-
-    def _handler(self):
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def reply(self, status: int, body: object = None, raw: bytes | None = None) -> None:
-                data = raw if raw is not None else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json" if raw is None else "image/jpeg")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self.route("GET")
-
-            def do_POST(self):
-                self.route("POST")
-
-            def route(self, method: str) -> None:
-                url = urlparse(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null") if length else None
-                with stand_in.lock:
-                    stand_in.calls.append((method, url.path, query, body))
-                if method == "POST" and url.path == "/api/token/refresh/":
-                    if body != {"refresh": stand_in.refresh_token} or not stand_in.refresh_token:
-                        return self.reply(401, {"detail": "Token is invalid or expired"})
-                    access = fake_jwt("access", 300)
-                    stand_in.access_tokens.add(access)
-                    return self.reply(200, {"access": access})
-                if not stand_in.authorized(self.headers.get("Authorization", "")):
-                    return self.reply(401, {"detail": "Authentication credentials were not provided."})
-                parts = [p for p in url.path.split("/") if p]
-                if method == "GET" and parts == ["api", "projects", str(PROJECT)]:
-                    return self.reply(200, {"id": PROJECT, "title": "videos", "label_config": CONFIG})
-                if method == "GET" and parts[:2] == ["api", "tasks"] and len(parts) == 3:
-                    task = stand_in.tasks.get(int(parts[2]))
-                    return self.reply(200, task) if task else self.reply(404, {"detail": "Not found."})
-                if method == "GET" and parts == ["api", "tasks"]:
-                    return self.list_tasks(query)
-                if method == "POST" and parts == ["api", "predictions"]:
-                    if body["task"] in stand_in.refuse_upload_for:
-                        return self.reply(400, {"detail": "result is not valid"})
-                    with stand_in.lock:
-                        prediction = {"id": len(stand_in.predictions) + 1, **body}
-                        stand_in.predictions.append(prediction)
-                    return self.reply(201, prediction)
-                if method == "GET" and parts[:2] == ["data", "upload"]:
-                    path = stand_in.media.get(url.path)
-                    return (
-                        self.reply(200, raw=path.read_bytes()) if path else self.reply(404, {"detail": "no"})
-                    )
-                return self.reply(404, {"detail": f"no route {method} {url.path}"})
-
-            def list_tasks(self, query: dict) -> None:
-                assert int(query["project"]) == PROJECT
-                tasks = sorted(stand_in.tasks.values(), key=lambda t: t["id"])
-                for item in json.loads(query.get("query", "{}")).get("filters", {}).get("items", []):
-                    assert item["filter"] == "filter:tasks:predictions_model_versions"
-                    assert item["operator"] == "not_contains" and isinstance(item["value"], list)
-                    done = {
-                        p["task"]
-                        for p in stand_in.predictions
-                        if any(v in p["model_version"] for v in item["value"])
-                    }
-                    tasks = [t for t in tasks if t["id"] not in done]
-                page, size = int(query.get("page", 1)), int(query.get("page_size", 100))
-                chunk = tasks[(page - 1) * size : page * size]
-                if page > 1 and not chunk:
-                    return self.reply(404, {"detail": "Invalid page."})  # as Label Studio answers
-                return self.reply(200, {"tasks": chunk, "total": len(tasks)})
-
-        return Handler
+def project_stand_in(tasks: list[dict], media: dict[str, Path]) -> StandInLabelStudio:
+    """The shared stand-in with project PROJECT and CONFIG; refreshes no personal access token until a
+    test sets its `refresh_token`."""
+    return StandInLabelStudio(
+        tasks=tasks, media=media, project=PROJECT, label_config=CONFIG, refresh_token=""
+    )
 
 
 @pytest.fixture
@@ -178,7 +75,7 @@ def project_tasks(images) -> list[dict]:
 
 @pytest.fixture
 def label_studio(project_tasks, images):
-    with LabelStudioStandIn(project_tasks, {"/data/upload/7/second.png": images["second"]}) as stand_in:
+    with project_stand_in(project_tasks, {"/data/upload/7/second.png": images["second"]}) as stand_in:
         yield stand_in
 
 
@@ -476,7 +373,7 @@ def test_export_int8_calibrates_on_the_project_images_and_the_server_serves_it(
         return loader
 
     monkeypatch.setattr(Exporter, "get_int8_calibration_dataloader", recording_loader)
-    with LabelStudioStandIn(tasks, media) as label_studio:
+    with project_stand_in(tasks, media) as label_studio:
         assert export_int8_cli(make_settings, label_studio, own_model_root, "--limit", "10") == 0
         out = capsys.readouterr().out
         fetched = [path for path in label_studio.paths("GET") if path.startswith("/data/upload/")]
@@ -522,7 +419,7 @@ def test_export_int8_without_project_images_is_refused_and_writes_nothing(
     else:
         (tmp_path / "not-an-image.png").write_bytes(b"no pixels here")
         media = {tasks[0]["data"]["image"]: tmp_path / "not-an-image.png"}  # the others are gone
-    with LabelStudioStandIn(tasks, media) as label_studio:
+    with project_stand_in(tasks, media) as label_studio:
         assert export_int8_cli(make_settings, label_studio, own_model_root) == 1
     out = capsys.readouterr().out
     assert f"0 of {len(tasks)} task(s) gave an image for label" in out
@@ -534,6 +431,6 @@ def test_export_int8_without_project_images_is_refused_and_writes_nothing(
 
 
 def test_export_int8_refuses_a_control_the_config_does_not_have(make_settings, own_model_root, capsys):
-    with LabelStudioStandIn([], {}) as label_studio:
+    with project_stand_in([], {}) as label_studio:
         assert export_int8_cli(make_settings, label_studio, own_model_root, "--control", "nope") == 2
     assert "no control named nope" in capsys.readouterr().err

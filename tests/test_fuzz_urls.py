@@ -24,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.label_studio_stand_in import LEGACY_KEY as LEGACY_TOKEN
+from tests.label_studio_stand_in import StandInLabelStudio
 from tests.local_http import LocalHTTPServer
-from tests.test_media import LEGACY_TOKEN, StandInLabelStudio
 from tests.test_security import Sink
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_URL_EXAMPLES", "80"))

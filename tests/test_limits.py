@@ -395,7 +395,8 @@ def test_host_entries_are_checked_at_start_up(make_settings):
 
 
 def test_label_studio_host_is_always_allowed(make_client, bus_image):
-    from tests.test_media import LEGACY_TOKEN, StandInLabelStudio
+    from tests.label_studio_stand_in import LEGACY_KEY as LEGACY_TOKEN
+    from tests.label_studio_stand_in import StandInLabelStudio
 
     with StandInLabelStudio(bus_image.read_bytes()) as label_studio:
         client = make_client(

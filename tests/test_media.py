@@ -1,9 +1,8 @@
-"""Media URLs as Label Studio puts them in task data, fetched from a local stand-in Label Studio."""
+"""Media URLs as Label Studio puts them in task data, fetched from the shared stand-in Label Studio
+(tests/label_studio_stand_in.py)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
 import sys
@@ -11,91 +10,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from core.errors import MediaError
 from media.label_studio_client import LabelStudioClient
 from media.loader import MediaLoader
+from tests.label_studio_stand_in import LEGACY_KEY as LEGACY_TOKEN
+from tests.label_studio_stand_in import PERSONAL_ACCESS_TOKEN, StandInLabelStudio
 from tests.local_http import LocalHTTPServer
-
-LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fake_jwt(claims: dict) -> str:
-    def part(data: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'HS256'})}.{part(claims)}.c2lnbmF0dXJl"
-
-
-PERSONAL_ACCESS_TOKEN = fake_jwt({"token_type": "refresh", "exp": time.time() + 10**8, "user_id": 1})
-
-
-class StandInLabelStudio(LocalHTTPServer):
-    """Serves one image under /data/upload and /data/local-files, presigns cloud URIs, exchanges PATs."""
-
-    def __init__(self, image: bytes, access_lifetime: float = 300.0):
-        self.image = image
-        self.access_lifetime = access_lifetime
-        self.requests: list[tuple[str, str]] = []  # (path, authorization)
-        self.refreshes = 0
-        self.access_tokens: set[str] = set()
-        self.storage_url = ""  # where presigned URLs point: "" is this server, as MinIO behind Label Studio
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep the test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/api/token/refresh/" and body.get("refresh") == PERSONAL_ACCESS_TOKEN:
-                    stand_in.refreshes += 1
-                    access = fake_jwt({"token_type": "access", "exp": time.time() + stand_in.access_lifetime})
-                    stand_in.access_tokens.add(access)
-                    return self._send(200, json.dumps({"access": access}).encode(), "application/json")
-                return self._send(401, b"{}", "application/json")
-
-            def do_GET(self):
-                authorization = self.headers.get("Authorization", "")
-                stand_in.requests.append((self.path, authorization))
-                authorized = authorization == f"Token {LEGACY_TOKEN}" or (
-                    authorization.startswith("Bearer ") and authorization[7:] in stand_in.access_tokens
-                )
-                parsed = urlparse(self.path)
-                if parsed.path.startswith("/external/"):
-                    return self._send(200, stand_in.image, "image/jpeg")
-                if not authorized:
-                    return self._send(401, b"unauthorized", "text/plain")
-                if parsed.path.startswith("/tasks/") and parsed.path.endswith("/presign/"):
-                    uri = base64.urlsafe_b64decode(parse_qs(parsed.query)["fileuri"][0]).decode()
-                    assert uri.startswith("s3://")
-                    self.send_response(303)
-                    self.send_header(
-                        "Location", f"{stand_in.storage_url}/external/{uri[5:]}?X-Amz-Signature=secret"
-                    )
-                    self.end_headers()
-                    return None
-                if parsed.path.startswith(("/data/upload/", "/data/local-files")):
-                    return self._send(200, stand_in.image, "image/jpeg")
-                return self._send(404, b"", "text/plain")
-
-            def _send(self, status: int, body: bytes, content_type: str):
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._listen(Handler)
-
-
-@pytest.fixture
-def stand_in(bus_image: Path):
-    with StandInLabelStudio(bus_image.read_bytes()) as server:
-        yield server
 
 
 def loader(make_settings, auth: LabelStudioClient | None, **settings) -> MediaLoader:

@@ -12,12 +12,8 @@ import logging
 
 import pytest
 
-from tests.test_media import (
-    LEGACY_TOKEN,
-    PERSONAL_ACCESS_TOKEN,
-    StandInLabelStudio,
-    fake_jwt,
-)
+from tests.label_studio_stand_in import LEGACY_KEY as LEGACY_TOKEN
+from tests.label_studio_stand_in import PERSONAL_ACCESS_TOKEN, StandInLabelStudio, fake_jwt
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="r" toName="image" '

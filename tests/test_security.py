@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tests.label_studio_stand_in import LEGACY_KEY as LEGACY_TOKEN
+from tests.label_studio_stand_in import StandInLabelStudio
 from tests.local_http import LocalHTTPServer
-from tests.test_media import LEGACY_TOKEN, StandInLabelStudio
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="r" toName="image" '
@@ -416,7 +417,7 @@ def test_hole_12_token_refresh_never_follows_a_redirect_with_the_key(bus_image):
     POST body) to whatever host the answer named."""
     from core.errors import LabelStudioAccessError
     from media.label_studio_client import LabelStudioClient
-    from tests.test_media import PERSONAL_ACCESS_TOKEN
+    from tests.label_studio_stand_in import PERSONAL_ACCESS_TOKEN
 
     with Sink(b"") as attacker:
         moved = f"HTTP/1.0 307 Temporary Redirect\r\nLocation: {attacker.url}/api/token/refresh/\r\n\r\n"

@@ -4,8 +4,10 @@ fails on the code before the fix."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,7 +111,7 @@ def test_hole_9_no_task_gets_a_prediction_without_every_control(client, shapes_p
 def test_hole_9_cli_uploads_no_partial_prediction_and_all_tasks_asks_again(make_settings, tmp_path, capsys):
     """Hole 9 through cli.py: a partial prediction was uploaded, and `--all-tasks` then skipped the task
     for good. Now nothing is uploaded, and once the model file exists the same run predicts every task."""
-    from tests.test_cli import PROJECT, LabelStudioStandIn, run_cli
+    from tests.test_cli import PROJECT, project_stand_in, run_cli
     from tools.shapes import draw_shapes_image
 
     root = tmp_path / "models"
@@ -125,7 +127,7 @@ def test_hole_9_cli_uploads_no_partial_prediction_and_all_tasks_asks_again(make_
     config.write_text(with_control(GOOD, SHAPES_CONTROL.format(name="later", path="later.pt")))
     settings = lambda: make_settings(model_root=root)  # noqa: E731
     args = ("--all-tasks", "--label-config", str(config))
-    with LabelStudioStandIn(tasks, {}) as label_studio:
+    with project_stand_in(tasks, {}) as label_studio:
         assert run_cli(settings, label_studio, *args) == 1
         out = capsys.readouterr().out
         assert label_studio.predictions == []
@@ -250,7 +252,7 @@ VIDEO = (
 def write_video(path: Path, frames: int = 12) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (96, 64))
     for number in range(frames):
-        writer.write(np.full((64, 96, 3), 10 * number, np.uint8))
+        writer.write(np.full((64, 96, 3), 10 * number % 256, np.uint8))
     writer.release()
     return path
 
@@ -288,13 +290,36 @@ def test_hole_4_a_playlist_cannot_make_ffmpeg_read_another_local_file(make_clien
 # -- hole 11: memory and time bombs ----------------------------------------------------------------------------
 
 
-def test_hole_11_a_video_task_has_a_time_budget(make_client, tmp_path):
+LONG_VIDEO_FRAMES = 120
+SECONDS_PER_FRAME = 0.05  # so the whole long video takes at least 6 s, three times the budget, anywhere
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    """Every model call takes SECONDS_PER_FRAME per frame more than the model itself (on any hardware)."""
+    from inference.model_registry import LoadedModel
+
+    predict = LoadedModel.predict
+
+    def slow_predict(self, images, **options):
+        time.sleep(SECONDS_PER_FRAME * len(images))
+        return predict(self, images, **options)
+
+    monkeypatch.setattr(LoadedModel, "predict", slow_predict)
+
+
+def test_hole_11_a_video_task_has_a_time_budget(make_client, tmp_path, slow_model):
     """Hole 11: a video task could decode and predict for as long as the video lasted (with a huge stride
-    on a long video, hours); now it stops at MAX_VIDEO_TASK_SECONDS with a per-task error naming it."""
-    video = write_video(tmp_path / "video.mp4")
-    refused = predict_video(make_client(max_video_task_seconds=1e-6), video)
+    on a long video, hours); now it stops at MAX_VIDEO_TASK_SECONDS with a per-task error naming it.
+    The budget is checked at every frame: a long video is cut off mid-way, after some frames."""
+    long_video = write_video(tmp_path / "long.mp4", frames=LONG_VIDEO_FRAMES)
+    refused = predict_video(make_client(max_video_task_seconds=2), long_video)
     assert "result" not in refused and "MAX_VIDEO_TASK_SECONDS" in refused["error"], refused
-    assert "result" in predict_video(make_client(), video)
+    stopped_after = int(
+        re.search(r"took more than 2 s to predict \(stopped after (\d+) frames\)", refused["error"])[1]
+    )
+    assert 1 < stopped_after < LONG_VIDEO_FRAMES, refused
+    assert "result" in predict_video(make_client(), write_video(tmp_path / "short.mp4"))
     assert Settings(_env_file=None).max_video_task_seconds == 3600
 
 

@@ -421,11 +421,11 @@ def test_a_trainable_timeline_needs_a_pt_classifier(make_client, own_root, colou
 def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, own_root, colour_videos):
     """The webhook's path: START_TRAINING -> a job process (training_pipeline.py) fetching the tasks
     through the SDK from a stand-in Label Studio -> a promoted head that this backend then serves."""
-    from tests.test_training import TOKEN, TasksLabelStudio, backend_for, wait_for
+    from tests.test_training import TOKEN, backend_for, label_studio, wait_for
 
     config = timeline_config()
     project = {"id": 3, "label_config": config}
-    with TasksLabelStudio(annotated_tasks(colour_videos), {}, config) as stand_in:
+    with label_studio(annotated_tasks(colour_videos), {}, config) as stand_in:
         one_thread = lambda **values: make_settings(torch_threads=ONE_THREAD, **values)  # noqa: E731
         backend = backend_for(one_thread, own_root, stand_in.url)
         answer = backend.fit("START_TRAINING", {"action": "START_TRAINING", "project": project})
@@ -436,7 +436,13 @@ def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, ow
         assert "the first trained head" in job.message and job.epoch == job.epochs == EPOCHS
         run = backend.predict([{"id": 1, "data": {"video": str(colour_videos[0])}}], config, project="3")
         assert found_ranges(run.tasks[0].regions) == truth_ranges(NEW_VIDEO_RED)
-        assert TOKEN  # the stand-in checked the job's key on every call
+        # The job fetched the project's tasks itself, with the key on every call (the stand-in refuses
+        # others), and wrote the key nowhere: neither in its state file nor in its log.
+        assert [query["project"] for query in stand_in.task_queries()][:1] == ["3"]
+        assert {authorization for _, authorization in stand_in.requests} == {f"Token {TOKEN}"}
+        job_files = sorted((own_root / "jobs").glob(f"{job.id}.*"))
+        assert [path.suffix for path in job_files] == [".json", ".log", ".pid"]
+        assert not [path.name for path in job_files if TOKEN in path.read_text()]
         backend.close()
 
 

@@ -7,27 +7,31 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.conftest import PROJECT_ROOT, SHAPES_MODEL, RecordingReporter, rectangle_annotation
+from tests.label_studio_stand_in import LEGACY_KEY, StandInLabelStudio
 from tests.local_http import LocalHTTPServer
 from tools.shapes import draw_shapes_image
 from training.jobs import JobFiles, LocalProcessRunner, count_event, try_lock
 from training.versions import ServedVersions, VersionStore
 from training_pipeline import TaskErrors
 
-TOKEN = "0123456789abcdef0123456789abcdef01234567"
+TOKEN = LEGACY_KEY
 PROJECT = "3"
 JOB_ENTRY = [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")]
 
@@ -75,46 +79,9 @@ def shapes_tasks(count: int, width: int = 160, height: int = 128) -> tuple[list[
     return tasks, files
 
 
-class TasksLabelStudio(LocalHTTPServer):
-    """Answers the SDK's task list (legacy token) and serves the uploaded images."""
-
-    def __init__(self, tasks: list[dict], files: dict[str, bytes], config: str = ""):
-        stand_in = self
-        self.tasks, self.files, self.config = tasks, files, config
-        self.task_queries: list[dict] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                if self.headers.get("Authorization") != f"Token {TOKEN}":
-                    return self._send(401, b"{}")
-                parsed = urlparse(self.path)
-                if parsed.path == "/api/tasks/":
-                    query = parse_qs(parsed.query)
-                    stand_in.task_queries.append(query)
-                    page = int(query.get("page", ["1"])[0])
-                    tasks = stand_in.tasks if page == 1 else []
-                    return self._send(
-                        200, json.dumps({"tasks": tasks, "total": len(stand_in.tasks)}).encode()
-                    )
-                if parsed.path == f"/api/projects/{PROJECT}/":
-                    return self._send(
-                        200, json.dumps({"id": int(PROJECT), "label_config": stand_in.config}).encode()
-                    )
-                if parsed.path in stand_in.files:
-                    return self._send(200, stand_in.files[parsed.path], "image/jpeg")
-                return self._send(404, b"{}")
-
-            def _send(self, status: int, body: bytes, content_type: str = "application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._listen(Handler)
+def label_studio(tasks: list[dict], files: dict[str, bytes], config: str = "") -> StandInLabelStudio:
+    """The shared stand-in Label Studio with this project's tasks and uploaded images."""
+    return StandInLabelStudio(tasks=tasks, media=files, project=PROJECT, label_config=config)
 
 
 @pytest.fixture
@@ -162,20 +129,32 @@ def test_incomplete_or_unknown_versions_are_never_served(own_model_root: Path) -
     assert store.served(PROJECT, "label") is None
 
 
-def test_a_crash_while_writing_the_pointer_keeps_the_served_version(own_model_root, monkeypatch) -> None:
+# The pointer switch in a process of its own, killed (SIGKILL) while it writes the new pointer: json.dump
+# is the step that writes it, so a kill there comes after any truncation and before any rename.
+KILLED_WHILE_PROMOTING = """
+import json, os, signal, sys
+sys.path.insert(0, os.environ["PROJECT_ROOT"])
+from training.versions import VersionStore
+json.dump = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+VersionStore(sys.argv[1]).promote(sys.argv[2], "label", sys.argv[3])
+"""
+
+
+def test_a_kill_while_writing_the_pointer_keeps_the_served_version(own_model_root) -> None:
     store = VersionStore(own_model_root)
     old, new = complete_version(store), complete_version(store)
     store.promote(PROJECT, "label", old)
+    readers = ServedVersions(VersionStore(own_model_root))
+    assert readers.served(PROJECT, "label") == old
 
-    def crash(*args):
-        raise KeyboardInterrupt  # stands for a kill between writing the temporary file and the rename
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        store.promote(PROJECT, "label", new)
-    monkeypatch.undo()
-    assert store.served(PROJECT, "label") == old
-    assert not [p for p in store.control_dir(PROJECT, "label").iterdir() if p.name.endswith(".tmp")]
+    command = [sys.executable, "-c", KILLED_WHILE_PROMOTING, str(own_model_root), PROJECT, new]
+    killed = subprocess.run(command, env={**os.environ, "PROJECT_ROOT": str(PROJECT_ROOT)}, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert store.served(PROJECT, "label") == old and readers.served(PROJECT, "label") == old
+    # What the kill left (a temporary file) neither shows as a version nor stops the next switch.
+    assert [v.name for v in store.versions(PROJECT, "label")] == [old, new]
+    store.promote(PROJECT, "label", new)
+    assert readers.served(PROJECT, "label") == new
 
 
 # -- jobs -----------------------------------------------------------------------------------------------
@@ -213,8 +192,80 @@ def kill_jobs(runner: LocalProcessRunner) -> None:
                 os.kill(job.pid, signal.SIGKILL)
 
 
-def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path: Path) -> None:
-    runners = [sleeper_runner(tmp_path / "jobs"), sleeper_runner(tmp_path / "jobs")]  # two workers
+# A job process that reports `training` (the runner then shows it `running`), tells the test so over a
+# socket, and holds its lock until the test closes that socket, or it is killed. No sleeping anywhere.
+HELD_JOB = """
+import os, socket, sys
+sys.path.insert(0, os.environ["PROJECT_ROOT"])
+from training.jobs import JobReporter
+reporter = JobReporter(sys.argv[1])
+reporter.phase("training")
+line = socket.create_connection(("127.0.0.1", int(os.environ["HELD_JOB_PORT"])))
+line.sendall(reporter.job.id.encode() + b"\\n")
+line.recv(1)  # b"" once the test closes its end (or ends): the job then ends too
+"""
+
+
+def wait_for_exit(pid: int, timeout: float = 10.0) -> None:
+    """Return when process `pid` has ended (a pidfd becomes readable), at most `timeout` s."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already ended and reaped
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        assert ready, f"process {pid} still runs after {timeout} s"
+    finally:
+        os.close(pidfd)
+
+
+class HeldJobs:
+    """Runners whose jobs are `HELD_JOB` processes; `close()` lets every job go and kills any left."""
+
+    def __init__(self, jobs_dir: Path):
+        self.jobs_dir = jobs_dir
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(60)  # only a guard: accept() returns as soon as a job dials in
+        self.lines: dict[str, socket.socket] = {}
+        self.runners: list[LocalProcessRunner] = []
+
+    def runner(self, jobs_dir: Path | None = None) -> LocalProcessRunner:
+        env = {"HELD_JOB_PORT": str(self.listener.getsockname()[1]), "PROJECT_ROOT": str(PROJECT_ROOT)}
+        command = [sys.executable, "-c", HELD_JOB]
+        self.runners.append(LocalProcessRunner(jobs_dir or self.jobs_dir, command, env=env))
+        return self.runners[-1]
+
+    def running(self, runner: LocalProcessRunner, job_id: str):
+        """The job, as `runner` reports it, once its process has said it trains."""
+        while job_id not in self.lines:
+            try:
+                line, _ = self.listener.accept()
+            except TimeoutError:
+                raise AssertionError(f"job {job_id} never started: {runner.get(job_id).log_tail}") from None
+            self.lines[line.makefile().readline().strip()] = line
+        return runner.get(job_id)
+
+    def close(self) -> None:
+        for line in self.lines.values():
+            line.close()
+        self.listener.close()
+        pids = {job.pid for runner in self.runners for job in runner.list() if job.pid}
+        for pid in pids:  # a job that never dialled in (the test failed first) ends here
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            wait_for_exit(pid)
+
+
+@pytest.fixture
+def held_jobs(tmp_path: Path):
+    jobs = HeldJobs(tmp_path / "jobs")
+    yield jobs
+    jobs.close()
+
+
+def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(held_jobs: HeldJobs) -> None:
+    runners = [sleeper_runner(held_jobs.jobs_dir), sleeper_runner(held_jobs.jobs_dir)]  # two workers
     answers: list = [None, None]
     barrier = threading.Barrier(2)
 
@@ -233,7 +284,7 @@ def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path:
         assert answers[0].job.id == answers[1].job.id
         job = runners[1].get(answers[0].job.id)
         assert job.state == "queued" and job.pid
-        lock = JobFiles(tmp_path / "jobs").lock_path(PROJECT, "label")
+        lock = JobFiles(held_jobs.jobs_dir).lock_path(PROJECT, "label")
         wait_until(lambda: try_lock(lock) is None, what="the job holds its control's lock")
         other = runners[0].submit(PROJECT, "other", "START_TRAINING", {})  # per control; waits for the slot
         assert other.status == "queued"
@@ -242,7 +293,7 @@ def test_two_triggers_at_once_run_one_job_and_a_killed_job_is_reported(tmp_path:
         failed = wait_until(lambda: (j := runners[1].get(job.id)).state == "failed" and j, what="failed")
         assert "killed" in failed.error
         # The freed slot goes to the waiting job of the other control, with no request needed.
-        wait_until(lambda: try_lock(JobFiles(tmp_path / "jobs").lock_path(PROJECT, "other")) is None)
+        wait_until(lambda: try_lock(JobFiles(held_jobs.jobs_dir).lock_path(PROJECT, "other")) is None)
         assert runners[0].submit(PROJECT, "label", "START_TRAINING", {}).status == "queued"
     finally:
         kill_jobs(runners[0])
@@ -261,10 +312,10 @@ def test_a_trigger_while_the_controls_job_runs_is_queued_once_and_runs_next(tmp_
             again = runner.submit(PROJECT, "label", "ANNOTATION_CREATED", {})
             assert (again.status, again.job.id) == ("already_queued", follow_up.job.id)
         time.sleep(1)
-        assert JobFiles(tmp_path / "jobs").load(follow_up.job.id).state == "queued"  # the control's lock
+        assert JobFiles(held_jobs.jobs_dir).load(follow_up.job.id).state == "queued"  # the control's lock
         os.kill(runner.get(first.id).pid, signal.SIGKILL)
         # Read from the state file alone: the queued job starts without any call into the runner.
-        files = JobFiles(tmp_path / "jobs")
+        files = JobFiles(held_jobs.jobs_dir)
         wait_until(lambda: files.load(follow_up.job.id).state == "running", what="the follow-up runs")
         assert runner.get(first.id).state == "failed"
     finally:
@@ -275,7 +326,7 @@ def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: 
     """TRAINING_JOBS_KEPT: job states and logs under MODEL_ROOT/jobs no longer pile up for ever."""
     from training.jobs import Job
 
-    files = JobFiles(tmp_path / "jobs")
+    files = JobFiles(held_jobs.jobs_dir)
     files.dir.mkdir()
 
     def finished(job_id: str, control: str = "label", state: str = "succeeded") -> str:
@@ -299,10 +350,10 @@ def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: 
     ]
 
 
-def test_unknown_or_hostile_job_ids_are_404(tmp_path: Path) -> None:
+def test_unknown_or_hostile_job_ids_are_404(held_jobs: HeldJobs) -> None:
     from training.jobs import JobNotFoundError
 
-    runner = sleeper_runner(tmp_path / "jobs")
+    runner = held_jobs.runner()
     for job_id in ("nope", "../../etc/passwd", ""):
         with pytest.raises(JobNotFoundError):
             runner.get(job_id)
@@ -328,71 +379,100 @@ def test_latest_non_cancelled_annotation_per_task() -> None:
 # -- the pipeline, in this process ----------------------------------------------------------------------
 
 
-def fake_evaluations(monkeypatch, serving: float, new: float) -> None:
+@pytest.fixture(scope="module")
+def untrained_shapes_model(tmp_path_factory) -> Path:
+    """A detector with the shapes model's classes and random weights: it finds none of the shapes."""
+    folder = tmp_path_factory.mktemp("untrained")
+    return build_base("yolov8n.yaml", {0: "circle", 1: "square", 2: "triangle"}, folder / "untrained.pt")
+
+
+def fine_tuning_gives(monkeypatch, weights: Path) -> None:
+    """Fine-tuning (the one slow step) stands in: it yields `weights`. The evaluations of the served
+    and the new model on the held-out images, and the decision on their figures, are the real ones."""
     import training_pipeline
-    from training.evaluation import Evaluation
 
-    def evaluate(model_path, dataset, spec, imgsz, class_names_to_labels=None, device=""):
-        score = new if "trained" in Path(model_path).parts else serving
-        return Evaluation(score, score, score, score, {})
+    def fine_tune(base, data, run_dir: Path, params, on_epoch) -> Path:
+        (run_dir / "weights").mkdir(parents=True)
+        return Path(shutil.copyfile(weights, run_dir / "weights" / "best.pt"))
 
-    monkeypatch.setattr(sys.modules["training.evaluation"], "evaluate", evaluate)
-    monkeypatch.setattr(
-        training_pipeline, "fine_tune", lambda base, data, run_dir, params, on_epoch: Path(base)
-    )
+    monkeypatch.setattr(training_pipeline, "fine_tune", fine_tune)
+
+
+def serve_version(root: Path, weights: Path) -> str:
+    """A complete version holding `weights`, served."""
+    store = VersionStore(root)
+    folder = store.create_version(PROJECT, "label")
+    shutil.copyfile(weights, folder / "best.pt")
+    (folder / "metrics.json").write_text("{}")
+    store.promote(PROJECT, "label", folder.name)
+    return folder.name
+
+
+def train_on_shapes(make_settings, root: Path, config: str):
+    from training_pipeline import TrainingRun
+
+    tasks, files = shapes_tasks(6)
+    with label_studio(tasks, files) as stand_in:
+        settings = make_settings(model_root=root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN)
+        return TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(PROJECT, "label", config)
 
 
 @pytest.mark.parametrize(
-    ("serving", "new", "promoted"), [(0.5, 0.4, False), (0.5, 0.5, False), (0.4, 0.5, True)]
+    ("served", "new", "promoted"),
+    [("shapes", "untrained", False), ("shapes", "shapes", False), ("untrained", "shapes", True)],
 )
 def test_a_version_is_promoted_only_when_it_is_better(
-    make_settings, own_model_root, monkeypatch, serving, new, promoted
+    make_settings, own_model_root, monkeypatch, untrained_shapes_model, served, new, promoted
 ) -> None:
-    from training_pipeline import TrainingRun
+    """The shapes detector against a random-weights one with the same classes, each as the served
+    model (configured, or a trained version) and as the new one: real evaluations decide."""
+    weights = {"shapes": SHAPES_MODEL, "untrained": untrained_shapes_model}
+    serving_name = (
+        "shapes-yolov8n.pt" if served == "shapes" else serve_version(own_model_root, weights[served])
+    )
+    fine_tuning_gives(monkeypatch, weights[new])
+    outcome = train_on_shapes(make_settings, own_model_root, label_config(model_train_imgsz="160"))
 
-    fake_evaluations(monkeypatch, serving, new)
-    tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files) as stand_in:
-        settings = make_settings(
-            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
-        )
-        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
-            PROJECT, "label", label_config()
-        )
     store = VersionStore(own_model_root)
-    assert outcome.promoted is promoted
-    assert store.served(PROJECT, "label") == (outcome.version if promoted else None)
     metrics = json.loads((store.control_dir(PROJECT, "label") / outcome.version / "metrics.json").read_text())
-    assert metrics["serving"]["map50_95"] == serving and metrics["new"]["map50_95"] == new
-    assert metrics["promoted"] is promoted
-    assert ("kept, not promoted" in outcome.message) is (not promoted)
+    figures = {side: metrics[side]["map50_95"] for side in ("serving", "new")}
+    if served == new:  # the same weights on the same images: the same figure, which is not better
+        assert figures["new"] == figures["serving"] > 0.3, figures
+    else:  # the shapes detector finds the shapes; the untrained one finds none
+        shapes, untrained = ("serving", "new") if served == "shapes" else ("new", "serving")
+        assert figures[shapes] > 0.3 and figures[untrained] < 0.05, figures
+    compared = f"mAP50-95 {figures['new']:.4f} (new) vs {figures['serving']:.4f} ({serving_name})"
+    decision = "promoted: better" if promoted else "kept, not promoted: not better than the served model"
+    assert (outcome.promoted, outcome.message, metrics["promoted"]) == (
+        promoted,
+        f"{decision}, {compared}",
+        promoted,
+    )
+    before = None if served == "shapes" else serving_name  # the configured model, or the served version
+    assert store.served(PROJECT, "label") == (outcome.version if promoted else before)
 
 
-def test_promote_always_takes_a_worse_model(make_settings, own_model_root, monkeypatch) -> None:
-    from training_pipeline import TrainingRun
-
-    fake_evaluations(monkeypatch, 0.9, 0.1)
-    tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files) as stand_in:
-        settings = make_settings(
-            model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
-        )
-        outcome = TrainingRun(settings, RecordingReporter(PROJECT, "label")).run(
-            PROJECT, "label", label_config(model_train_promote="always")
-        )
-    assert outcome.promoted and "always" in outcome.message
+def test_promote_always_takes_a_worse_model(
+    make_settings, own_model_root, monkeypatch, untrained_shapes_model
+) -> None:
+    fine_tuning_gives(monkeypatch, untrained_shapes_model)
+    config = label_config(model_train_imgsz="160", model_train_promote="always")
+    outcome = train_on_shapes(make_settings, own_model_root, config)
+    metrics = VersionStore(own_model_root).versions(PROJECT, "label")[0].metrics
+    assert metrics["new"]["map50_95"] < metrics["serving"]["map50_95"]
+    assert outcome.promoted and outcome.message.startswith('promoted (model_train_promote="always"): ')
+    assert VersionStore(own_model_root).served(PROJECT, "label") == outcome.version
 
 
-def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root, monkeypatch) -> None:
+def test_too_little_data_fails_and_changes_nothing(make_settings, own_model_root) -> None:
     from training.spec import TrainingSpec  # noqa: F401  (the contract's module, real or stand-in)
     from training_pipeline import TrainingRun
 
-    fake_evaluations(monkeypatch, 0.1, 0.9)
     store = VersionStore(own_model_root)
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
     tasks, files = shapes_tasks(2)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -435,7 +515,7 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         model_train_epochs="1", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
     )
     tasks, files = shapes_tasks(8)
-    with TasksLabelStudio(tasks, files, config) as stand_in:
+    with label_studio(tasks, files, config) as stand_in:
         backend = backend_for(make_settings, own_model_root, stand_in.url)
         before = backend.setup(config, project=f"{PROJECT}.1700000000")
         answer = backend.fit("START_TRAINING", project_body(config))
@@ -445,7 +525,7 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         job = wait_for(backend, answer["jobs"][0]["id"], lambda j: j.state in ("succeeded", "failed"))
         assert job.state == "succeeded", (job.error, job.log_tail)
         assert job.promoted and job.epoch == job.epochs == 1
-        assert stand_in.task_queries[0]["project"] == [PROJECT]
+        assert stand_in.task_queries()[0]["project"] == PROJECT
 
         folder = VersionStore(own_model_root).control_dir(PROJECT, "label") / job.version
         assert (folder / "best.pt").is_file() and (folder / "run" / "results.csv").is_file()
@@ -462,47 +542,87 @@ def test_start_training_runs_a_job_that_trains_evaluates_and_promotes(make_setti
         backend.close()
 
 
-@pytest.mark.slow
-def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root) -> None:
+@contextlib.contextmanager
+def killed_training_job(make_settings, root: Path, until):
+    """A training job (promote="always") on a control that serves `old`, its process SIGKILLed once
+    `until(job)` holds: yields (backend, its tasks, config, old, model version before, the failed job)."""
     config = label_config(
         model_train_epochs="200", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
     )
     tasks, files = shapes_tasks(8)
-    store = VersionStore(own_model_root)
+    store = VersionStore(root)
     old = complete_version(store)
     store.promote(PROJECT, "label", old)
-    with TasksLabelStudio(tasks, files, config) as stand_in:
-        backend = backend_for(make_settings, own_model_root, stand_in.url)
+    with label_studio(tasks, files, config) as stand_in:
+        backend = backend_for(make_settings, root, stand_in.url)
         before = backend.setup(config, project=PROJECT)
         job_id = backend.fit("START_TRAINING", project_body(config))["jobs"][0]["id"]
-        job = wait_for(backend, job_id, lambda j: j.epoch >= 1 or j.state == "failed")
-        assert job.state == "running", job.error
-        os.kill(job.pid, signal.SIGKILL)
-        killed = wait_for(backend, job_id, lambda j: j.state == "failed", timeout=10)
-        assert "killed" in killed.error
-        assert store.served(PROJECT, "label") == old
+        job = wait_for(backend, job_id, lambda j: until(j) or (j.state != "running" and j.state != "queued"))
+        try:
+            assert job.state == "running", (job.error, job.log_tail)
+        finally:
+            os.kill(job.pid, signal.SIGKILL)
+            wait_for_exit(job.pid)
+        killed = backend.jobs.get(job_id)
+        assert killed.state == "failed" and "killed" in killed.error
+        try:
+            yield backend, tasks, config, old, before, killed
+        finally:
+            backend.close()
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root) -> None:
+    with killed_training_job(make_settings, own_model_root, lambda j: j.epoch >= 1) as killed:
+        backend, tasks, config, old, before, job = killed
+        assert job.phase == "training" and job.version
+        assert VersionStore(own_model_root).served(PROJECT, "label") == old
         assert backend.setup(config, project=PROJECT) == before
         run = backend.predict([{"id": 1, "data": tasks[0]["data"]}], config, project=PROJECT)
         assert run.model_version == before
-        backend.close()
+        again = backend.jobs.submit(PROJECT, "label", "cli", {})  # the kill freed the control's lock
+        os.kill(again.job.pid, signal.SIGKILL)
+        wait_for_exit(again.job.pid)
+        assert again.status == "started"
 
 
-def test_jobs_routes_are_protected_and_answer(make_client, own_model_root) -> None:
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a SIGKILLed job cannot clean up after itself and nothing else does yet: its version folder "
+    "stays, with the image copies of its dataset (issue 18 cleans up after killed jobs)",
+)
+def test_a_job_killed_mid_training_leaves_no_image_copies_nor_a_partial_version(
+    make_settings, own_model_root
+) -> None:
+    with killed_training_job(make_settings, own_model_root, lambda j: j.phase == "training") as killed:
+        old = killed[3]
+        store = VersionStore(own_model_root)
+        leftovers = sorted(
+            str(path.relative_to(own_model_root))
+            for path in store.control_dir(PROJECT, "label").rglob("*")
+            if path.suffix in (".jpg", ".png") or path.parent == store.control_dir(PROJECT, "label")
+        )
+        assert leftovers == sorted([f"trained/{PROJECT}/label/{old}", f"trained/{PROJECT}/label/served.json"])
+        assert [v.name for v in store.versions(PROJECT, "label")] == [old]
+
+
+def test_jobs_routes_are_protected_and_answer(make_client, own_model_root, held_jobs: HeldJobs) -> None:
     import base64
 
     client = make_client(model_root=own_model_root, basic_auth_user="u", basic_auth_pass="p")
     assert client.get("/jobs").status_code == 401
     headers = {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
-    runner = sleeper_runner(own_model_root / "jobs")
-    job = runner.submit(PROJECT, "label", "cli", {"label_config": "<View/>"}).job
-    try:
-        listed = client.get("/jobs", headers=headers).json()["jobs"]
-        assert [j["id"] for j in listed] == [job.id] and "params" not in listed[0]
-        assert client.get(f"/jobs/{job.id}", headers=headers).json()["state"] == "queued"
-        assert client.get("/jobs/nope", headers=headers).status_code == 404
-        assert client.get("/jobs", params={"project": "99"}, headers=headers).json()["jobs"] == []
-    finally:
-        os.kill(job.pid, signal.SIGKILL)
+    runner = held_jobs.runner(own_model_root / "jobs")
+    job = held_jobs.running(
+        runner, runner.submit(PROJECT, "label", "cli", {"label_config": "<View/>"}).job.id
+    )
+    listed = client.get("/jobs", headers=headers).json()["jobs"]
+    assert [j["id"] for j in listed] == [job.id] and "params" not in listed[0]
+    shown = client.get(f"/jobs/{job.id}", headers=headers).json()
+    assert (shown["state"], shown["phase"], shown["pid"]) == ("running", "training", job.pid)
+    assert client.get("/jobs/nope", headers=headers).status_code == 404
+    assert client.get("/jobs", params={"project": "99"}, headers=headers).json()["jobs"] == []
 
 
 def test_start_training_without_label_studio_access_is_a_clear_error(make_settings, own_model_root) -> None:
@@ -543,7 +663,7 @@ def test_cli_evaluate_prints_the_table_and_the_worst_tasks(make_settings, own_mo
 
     config = label_config(model_train_imgsz="128")
     tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files, config) as stand_in:
+    with label_studio(tasks, files, config) as stand_in:
         settings = make_settings(model_root=own_model_root)
         code = cli.main(
             ["evaluate", "--project", PROJECT, "--ls-url", stand_in.url, "--ls-api-key", TOKEN], settings
@@ -555,12 +675,12 @@ def test_cli_evaluate_prints_the_table_and_the_worst_tasks(make_settings, own_mo
 
 
 def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
-    make_settings, own_model_root
+    make_settings, own_model_root, held_jobs: HeldJobs
 ) -> None:
     from model import YOLOBackend
 
     every_two = label_config(model_train_every="2")
-    with TasksLabelStudio([], {}, label_config()) as stand_in:
+    with label_studio([], {}, label_config()) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -571,7 +691,7 @@ def test_every_nth_annotation_starts_a_job_when_model_train_every_is_set(
         # The body's config alone does not start a job: Label Studio's copy does not ask for it.
         body_only = {"project": {"id": int(PROJECT), "label_config": every_two}}
         assert [backend.fit("ANNOTATION_CREATED", body_only)["jobs"] for _ in range(4)] == [[]] * 4
-        stand_in.config = every_two
+        stand_in.label_config = every_two
         answers = [
             backend.fit(action, body_only)["jobs"] for action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
         ]
@@ -596,7 +716,7 @@ def test_a_job_trains_on_the_projects_own_config_not_the_webhooks(make_settings,
     own = label_config(model_train_epochs="20", model_train_promote="better")
     poisoned = label_config(model_train_epochs="1", model_train_promote="always")
     runner = sleeper_runner(own_model_root / "jobs")
-    with TasksLabelStudio([], {}, own) as stand_in:
+    with label_studio([], {}, own) as stand_in:
         backend = trusting_backend(make_settings, own_model_root, stand_in.url, runner)
         try:
             answer = backend.fit("START_TRAINING", project_body(poisoned))
@@ -618,7 +738,7 @@ def test_project_ids_are_one_integer_for_locks_paths_and_jobs(make_settings, own
     from core.errors import BadRequestError
 
     runner = sleeper_runner(own_model_root / "jobs")
-    with TasksLabelStudio([], {}, label_config()) as stand_in:
+    with label_studio([], {}, label_config()) as stand_in:
         backend = trusting_backend(make_settings, own_model_root, stand_in.url, runner)
         try:
             ids = set()
@@ -718,7 +838,7 @@ def test_each_request_serves_the_pointed_version_and_unloads_the_replaced_one(
     store = VersionStore(own_model_root)
     first, second = complete_version(store), complete_version(store)
     tasks, files = shapes_tasks(1)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -791,18 +911,24 @@ def test_cli_train_runs_the_job_and_reports_its_outcome(
 ) -> None:
     import cli
 
-    config = label_config(model_train_epochs="1", model_train_imgsz="64", model_train_batch="4")
+    config = label_config(
+        model_train_epochs="1", model_train_imgsz="64", model_train_batch="4", model_train_promote="always"
+    )
     tasks, files = shapes_tasks(6)
-    with TasksLabelStudio(tasks, files, config) as stand_in:
+    with label_studio(tasks, files, config) as stand_in:
         settings = make_settings(model_root=own_model_root)
         code = cli.main(
             ["train", "--project", PROJECT, "--ls-url", stand_in.url, "--ls-api-key", TOKEN], settings
         )
     captured = capsys.readouterr()
     assert code == 0, captured
-    [version] = VersionStore(own_model_root).versions(PROJECT, "label")
-    assert f"label: {version.name}: " in captured.out
-    assert ("promoted" in captured.out) and version.metrics["decision"] in captured.out
+    store = VersionStore(own_model_root)
+    [version] = store.versions(PROJECT, "label")
+    assert version.served and store.served(PROJECT, "label") == version.name
+    figures = f"mAP50-95 {version.metrics['new']['map50_95']:.4f} (new) vs "
+    decision = f'promoted (model_train_promote="always"): {figures}'
+    assert version.metrics["decision"].startswith(decision), version.metrics["decision"]
+    assert f"label: {version.name}: {version.metrics['decision']}\n" in captured.out  # the whole line
     assert "1/1" in captured.err  # the tqdm bar over epochs
 
 
@@ -870,7 +996,7 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
         model_train_promote="always",
     )
     tasks, files = project_tasks(kind, 9)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -920,7 +1046,7 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
     )
     build_base("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
     tasks, files = project_tasks("choices", 6)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )
@@ -942,7 +1068,7 @@ def test_a_base_model_of_the_wrong_kind_fails_before_training(make_settings, own
     from training_pipeline import TrainingRun
 
     tasks, files = project_tasks("polygon", 6)
-    with TasksLabelStudio(tasks, files) as stand_in:
+    with label_studio(tasks, files) as stand_in:
         settings = make_settings(
             model_root=own_model_root, label_studio_url=stand_in.url, label_studio_api_key=TOKEN
         )

@@ -167,27 +167,55 @@ def test_brush_rle_decodes_in_the_page_like_the_sdk(page):
     assert np.array_equal(np.array(decoded, dtype=np.uint8).reshape(23, 37, 4)[:, :, 3], mask)
 
 
+VIDEO_W, VIDEO_H, VIDEO_FPS = 224, 160, 10.0
+
+
+def circle_box(frame: int) -> tuple[float, float, float, float]:
+    """(x, y, width, height) in pixels of the circle drawn in `frame` (1-based) of the test's clip."""
+    return 20.0 + 6 * (frame - 1), 30.0, 56.0, 56.0
+
+
+def drawn_box(page) -> tuple[float, ...]:
+    rect = page.locator("#overlay .region[data-type=videorectangle] rect")
+    assert rect.count() == 1, rect.count()
+    return tuple(float(rect.get_attribute(name)) for name in ("x", "y", "width", "height"))
+
+
+def answered_box(page, frame: int) -> tuple[float, ...]:
+    """The backend's keyframe of the track at `frame`, in pixels."""
+    (track,) = [r for r in page.evaluate("answer.result") if r["type"] == "videorectangle"]
+    (key,) = [key for key in track["value"]["sequence"] if key["frame"] == frame]
+    sizes = {"x": VIDEO_W, "y": VIDEO_H, "width": VIDEO_W, "height": VIDEO_H}
+    return tuple(key[name] * size / 100 for name, size in sizes.items())
+
+
 def test_video_upload_draws_the_track_on_the_frame_shown(page, tmp_path):
+    """The box drawn over the frame the video shows is the backend's box for that frame, and that box is
+    where the circle is in that frame (it moves 6 px a frame, so a box one frame off is seen)."""
     from tests.test_ui import VIDEO_CONFIG
     from tools.shapes import draw_scene
 
     path = tmp_path / "clip.webm"  # VP8: every Chromium build plays it
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 10.0, (224, 160))
-    for i in range(8):
-        writer.write(
-            draw_scene(224, 160, [("circle", (20.0 + 6 * i, 30.0, 76.0 + 6 * i, 86.0), (40, 200, 40))])
-        )
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), VIDEO_FPS, (VIDEO_W, VIDEO_H))
+    for frame in range(1, 9):
+        x, y, width, height = circle_box(frame)
+        writer.write(draw_scene(VIDEO_W, VIDEO_H, [("circle", (x, y, x + width, y + height), (40, 200, 40))]))
     writer.release()
 
     page.fill("#config", VIDEO_CONFIG)
     page.set_input_files("#file", str(path))
     page.click("#run")
     page.wait_for_selector("#overlay .region[data-type=videorectangle][data-label=circle]")
-    first_x = float(page.get_attribute("#overlay .region rect", "x"))
-    page.eval_on_selector("video", "v => { v.currentTime = v.duration * 0.9; }")
+    assert page.evaluate("document.querySelector('video').currentTime") == 0  # frame 1 is shown
+    assert drawn_box(page) == pytest.approx(answered_box(page, 1), abs=1e-3)
+    assert drawn_box(page) == pytest.approx(circle_box(1), abs=4)
+
+    page.eval_on_selector("video", f"v => {{ v.currentTime = {4.5 / VIDEO_FPS}; }}")  # mid frame 5
     page.wait_for_function(
-        f"Number(document.querySelector('#overlay .region rect')?.getAttribute('x')) > {first_x}"
+        f"Number(document.querySelector('#overlay .region rect')?.getAttribute('x')) > {circle_box(1)[0] + 12}"
     )
+    assert drawn_box(page) == pytest.approx(answered_box(page, 5), abs=1e-3)
+    assert drawn_box(page) == pytest.approx(circle_box(5), abs=4)
     shot = tmp_path / "ui-video.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")

@@ -49,6 +49,10 @@ RECTANGLES = image_config(
 )
 
 
+CONSTANT_SEGMENT_MODEL = "constant-seg.pt"
+CONSTANT_HALF_SIDE = 4  # its squares: 256 px at the 640 px inference size
+
+
 @dataclass(frozen=True)
 class TagCase:
     config: str
@@ -59,23 +63,25 @@ class TagCase:
 
 TAG_CASES = {
     "RectangleLabels": TagCase(RECTANGLES, "rectanglelabels", frozenset({"Person", "Bus"}), True),
+    # Random segmentation weights may give no mask at all: these two use the constant-output model
+    # (fixture `constant_segment_model`), whose squares always are regions.
     "PolygonLabels": TagCase(
         image_config(
-            '<PolygonLabels name="label" toName="image" model_score_threshold="0.0001">'
+            f'<PolygonLabels name="label" toName="image" model_path="{CONSTANT_SEGMENT_MODEL}" model_iou="0.05">'
             '<Label value="person"/><Label value="Bus" predicted_values="bus"/></PolygonLabels>'
         ),
         "polygonlabels",
         frozenset({"person", "Bus"}),
-        False,
+        True,
     ),
     "BrushLabels": TagCase(
         image_config(
-            '<BrushLabels name="label" toName="image" model_score_threshold="0.0001">'
+            f'<BrushLabels name="label" toName="image" model_path="{CONSTANT_SEGMENT_MODEL}" model_iou="0.05">'
             '<Label value="person"/><Label value="Bus" predicted_values="bus"/></BrushLabels>'
         ),
         "brushlabels",
         frozenset({"person", "Bus"}),
-        False,
+        True,
     ),
     "Choices": TagCase(
         image_config(
@@ -214,6 +220,18 @@ def photos(tmp_path_factory: pytest.TempPathFactory, bus_image: Path, zidane_ima
 
 
 @pytest.fixture(scope="module")
+def constant_segment_model(model_root: Path) -> str:
+    """A segmentation model in the backend's MODEL_ROOT whose every detection is a filled square of
+    class 0 ("person"), whatever the image (tests/known_models.py)."""
+    from tests.known_models import build_constant_segment_model
+
+    build_constant_segment_model(
+        model_root / CONSTANT_SEGMENT_MODEL, {0: "person", 1: "bus"}, CONSTANT_HALF_SIDE
+    )
+    return CONSTANT_SEGMENT_MODEL
+
+
+@pytest.fixture(scope="module")
 def photo_copies(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], list[Path]]:
     """`n` image files with distinct names (``photo-0.jpg``, ...), cycling through the photos."""
     folder = tmp_path_factory.mktemp("copies")
@@ -229,7 +247,11 @@ def photo_copies(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.parametrize("tag", list(TAG_CASES))
 def test_retrieve_predictions_for_all_tasks(
-    tag: str, label_studio: LabelStudioServer, yolo_backend: BackendServer, photos: list[Path]
+    tag: str,
+    label_studio: LabelStudioServer,
+    yolo_backend: BackendServer,
+    photos: list[Path],
+    constant_segment_model: str,
 ) -> None:
     api = label_studio.api
     case = TAG_CASES[tag]
@@ -547,21 +569,21 @@ def test_oriented_boxes_from_a_model_with_known_output(
 
 
 def test_polygons_and_brush_masks_from_a_model_with_known_output(
-    label_studio: LabelStudioServer, yolo_backend: BackendServer, model_root: Path, photos: list[Path]
+    label_studio: LabelStudioServer,
+    yolo_backend: BackendServer,
+    constant_segment_model: str,
+    photos: list[Path],
 ) -> None:
     """PolygonLabels and BrushLabels on one segmentation model whose every detection is a square of
     256 px (at the 640 px inference size) with a mask filling it: Label Studio stores, for each region,
     a polygon that is that square and a brush mask that is a filled square of that size."""
     from label_studio_sdk.converter.brush import decode_rle
 
-    from tests.known_models import build_constant_segment_model
-
-    half_side = 4
-    build_constant_segment_model(model_root / "constant-seg.pt", {0: "person", 1: "bus"}, half_side)
+    half_side = CONSTANT_HALF_SIDE
     config = image_config(
-        '<PolygonLabels name="outline" toName="image" model_path="constant-seg.pt" model_iou="0.05">'
+        f'<PolygonLabels name="outline" toName="image" model_path="{CONSTANT_SEGMENT_MODEL}" model_iou="0.05">'
         '<Label value="Person" predicted_values="person"/><Label value="bus"/></PolygonLabels>'
-        '<BrushLabels name="mask" toName="image" model_path="constant-seg.pt" model_iou="0.05">'
+        f'<BrushLabels name="mask" toName="image" model_path="{CONSTANT_SEGMENT_MODEL}" model_iou="0.05">'
         '<Label value="Person" predicted_values="person"/><Label value="bus"/></BrushLabels>'
     )
     for regions, width, height in stored_regions(label_studio, yolo_backend, "e2e segment", config, photos):
