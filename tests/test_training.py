@@ -312,10 +312,10 @@ def test_a_trigger_while_the_controls_job_runs_is_queued_once_and_runs_next(tmp_
             again = runner.submit(PROJECT, "label", "ANNOTATION_CREATED", {})
             assert (again.status, again.job.id) == ("already_queued", follow_up.job.id)
         time.sleep(1)
-        assert JobFiles(held_jobs.jobs_dir).load(follow_up.job.id).state == "queued"  # the control's lock
+        assert JobFiles(tmp_path / "jobs").load(follow_up.job.id).state == "queued"  # the control's lock
         os.kill(runner.get(first.id).pid, signal.SIGKILL)
         # Read from the state file alone: the queued job starts without any call into the runner.
-        files = JobFiles(held_jobs.jobs_dir)
+        files = JobFiles(tmp_path / "jobs")
         wait_until(lambda: files.load(follow_up.job.id).state == "running", what="the follow-up runs")
         assert runner.get(first.id).state == "failed"
     finally:
@@ -326,7 +326,7 @@ def test_a_new_job_keeps_only_the_newest_finished_jobs_of_its_control(tmp_path: 
     """TRAINING_JOBS_KEPT: job states and logs under MODEL_ROOT/jobs no longer pile up for ever."""
     from training.jobs import Job
 
-    files = JobFiles(held_jobs.jobs_dir)
+    files = JobFiles(tmp_path / "jobs")
     files.dir.mkdir()
 
     def finished(job_id: str, control: str = "label", state: str = "succeeded") -> str:
