@@ -32,9 +32,10 @@ import numpy as np
 from pydantic import SecretStr
 
 from control_models import ControlModel
+from control_models.base import kept_conf
 from control_models.labeling_plan import LabelingPlan, PlanCache, check_label_config_size, config_hash
 from control_models.video_base import VideoControlModel
-from converters.image_regions import prediction_score
+from converters.task_score import task_score
 from core.errors import (
     BackendError,
     BadRequestError,
@@ -69,6 +70,11 @@ class TaskOutcome:
     task_id: Any
     regions: list[dict] = field(default_factory=list)
     error: str | None = None
+    uncertainties: list[float] = field(default_factory=list)  # one per control in uncertainty mode
+
+    def note_uncertainty(self, uncertainty: float | None) -> None:
+        if uncertainty is not None:  # None: the control scores confidence
+            self.uncertainties.append(uncertainty)
 
 
 @dataclass
@@ -113,7 +119,7 @@ class PredictionRun:
                 results.append(
                     {
                         "result": outcome.regions,
-                        "score": prediction_score(outcome.regions),
+                        "score": task_score(outcome.regions, outcome.uncertainties),
                         "model_version": self.model_version,
                     }
                 )
@@ -191,10 +197,12 @@ class YOLOBackend:
         """Equal in /setup and /predict for the same config and project: Label Studio compares them.
 
         Names the trained versions this project serves (`yolo-1a2b3c4d-label.v3`), so after a promotion
-        or a rollback Label Studio's Retrieve Predictions predicts every task again, once.
+        or a rollback Label Studio's Retrieve Predictions predicts every task again, once; and the task
+        score mode (`yolo-1a2b3c4d-uncertainty`), so a switch of mode does the same.
         """
         check_label_config_size(label_config, self.settings.max_label_config_bytes)
         version = f"{self.settings.model_version}-{config_hash(label_config)}"
+        version += self.plans.score_mode_suffix(label_config)
         key = project_key(project)
         if key:
             for control in self.versions.controls(key):
@@ -559,12 +567,15 @@ class YOLOBackend:
         for position, result in zip(positions, results, strict=True):
             outcome = run.tasks[chunk_start + position]
             try:
-                output = from_ultralytics(result, with_masks=with_masks, mask_budget=run.mask_budget)
+                output = from_ultralytics(
+                    result, with_masks=with_masks, mask_budget=run.mask_budget, keep_above=kept_conf(group)
+                )
             except BackendError as error:  # over MAX_MASK_BYTES: this task only
                 outcome.error = error.message
                 continue
             for control in group:
                 outcome.regions.extend(control.regions(output, model.class_names))
+                outcome.note_uncertainty(control.task_uncertainty(output, model.class_names))
 
     def _prefetched_chunks(
         self, tasks: list[dict], value_keys: list[str], chunk_size: int, uploads: Mapping[str, Path]
@@ -632,6 +643,7 @@ class YOLOBackend:
                 continue
             paths: dict[str, Path] = {}
             regions: list[dict] = []
+            found = TaskOutcome(task_id=outcome.task_id)  # its uncertainties, kept when every video worked
             deadline = Deadline(self.settings.max_video_task_seconds)
             try:
                 with ExitStack() as held:  # each video stays in the media cache while it is read
@@ -641,7 +653,9 @@ class YOLOBackend:
                                 task, control.value_key, uploads, held
                             )
                         path = paths[control.value_key]
-                        regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
+                        regions.extend(
+                            self._predict_video(path, control, model, task["data"], run, deadline, found)
+                        )
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -650,6 +664,7 @@ class YOLOBackend:
                 outcome.error = f"the video could not be processed ({type(error).__name__})"
                 continue
             outcome.regions.extend(regions)
+            outcome.uncertainties.extend(found.uncertainties)
 
     def _task_video(self, task: dict, value_key: str, uploads: Mapping[str, Path], held: ExitStack) -> Path:
         url = _media_url(task, value_key)
@@ -672,6 +687,7 @@ class YOLOBackend:
         task_data: dict,
         run: PredictionRun,
         deadline: Deadline,
+        found: TaskOutcome,
     ) -> list[dict]:
         reader = VideoReader(
             path,
@@ -692,7 +708,9 @@ class YOLOBackend:
             outputs = features_of(results) if control.reads_features else map(from_ultralytics, results)
             for number, frame, output in zip(numbers, frames, outputs, strict=True):
                 session.add(number, output, frame)
-        return session.regions(reader.frames_count, reader.info.fps)
+        regions = session.regions(reader.frames_count, reader.info.fps)
+        found.note_uncertainty(session.uncertainty())
+        return regions
 
     def close(self) -> None:
         self._downloads.shutdown(wait=False, cancel_futures=True)
