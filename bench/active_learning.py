@@ -284,6 +284,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - started
+    load += f", at the end {os.getloadavg()[0]:.1f}"
     plot(runs, args.plot)
     section = results_section(args, runs, seconds, load)
     print(section)
