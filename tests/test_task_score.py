@@ -168,6 +168,14 @@ def test_every_detection_kind_scores_its_candidates_and_keeps_its_regions(make_s
     )
 
 
+def test_a_model_conf_over_the_threshold_still_cuts_the_regions(make_settings):
+    """model_conf="0.6" over a threshold of 0.5: confidence mode never sees a 0.55 box (Ultralytics drops it);
+    uncertainty mode gets it from the model and must drop it itself."""
+    attrs = 'model_conf="0.6" model_task_score="uncertainty"'
+    (control,) = build_plan(view(box_control(attrs)), make_settings()).controls
+    assert [round(r["score"], 2) for r in control.regions(detections([0.97, 0.55]), NAMES)] == [0.97]
+
+
 def test_candidates_of_classes_without_a_label_do_not_count(make_settings):
     (control,) = build_plan(view(box_control('model_task_score="uncertainty"')), make_settings()).controls
     assert control.task_uncertainty(detections([0.97, 0.5], class_ids=(0, 2)), NAMES) < 0.25
@@ -209,6 +217,16 @@ def test_classification_kinds_score_the_margin_of_the_top_two(make_settings, kin
     assert plain.task_uncertainty(Classification(64, 64, np.array(UNSURE_PROBS, np.float32)), NAMES) is None
 
 
+def test_classes_of_one_label_count_as_one(make_settings):
+    config = view(
+        '<Choices name="cls" toName="image" model_path="cand-cls.pt" model_task_score="uncertainty">'
+        '<Choice value="round" predicted_values="circle,star"/><Choice value="square"/></Choices>'
+    )
+    (control,) = build_plan(config, make_settings()).controls
+    probs = Classification(64, 64, np.array([0.45, 0.1, 0.45], np.float32))  # circle, square, star
+    assert control.task_uncertainty(probs, NAMES) == pytest.approx(1 - (0.9 - 0.1))
+
+
 # -- video sessions on hand-built frames ----------------------------------------------------------------
 
 
@@ -230,7 +248,9 @@ def test_video_rectangle_is_the_mean_over_frames_and_tracks_as_in_confidence_mod
     ).controls
     (plain,) = build_plan(video_view(tracking_tags()), settings).controls
     image = np.zeros((64, 64, 3), np.uint8)
-    frames = [UNSURE, SURE, SURE, UNSURE]  # the model ran at the floor: the 0.35 candidate comes too
+    # The model ran at the floor: the 0.35 candidate comes too, and in frame 2 the box at 0.2, under
+    # model_conf (0.25) but over ByteTrack's low threshold (0.1): fed to the tracker it would extend the track.
+    frames = [UNSURE, [0.2, 0.02], SURE, UNSURE]
     session, plain_session = unsure_mode.start_video(NAMES), plain.start_video(NAMES)
     for number, scores in enumerate(frames, start=1):
         session.add(number, detections(scores), image)
@@ -384,6 +404,16 @@ def test_predict_puts_the_unsure_task_above_the_sure_one_with_the_same_regions(m
         assert plain["sure"]["score"] == pytest.approx(np.mean([r["score"] for r in plain["sure"]["result"]]))
     assert version.endswith("-uncertainty") and not plain_version.endswith("-uncertainty")
     assert version.removesuffix("-uncertainty").rsplit("-", 1)[0] == plain_version.rsplit("-", 1)[0]
+
+
+def test_uncertainty_mode_decodes_no_more_masks_than_confidence_mode(make_settings, tmp_path):
+    """Brush masks are decoded only for the detections over model_conf: a mask budget (MAX_MASK_BYTES) that
+    fits confidence mode's one mask fits uncertainty mode too, although the model gave two candidates."""
+    unsure = {"unsure": scene_images(tmp_path)["unsure"]}
+    settings = make_settings(max_mask_bytes=6000)  # one 64x64 image's mask: 4096 + 25 x 25 bytes
+    for attrs in ("", 'model_task_score="uncertainty"'):
+        results, _ = predict(settings, view(IMAGE_KINDS["brush"](attrs)), unsure)
+        assert len(results["unsure"]["result"]) == 1
 
 
 def test_the_environment_default_switches_every_control_and_the_version(make_settings, tmp_path):
