@@ -118,7 +118,7 @@ def test_the_least_sure_task_comes_first_in_label_studios_order(
             "data": {
                 "title": "Least sure first",
                 "ordering": ["-tasks:predictions_score"],
-                "hiddenColumns": {"explore": HIDDEN_COLUMNS},
+                "hiddenColumns": {"explore": HIDDEN_COLUMNS, "labeling": HIDDEN_COLUMNS},
             },
         },
     )
