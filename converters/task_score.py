@@ -98,8 +98,8 @@ def frame_label_uncertainty(label_probs: np.ndarray) -> np.ndarray:
 def mean_over_frames(frame_scores: Iterable[float]) -> float:
     """A video's uncertainty: the mean over its processed frames; 0.0 without any.
 
-    >>> mean_over_frames([0.2, 0.4]), mean_over_frames([])
-    (0.3, 0.0)
+    >>> mean_over_frames([0.25, 0.75]), mean_over_frames([])
+    (0.5, 0.0)
     """
     values = [float(v) for v in frame_scores]
     return sum(values) / len(values) if values else 0.0

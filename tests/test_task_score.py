@@ -46,6 +46,15 @@ def without_ids(regions: list[dict]) -> list[dict]:
 # -- the formulas ----------------------------------------------------------------------------------------
 
 
+def test_docstring_examples():
+    import doctest
+
+    import converters.task_score
+
+    result = doctest.testmod(converters.task_score)
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_binary_entropy_is_highest_at_even_odds_and_zero_when_certain():
     values = binary_entropy(np.array([0.0, 0.05, 0.3, 0.5, 0.7, 0.95, 1.0]))
     assert values[3] == pytest.approx(1.0)
