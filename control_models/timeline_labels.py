@@ -196,4 +196,4 @@ class HeadSession:
             return []
         probs = self._head.probabilities(np.stack(self._rows))
         self._probs = probs[:, self._columns]
-        return self._control.timeline(probs[:, self._columns], self._labels, frames_count)
+        return self._control.timeline(self._probs, self._labels, frames_count)
