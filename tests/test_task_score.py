@@ -477,3 +477,47 @@ def test_the_shapes_detector_gives_the_same_regions_in_both_modes(make_settings,
                 name,
             )
             assert 0.0 <= unsure[name]["score"] <= 1.0
+
+
+class FixedHead:
+    """Stands in for a trained timeline head: fixed per-frame probabilities for its labels."""
+
+    labels = ("square", "circle")
+
+    def __init__(self, probs: np.ndarray):
+        self.probs = probs
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return self.probs[: len(features)]
+
+
+def test_a_trained_timeline_head_is_scored_on_its_probabilities(make_settings):
+    from control_models.timeline_labels import HeadSession
+
+    config = video_view(
+        '<TimelineLabels name="tl" toName="video" model_path="cand-cls.pt" model_task_score="uncertainty">'
+        f"{LABELS}</TimelineLabels>"
+    )
+    (control,) = build_plan(config, make_settings()).controls
+    head_probs = np.array([[0.9, 0.5], [0.1, 0.02]])  # (frames, head labels: square, circle)
+    session = HeadSession(control, FixedHead(head_probs), ["circle", "square"])
+    for number in (1, 2):
+        session.add(number, np.zeros(8, np.float32), np.zeros((2, 2, 3), np.uint8))
+    session.regions(2, 24.0)
+    in_config_order = head_probs[:, [1, 0]]  # circle, square
+    assert session.uncertainty() == pytest.approx(frame_label_uncertainty(in_config_order).mean())
+
+
+def test_setup_of_a_config_with_nothing_to_predict_still_answers_a_version(make_settings):
+    """/setup must not fail on such a config (Label Studio connects first); the environment decides."""
+    from model import YOLOBackend
+
+    text_only = '<View><Text name="t" value="$text"/><TextArea name="a" toName="t"/></View>'
+    versions = {}
+    for mode in ("confidence", "uncertainty"):
+        backend = YOLOBackend(make_settings(task_score=mode))
+        try:
+            versions[mode] = backend.setup(text_only)
+        finally:
+            backend.close()
+    assert versions["uncertainty"] == versions["confidence"] + "-uncertainty"
