@@ -94,10 +94,12 @@ class YOLOBackend:
         """Equal in /setup and /predict for the same config and project: Label Studio compares them.
 
         Names the trained versions this project serves (`yolo-1a2b3c4d-label.v3`), so after a promotion
-        or a rollback Label Studio's Retrieve Predictions predicts every task again, once.
+        or a rollback Label Studio's Retrieve Predictions predicts every task again, once; and the task
+        score mode (`yolo-1a2b3c4d-uncertainty`), so a switch of mode does the same.
         """
         check_label_config_size(label_config, self.settings.max_label_config_bytes)
         version = f"{self.settings.model_version}-{config_hash(label_config)}"
+        version += self.plans.score_mode_suffix(label_config)
         key = project_key(project)
         if key:
             for control in self.versions.controls(key):

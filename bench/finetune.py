@@ -42,7 +42,8 @@ def draw_cross(image: np.ndarray, rng: np.random.Generator, taken: list) -> tupl
     """A filled plus sign in a free spot; its box (x1, y1, x2, y2), or None when nothing is free."""
     for _ in range(50):
         size = int(rng.integers(36, 70))
-        x1, y1 = int(rng.integers(0, WIDTH - size)), int(rng.integers(0, HEIGHT - size))
+        height, width = image.shape[:2]
+        x1, y1 = int(rng.integers(0, width - size)), int(rng.integers(0, height - size))
         box = (x1, y1, x1 + size, y1 + size)
         if all(
             box[2] + 4 < t[0] or t[2] + 4 < box[0] or box[3] + 4 < t[1] or t[3] + 4 < box[1] for t in taken

@@ -113,3 +113,23 @@ def parse_positive_int(attrs: Mapping[str, Any], name: str, default: int, contro
             f'<{control_name}> has {name}="{value}"; it must be a whole number {allowed}, e.g. {name}="{default}"'
         )
     return number
+
+
+def parse_choice(
+    attrs: Mapping[str, Any], name: str, default: str, choices: tuple[str, ...], control_name: str
+) -> str:
+    """One of a few words (`model_task_score`), case-insensitive; missing or empty gives `default`.
+
+    >>> parse_choice({"model_task_score": "Uncertainty"}, "model_task_score", "confidence",
+    ...              ("confidence", "uncertainty"), "label")
+    'uncertainty'
+    """
+    value = attrs.get(name)
+    if value is None or str(value).strip() == "":
+        return default
+    word = str(value).strip().lower()
+    if word not in choices:
+        raise LabelingConfigError(
+            f'<{control_name}> has {name}="{value}"; use one of: {", ".join(choices)}, e.g. {name}="{default}"'
+        )
+    return word

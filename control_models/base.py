@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from control_models.attributes import parse_fraction, parse_positive_int
+import numpy as np
+
+from control_models.attributes import parse_choice, parse_fraction, parse_positive_int
+from converters.task_score import CANDIDATE_FLOOR, TASK_SCORE_MODES, UNCERTAINTY, detection_uncertainty
 from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification, Detections
@@ -88,6 +91,7 @@ class ControlModel:
     training: TrainingSpec | None = None  # how to train this control (None: the tag is not trainable)
     conf: float = 0.5  # Ultralytics' confidence (model_conf; the score threshold unless set)
     iou: float | None = None  # NMS IoU (model_iou); None keeps Ultralytics' own
+    task_score: str = "confidence"  # model_task_score: what the task's score says (converters/task_score.py)
     _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
     _label_map_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -129,6 +133,10 @@ class ControlModel:
         extra.setdefault("conf", parse_fraction(attrs, "model_conf", score_threshold, control.name))
         if "model_iou" in attrs:
             extra.setdefault("iou", parse_fraction(attrs, "model_iou", 0.7, control.name))
+        extra.setdefault(
+            "task_score",
+            parse_choice(attrs, "model_task_score", settings.task_score, TASK_SCORE_MODES, control.name),
+        )
         if cls.training_task is not None:
             extra.setdefault(
                 "training",
@@ -153,11 +161,22 @@ class ControlModel:
 
     def predict_options(self) -> dict[str, Any]:
         """Keyword arguments for Ultralytics' predict; controls with equal options share one call."""
-        # Ultralytics drops boxes under `conf` inside NMS, cheaper than filtering afterwards.
-        options: dict[str, Any] = {"conf": self.conf}
+        # Ultralytics drops boxes under `conf` inside NMS, cheaper than filtering afterwards. Uncertainty
+        # needs the weaker candidates too: down to the floor, and regions filter by `conf` afterwards.
+        options: dict[str, Any] = {"conf": self.candidate_conf}
         if self.iou is not None:
             options["iou"] = self.iou
         return options
+
+    @property
+    def scores_uncertainty(self) -> bool:
+        """Whether this control's task score is its uncertainty (model_task_score="uncertainty")."""
+        return self.task_score == UNCERTAINTY
+
+    @property
+    def candidate_conf(self) -> float:
+        """The confidence the model is asked for: `conf`, or the candidate floor in uncertainty mode."""
+        return min(self.conf, CANDIDATE_FLOOR) if self.scores_uncertainty else self.conf
 
     # -- label mapping -------------------------------------------------------------------------------
 
@@ -209,13 +228,36 @@ class ControlModel:
         return [region for region in regions if region is not None]
 
     def kept_detections(self, output: Detections, class_names: Mapping[int, str]) -> list[tuple[int, str]]:
-        """(index, label) of the detections that pass the threshold and map to a label."""
+        """(index, label) of the detections that pass the threshold and map to a label.
+
+        In uncertainty mode the model ran with a lower `conf` (`candidate_conf`); keeping only scores over
+        `conf` here, as Ultralytics' NMS does (`>`), gives the regions confidence mode gives.
+        """
         label_map = self.label_map(class_names)
+        floor = self.conf if self.candidate_conf < self.conf else -1.0
         return [
             (i, label_map[int(class_id)])
             for i, (class_id, score) in enumerate(zip(output.class_ids, output.scores, strict=True))
-            if score >= self.score_threshold and int(class_id) in label_map
+            if score >= self.score_threshold and score > floor and int(class_id) in label_map
         ]
+
+    def task_uncertainty(
+        self, output: Detections | Classification, class_names: Mapping[int, str]
+    ) -> float | None:
+        """How unsure the model is for this control on one image (None in confidence mode): the candidates
+        of the control's labels (every one down to the floor) through `detection_uncertainty`."""
+        if not self.scores_uncertainty:
+            return None
+        scores, class_ids = output.candidates()
+        return detection_uncertainty(scores[np.isin(class_ids, list(self.label_map(class_names)))])
+
+
+def kept_conf(group: Sequence[ControlModel]) -> float | None:
+    """What one shared model call's detections are cut to before they are converted: the lowest `conf` of
+    the controls when one of them asked the model for weaker candidates (uncertainty mode), else None."""
+    if not any(control.candidate_conf < control.conf for control in group):
+        return None
+    return min(control.conf for control in group)
 
 
 def _training_spec(

@@ -16,6 +16,7 @@ from defusedxml.ElementTree import fromstring
 
 from control_models.base import ControlModel, class_label_map
 from converters.image_regions import choices_region, taxonomy_region
+from converters.task_score import classification_uncertainty
 from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification
@@ -53,6 +54,16 @@ class ChoicesModel(ControlModel):
             unique.setdefault(label, probability)  # several classes may map to one label
         chosen = list(unique.items())
         return chosen if self.multiple else chosen[:1]
+
+    def task_uncertainty(self, output: Classification, class_names: Mapping[int, str]) -> float | None:
+        """The margin of the two most probable labels (None in confidence mode); the classes that stand for
+        one label count as one, the classes of no label each as itself."""
+        if not self.scores_uncertainty:
+            return None
+        groups: dict[str, list[int]] = {}
+        for index, label in self.label_map(class_names).items():
+            groups.setdefault(label, []).append(index)
+        return classification_uncertainty(output.probs, list(groups.values()))
 
     def regions(self, output: Classification, class_names: Mapping[int, str]) -> list[dict]:
         chosen = self.chosen(output, class_names)

@@ -16,6 +16,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from control_models import CONTROL_MODELS, ControlModel
 from control_models.attributes import parse_bool
+from converters.task_score import UNCERTAINTY
 from core.errors import LabelingConfigError
 from core.settings import Settings
 
@@ -91,6 +92,16 @@ class PlanCache:
     def __init__(self, settings: Settings, size: int = 64):
         self._settings = settings
         self.get = functools.lru_cache(maxsize=size)(self._build)
+
+    def score_mode_suffix(self, label_config: str) -> str:
+        """What `model_version` adds for the task score mode: "-uncertainty" when a control of the config
+        scores uncertainty (a switch of mode is a new version: every task is predicted again, once);
+        nothing in confidence mode, so versions from before the mode existed stay valid."""
+        try:
+            uncertain = any(control.scores_uncertainty for control in self.get(label_config).controls)
+        except LabelingConfigError:  # e.g. /setup of a config with nothing to predict: the default decides
+            uncertain = self._settings.task_score == UNCERTAINTY
+        return f"-{UNCERTAINTY}" if uncertain else ""
 
     def _build(self, label_config: str) -> LabelingPlan:
         return build_plan(label_config, self._settings)

@@ -26,6 +26,7 @@ import numpy as np
 from control_models.attributes import parse_bool, parse_positive_int
 from control_models.base import ControlModel, _training_spec
 from control_models.video_base import VideoControlModel
+from converters.task_score import frame_label_uncertainty, mean_over_frames
 from converters.video_regions import timeline_regions
 from core.errors import LabelingConfigError, ModelError
 from core.settings import Settings
@@ -125,6 +126,12 @@ class TimelineLabelsModel(VideoControlModel):
             )
         return HeadSession(self, head, labels)
 
+    def uncertainty_of(self, probs: np.ndarray) -> float | None:
+        """The video's uncertainty from (frames, labels) probabilities; None in confidence mode."""
+        if not self.scores_uncertainty:
+            return None
+        return mean_over_frames(frame_label_uncertainty(probs)) if len(probs) else 0.0
+
     def timeline(self, probs: np.ndarray, labels: list[str], frames_count: int) -> list[dict]:
         """Regions for (rows, labels) probabilities of the processed frames, in either mode."""
         return timeline_regions(
@@ -151,6 +158,10 @@ class ProbabilitySession:
         ]
         self._rows: list[np.ndarray] = []
 
+    def uncertainty(self) -> float | None:
+        rows = np.stack(self._rows) if self._rows else np.empty((0, len(self._labels)), np.float32)
+        return self._control.uncertainty_of(rows)
+
     def add(self, frame: int, output: Classification, image: np.ndarray) -> None:
         probs = np.asarray(output.probs, dtype=np.float32)
         self._rows.append(
@@ -173,12 +184,17 @@ class HeadSession:
         self._labels = labels  # the config's labels the head knows, in the config's order
         self._columns = [head.labels.index(label) for label in labels]
         self._rows: list[np.ndarray] = []
+        self._probs = np.empty((0, len(labels)), np.float32)  # the head's, for the labels, once read
 
     def add(self, frame: int, output: np.ndarray, image: np.ndarray) -> None:
         self._rows.append(np.asarray(output, dtype=np.float32).reshape(-1))
+
+    def uncertainty(self) -> float | None:
+        return self._control.uncertainty_of(self._probs)
 
     def regions(self, frames_count: int, fps: float) -> list[dict]:
         if not self._rows:
             return []
         probs = self._head.probabilities(np.stack(self._rows))
-        return self._control.timeline(probs[:, self._columns], self._labels, frames_count)
+        self._probs = probs[:, self._columns]
+        return self._control.timeline(self._probs, self._labels, frames_count)

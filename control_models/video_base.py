@@ -32,6 +32,10 @@ class VideoSession(Protocol):
     def regions(self, frames_count: int, fps: float) -> list[dict]:
         """The regions for the whole video, once every frame has been added."""
 
+    def uncertainty(self) -> float | None:
+        """The video's uncertainty, the mean over its processed frames, after `regions`; None in
+        confidence mode (`converters/task_score.py`)."""
+
 
 @dataclass
 class VideoControlModel(ControlModel):

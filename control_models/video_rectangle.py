@@ -25,6 +25,7 @@ import numpy as np
 from control_models.attributes import parse_fraction, parse_strict_bool
 from control_models.base import ControlModel, first_sibling
 from control_models.video_base import VideoControlModel
+from converters.task_score import detection_uncertainty, mean_over_frames
 from converters.video_regions import video_rectangle_regions
 from core.errors import LabelingConfigError
 from core.settings import Settings
@@ -76,10 +77,15 @@ class TrackSession:
         self._scores: list[np.ndarray] = []
         self._class_ids: list[np.ndarray] = []
         self._frame_size = (1, 1)
+        self._frame_uncertainties: list[float] = []
 
     def add(self, frame: int, output: Detections, image: np.ndarray) -> None:
         self._frame_size = (output.image_width, output.image_height)
         mapped = output[np.isin(output.class_ids, self._mapped)]
+        if self._control.scores_uncertainty:
+            self._frame_uncertainties.append(detection_uncertainty(mapped.scores))
+            # The model ran down to the candidate floor; the tracker sees what confidence mode gives it.
+            mapped = mapped[mapped.scores > self._control.conf]
         tracked = self._tracker.update(mapped, image)  # every frame, even an empty one: tracks age
         if len(tracked) == 0:
             return
@@ -88,6 +94,9 @@ class TrackSession:
         self._xyxy.append(tracked.xyxy)
         self._scores.append(tracked.scores)
         self._class_ids.append(tracked.class_ids)
+
+    def uncertainty(self) -> float | None:
+        return mean_over_frames(self._frame_uncertainties) if self._control.scores_uncertainty else None
 
     def regions(self, frames_count: int, fps: float) -> list[dict]:
         if not self._frames:

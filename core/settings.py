@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     model_score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     allow_custom_model_path: bool = False
     model_version: str = Field(default="yolo", description="Prefix of the model_version we report.")
+    task_score: Literal["confidence", "uncertainty"] = Field(
+        default="confidence",
+        description="What a task's prediction score says: confidence (mean region score) or uncertainty "
+        "(high when the model is unsure: sort by it to label those tasks first). A control's "
+        "model_task_score attribute overrides it.",
+    )
     model_format: Literal["auto", "pt", "openvino-int8"] = Field(
         default="auto",
         description="auto: on a CPU host, a model's checked INT8 export when one was made (by a training "

@@ -71,6 +71,9 @@ class Detections:
         masks: N `BoxMask`, each instance's mask at the original image size inside its box.
         keypoints: (N, K, 3) float [x, y, visibility score] (score 1.0 when the model gives none).
         track_ids: (N,) int, tracker identities (set by `inference.tracking`, video only).
+        candidate_scores, candidate_class_ids: (M,) every candidate the model gave, M >= N, when the
+            detections were cut to a higher confidence (`from_ultralytics(keep_above=...)`); None: the
+            detections are all the candidates. Not per detection: indexing keeps them as they are.
     """
 
     image_width: int
@@ -83,6 +86,14 @@ class Detections:
     masks: list[BoxMask] | None = None
     keypoints: np.ndarray | None = None
     track_ids: np.ndarray | None = None
+    candidate_scores: np.ndarray | None = None
+    candidate_class_ids: np.ndarray | None = None
+
+    def candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, class ids) of every candidate the model considered (the uncertainty reads these)."""
+        if self.candidate_scores is None or self.candidate_class_ids is None:
+            return self.scores, self.class_ids
+        return self.candidate_scores, self.candidate_class_ids
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -137,16 +148,23 @@ def _numpy(tensor: Any) -> np.ndarray:
 
 
 def from_ultralytics(
-    result: Any, with_masks: bool = False, mask_budget: MaskBudget | None = None
+    result: Any,
+    with_masks: bool = False,
+    mask_budget: MaskBudget | None = None,
+    keep_above: float | None = None,
 ) -> Detections | Classification:
     """Turn one Ultralytics `Results` into `Detections` or `Classification`.
 
     `with_masks` scales instance masks to the original image size, each inside its box (needed for
     brush masks only), charging `mask_budget`: a `MediaError` when this image's masks do not fit.
+    `keep_above`: only detections scoring over it are converted (masks, polygons); every candidate's score
+    and class stay in `candidate_scores` / `candidate_class_ids` (for the task's uncertainty).
     """
     height, width = (int(v) for v in result.orig_shape[:2])
     if getattr(result, "probs", None) is not None:
         return Classification(width, height, _numpy(result.probs.data).astype(np.float32))
+    if keep_above is not None:
+        return _kept_above(result, keep_above, with_masks, mask_budget)
 
     if getattr(result, "obb", None) is not None:
         obb = result.obb
@@ -191,6 +209,19 @@ def from_ultralytics(
         masks=masks,
         keypoints=keypoints,
     )
+
+
+def _kept_above(
+    result: Any, keep_above: float, with_masks: bool, mask_budget: MaskBudget | None
+) -> Detections:
+    """The detections over `keep_above` (as if the model ran with conf=keep_above), with every candidate."""
+    found = result.obb if getattr(result, "obb", None) is not None else result.boxes
+    if found is None or len(found) == 0:
+        return from_ultralytics(result, with_masks, mask_budget)
+    scores = _numpy(found.conf).astype(np.float32).reshape(-1)
+    class_ids = _numpy(found.cls).astype(np.int64).reshape(-1)
+    kept = from_ultralytics(result[found.conf > keep_above], with_masks, mask_budget)
+    return replace(kept, candidate_scores=scores, candidate_class_ids=class_ids)
 
 
 def _pixel_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:

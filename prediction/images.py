@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import BackendError
+from control_models.base import kept_conf
 from inference.detections import from_ultralytics
 from media.prefetch import ImagePrefetcher
 from prediction.groups import ModelGroup
@@ -54,9 +55,12 @@ class ImagePipeline:
         for position, result in zip(positions, results, strict=True):
             outcome = run.tasks[chunk_start + position]
             try:
-                output = from_ultralytics(result, with_masks=with_masks, mask_budget=run.mask_budget)
+                output = from_ultralytics(
+                    result, with_masks=with_masks, mask_budget=run.mask_budget, keep_above=kept_conf(group.controls)
+                )
             except BackendError as error:  # over MAX_MASK_BYTES: this task only
                 outcome.error = error.message
                 continue
             for control in group.controls:
                 outcome.regions.extend(control.regions(output, model.class_names))
+                outcome.note_uncertainty(control.task_uncertainty(output, model.class_names))

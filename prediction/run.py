@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.image_regions import prediction_score
+from converters.task_score import task_score
 from inference.detections import MaskBudget
 from inference.model_registry import LoadedModel
 
@@ -20,6 +20,11 @@ class TaskOutcome:
     task_id: Any
     regions: list[dict] = field(default_factory=list)
     error: str | None = None
+    uncertainties: list[float] = field(default_factory=list)  # one per control in uncertainty mode
+
+    def note_uncertainty(self, uncertainty: float | None) -> None:
+        if uncertainty is not None:  # None: the control scores confidence
+            self.uncertainties.append(uncertainty)
 
 
 @dataclass
@@ -64,7 +69,7 @@ class PredictionRun:
                 results.append(
                     {
                         "result": outcome.regions,
-                        "score": prediction_score(outcome.regions),
+                        "score": task_score(outcome.regions, outcome.uncertainties),
                         "model_version": self.model_version,
                     }
                 )

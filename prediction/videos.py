@@ -24,7 +24,7 @@ from inference.model_registry import LoadedModel
 from media.loader import MediaLoader, short_url
 from media.video import Deadline, VideoReader
 from prediction.groups import ModelGroup
-from prediction.run import PredictionRun, timed_predict
+from prediction.run import PredictionRun, TaskOutcome, timed_predict
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class VideoPipeline:
                 continue
             paths: dict[str, Path] = {}
             regions: list[dict] = []
+            found = TaskOutcome(task_id=outcome.task_id)  # its uncertainties, kept when every video worked
             deadline = Deadline(self.settings.max_video_task_seconds)
             try:
                 with ExitStack() as held:  # each video stays in the media cache while it is read
@@ -56,7 +57,9 @@ class VideoPipeline:
                                 task, control.value_key, uploads, held
                             )
                         path = paths[control.value_key]
-                        regions.extend(self._predict_video(path, control, model, task["data"], run, deadline))
+                        regions.extend(
+                            self._predict_video(path, control, model, task["data"], run, deadline, found)
+                        )
             except BackendError as error:
                 outcome.error = error.message
                 continue
@@ -65,6 +68,7 @@ class VideoPipeline:
                 outcome.error = f"the video could not be processed ({type(error).__name__})"
                 continue
             outcome.regions.extend(regions)
+            outcome.uncertainties.extend(found.uncertainties)
 
     def _task_video(self, task: dict, value_key: str, uploads: Mapping[str, Path], held: ExitStack) -> Path:
         url = media_url(task, value_key)
@@ -87,6 +91,7 @@ class VideoPipeline:
         task_data: dict,
         run: PredictionRun,
         deadline: Deadline,
+        found: TaskOutcome,
     ) -> list[dict]:
         reader = VideoReader(
             path,
@@ -107,4 +112,6 @@ class VideoPipeline:
             outputs = features_of(results) if control.reads_features else map(from_ultralytics, results)
             for number, frame, output in zip(numbers, frames, outputs, strict=True):
                 session.add(number, output, frame)
-        return session.regions(reader.frames_count, reader.info.fps)
+        regions = session.regions(reader.frames_count, reader.info.fps)
+        found.note_uncertainty(session.uncertainty())
+        return regions

@@ -137,6 +137,17 @@ def without_ids(regions: list[dict]) -> list[dict]:
     return [{k: v for k, v in region.items() if k != "id"} for region in regions]
 
 
+def rounded(value):
+    """`value` with every float rounded to 4 decimals (lists and dicts walked)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
+
+
 # --- VideoRectangle ---------------------------------------------------------------------------------------
 
 
@@ -381,6 +392,24 @@ def test_timeline_and_tracking_together(video_client, shapes_video):
     regions = predict(video_client, config, shapes_video)["results"][0]["result"]
     assert_valid(config, regions)
     assert sorted(r["type"] for r in regions) == ["timelinelabels", "videorectangle", "videorectangle"]
+
+
+@pytest.mark.parametrize("kind", ["tracking", "timeline"])
+def test_uncertainty_mode_gives_the_regions_of_confidence_mode(video_client, shapes_video, light_video, kind):
+    """In uncertainty mode the detector runs down to the candidate floor, but the tracker sees what
+    model_conf gives (the same tracks); the classifier's runs are the same too. The task's score is the
+    mean frame uncertainty instead of the mean region score."""
+    if kind == "tracking":
+        video, config = shapes_video, tracking_config
+    else:
+        video, config = light_video, lambda attrs: timeline_config(f'model_path="light-cls.pt" {attrs}')
+    plain = predict(video_client, config(""), video)["results"][0]
+    unsure = predict(video_client, config('model_task_score="uncertainty"'), video)["results"][0]
+    # Equal to 1e-4 percent: batches of frames are sized by timing, and a batch's size moves a box by 1e-5 px.
+    assert plain["result"] and rounded(without_ids(unsure["result"])) == rounded(without_ids(plain["result"]))
+    assert unsure["model_version"].endswith("-uncertainty")
+    assert not plain["model_version"].endswith("-uncertainty")
+    assert 0.0 <= unsure["score"] < 0.5 < plain["score"]  # the model is sure of these easy videos
 
 
 # --- frame rate ------------------------------------------------------------------------------------------
