@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import BackendError
 from control_models.base import kept_conf
+from core.errors import BackendError
 from inference.detections import from_ultralytics
 from media.prefetch import ImagePrefetcher
 from prediction.groups import ModelGroup
@@ -56,7 +56,10 @@ class ImagePipeline:
             outcome = run.tasks[chunk_start + position]
             try:
                 output = from_ultralytics(
-                    result, with_masks=with_masks, mask_budget=run.mask_budget, keep_above=kept_conf(group.controls)
+                    result,
+                    with_masks=with_masks,
+                    mask_budget=run.mask_budget,
+                    keep_above=kept_conf(group.controls),
                 )
             except BackendError as error:  # over MAX_MASK_BYTES: this task only
                 outcome.error = error.message
