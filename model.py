@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_SETUP_PROJECTS = 256
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
-GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
+GroupKey = tuple[str, str, str, tuple, tuple]  # (model path, format, data key, predict options, prompts)
 
 
 @dataclass
@@ -514,7 +514,7 @@ class YOLOBackend:
                         outcome = run.tasks[chunk_start + position]
                         outcome.error = outcome.error or image.message
             for key, model in models.items():
-                _, _, value_key, options = key
+                _, _, value_key, options, _ = key
                 self._infer_group(model, options, groups[key], images[value_key], chunk_start, run)
 
     def _load_models(
@@ -524,7 +524,7 @@ class YOLOBackend:
         models: dict[GroupKey, LoadedModel] = {}
         for key, group in groups.items():
             try:
-                model = self.registry.get(key[0], model_format=key[1])
+                model = self.registry.get(key[0], model_format=key[1], prompts=key[4])
                 for control in group:
                     _check_task(control, model)
                 models[key] = model
@@ -766,7 +766,9 @@ def _group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[Control
     groups: dict[GroupKey, list[ControlModel]] = defaultdict(list)
     for control in controls:
         options = tuple(sorted(control.predict_options().items()))
-        groups[(control.model_path, control.model_format, control.value_key, options)].append(control)
+        groups[
+            (control.model_path, control.model_format, control.value_key, options, control.prompts)
+        ].append(control)
     return dict(groups)
 
 

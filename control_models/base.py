@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from control_models.attributes import parse_fraction, parse_positive_int
+from control_models.attributes import parse_fraction, parse_model_prompts, parse_positive_int
 from core.errors import LabelingConfigError
 from core.settings import Settings
 from inference.detections import Classification, Detections
@@ -76,6 +76,7 @@ class ControlModel:
     needs_masks: ClassVar[bool] = False
     object_tags: ClassVar[tuple[str, ...]] = ("Image",)
     training_task: ClassVar[str | None] = None  # the Ultralytics task this tag trains; None: not trainable
+    open_vocabulary: ClassVar[bool] = False  # may prompt a YOLOE model with its labels (model_prompts)
 
     from_name: str
     to_name: str
@@ -88,6 +89,7 @@ class ControlModel:
     training: TrainingSpec | None = None  # how to train this control (None: the tag is not trainable)
     conf: float = 0.5  # Ultralytics' confidence (model_conf; the score threshold unless set)
     iou: float | None = None  # NMS IoU (model_iou); None keeps Ultralytics' own
+    prompts: tuple[str, ...] = ()  # model_prompts="labels": the YOLOE model's classes, in config order
     _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
     _label_map_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -129,6 +131,17 @@ class ControlModel:
         extra.setdefault("conf", parse_fraction(attrs, "model_conf", score_threshold, control.name))
         if "model_iou" in attrs:
             extra.setdefault("iou", parse_fraction(attrs, "model_iou", 0.7, control.name))
+        extra.setdefault(
+            "prompts",
+            parse_model_prompts(
+                attrs,
+                [predicted_names(label, label_attrs) for label, label_attrs in labels.items()],
+                f'{control.tag} name="{control.name}"',
+                cls.open_vocabulary,
+            ),
+        )
+        if extra["prompts"]:
+            extra.setdefault("training", None)  # the classes are the prompts: nothing to train (README)
         if cls.training_task is not None:
             extra.setdefault(
                 "training",

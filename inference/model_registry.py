@@ -20,6 +20,13 @@ import numpy as np
 
 from core.errors import ModelLoadError
 from core.settings import Settings
+from inference.prompts import (
+    MAX_PROMPT_LISTS_PER_MODEL,
+    PromptEmbeddings,
+    TextEncoder,
+    prompt_model,
+    ultralytics_text_embeddings,
+)
 from inference.scheduler import BatchSizer, FairScheduler
 
 if TYPE_CHECKING:
@@ -84,10 +91,12 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, text_encoder: TextEncoder | None = None):
         self._settings = settings
-        self._models: dict[tuple[Path, str], LoadedModel] = {}
-        self._load_locks: dict[tuple[Path, str], threading.Lock] = {}
+        # (weight file, format, prompts): a YOLOE prompted with a control's labels is its own copy
+        self._models: dict[tuple[Path, str, tuple[str, ...]], LoadedModel] = {}
+        self._load_locks: dict[tuple[Path, str, tuple[str, ...]], threading.Lock] = {}
+        self.prompt_embeddings = PromptEmbeddings(text_encoder or ultralytics_text_embeddings)
         self._registry_lock = threading.Lock()
         self._errors_lock = threading.Lock()
         self._last_errors: dict[str, str] = {}
@@ -130,11 +139,12 @@ class ModelRegistry:
         """Names and tasks of the models loaded so far (cheap: for /health)."""
         return {model.name: model.task for model in list(self._models.values())}
 
-    def get(self, model_path: str, model_format: str = "pt") -> LoadedModel:
-        """The loaded model for `model_path` in `model_format` (pt | openvino-int8), loaded on first use."""
+    def get(self, model_path: str, model_format: str = "pt", prompts: tuple[str, ...] = ()) -> LoadedModel:
+        """The loaded model for `model_path` in `model_format` (pt | openvino-int8), loaded on first use;
+        with `prompts`, a YOLOE copy whose classes are those prompts (`inference/prompts.py`)."""
         try:
             path = self.resolve(model_path)
-            key = (path, model_format)
+            key = (path, model_format, tuple(prompts))
             model = self._models.get(key)
             if model is not None:
                 return model
@@ -143,7 +153,11 @@ class ModelRegistry:
             with load_lock:
                 model = self._models.get(key)
                 if model is None:
-                    model = self._load(model_path, path, model_format)
+                    if prompts:
+                        model = self._load(model_path, path, model_format, tuple(prompts))
+                        self._forget_old_prompt_lists(path)
+                    else:
+                        model = self._load(model_path, path, model_format)
                     self._models[key] = model
         except ModelLoadError as error:
             self._remember_error(model_path, error.message)
@@ -169,6 +183,15 @@ class ModelRegistry:
                 self._models.pop(key, None)
                 self._load_locks.pop(key, None)
 
+    def _forget_old_prompt_lists(self, path: Path) -> None:
+        """Keep at most MAX_PROMPT_LISTS_PER_MODEL - 1 prompted copies of a weight file (one is coming):
+        configs with ever new labels must not fill the memory with models. The oldest goes first."""
+        with self._registry_lock:
+            prompted = [key for key in self._models if key[0] == path and key[2]]
+            for key in prompted[: max(0, len(prompted) - MAX_PROMPT_LISTS_PER_MODEL + 1)]:
+                self._models.pop(key, None)
+                self._load_locks.pop(key, None)
+
     def _remember_error(self, model_path: str, message: str) -> None:
         """Keep the last error per model path for /health, bounded against configs naming endless paths."""
         with self._errors_lock:
@@ -177,7 +200,13 @@ class ModelRegistry:
             while len(self._last_errors) > _MAX_REMEMBERED_ERRORS:
                 self._last_errors.pop(next(iter(self._last_errors)))
 
-    def _load(self, model_path: str, path: Path, model_format: str) -> LoadedModel:
+    def _load(
+        self, model_path: str, path: Path, model_format: str, prompts: tuple[str, ...] = ()
+    ) -> LoadedModel:
+        if prompts and model_format != "pt":
+            raise ModelLoadError(
+                f"model_prompts needs model_format pt; '{model_path}' is asked for as {model_format}"
+            )
         try:
             if not path.exists():
                 self._download(model_path, path)
@@ -191,12 +220,14 @@ class ModelRegistry:
         yolo = self._yolo(model_path, path)
         if model_format == "openvino-int8":
             yolo = self._int8(model_path, path, yolo)
+        if prompts:
+            prompt_model(yolo, model_path, path, prompts, self.prompt_embeddings)
         names = getattr(yolo, "names", None) or {}
         if isinstance(names, list | tuple):
             names = dict(enumerate(names))
         cuda = uses_cuda(self._settings.device)
         return LoadedModel(
-            name=model_path if model_format == "pt" else f"{model_path} ({model_format})",
+            name=_display_name(model_path, model_format, prompts),
             yolo=yolo,
             task=str(yolo.task),
             class_names={int(k): str(v) for k, v in names.items()},
@@ -285,6 +316,15 @@ class ModelRegistry:
                 f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
                 "(no internet?); put the file into MODEL_ROOT"
             )
+
+
+def _display_name(model_path: str, model_format: str, prompts: tuple[str, ...]) -> str:
+    """How /health and errors name a loaded model: `yolov8m.pt`, `yolov8m.pt (openvino-int8)`,
+    `yoloe-26s-seg.pt (prompts: car, pickup truck)`."""
+    if prompts:
+        shown = ", ".join(prompts[:5]) + (", ..." if len(prompts) > 5 else "")
+        return f"{model_path} (prompts: {shown})"
+    return model_path if model_format == "pt" else f"{model_path} ({model_format})"
 
 
 def uses_cuda(device: str) -> bool:

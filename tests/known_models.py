@@ -221,7 +221,11 @@ def build_constant_obb_model(
 
 
 def build_constant_segment_model(
-    target: Path, names: dict[int, str], half_side: int, architecture: str = "yolov8n-seg.yaml", imgsz: int = 640
+    target: Path,
+    names: dict[int, str],
+    half_side: int,
+    architecture: str = "yolov8n-seg.yaml",
+    imgsz: int = 640,
 ) -> Path:
     """A segmentation model whose output ignores the image: the squares of `_constant_squares`, each with
     a mask that fills its box (every prototype is a constant ~2.86 and every mask coefficient 1)."""
@@ -238,7 +242,11 @@ def build_constant_segment_model(
 
 
 def build_constant_pose_model(
-    target: Path, names: dict[int, str], half_side: int, architecture: str = "yolov8n-pose.yaml", imgsz: int = 640
+    target: Path,
+    names: dict[int, str],
+    half_side: int,
+    architecture: str = "yolov8n-pose.yaml",
+    imgsz: int = 640,
 ) -> Path:
     """A pose model whose output ignores the image: the squares of `_constant_squares`, each with 17
     keypoints: 0 at the square's centre, 1 at its top-left corner (score ~0.99), the others at the centre
@@ -262,7 +270,9 @@ def build_constant_pose_model(
                 last.weight.zero_()
                 last.bias.copy_(offsets.reshape(-1))
 
-    return _constant_squares(architecture, "pose", target, names, half_side, None, place_keypoints, imgsz=imgsz)
+    return _constant_squares(
+        architecture, "pose", target, names, half_side, None, place_keypoints, imgsz=imgsz
+    )
 
 
 def _branches(head) -> list[dict]:
@@ -327,6 +337,55 @@ def _constant_squares(
     model.model.names = names
     model.model.yaml["nc"] = len(names)
     model.ckpt = {"train_args": {"imgsz": imgsz, "task": task}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    return target
+
+
+YOLOE_FEATURE = 0  # the embedding dimension every stride-32 cell of a constant YOLOE looks like
+
+
+def build_constant_yoloe_model(
+    target: Path, half_side: int, architecture: str = "yoloe-26s-seg.yaml", imgsz: int = 640
+) -> Path:
+    """A YOLOE (open vocabulary) whose output ignores the image: the squares of `_constant_squares`, with
+    masks filling them, and a class score that depends only on the prompt embedding.
+
+    Each cell's visual embedding (the `cls_head` branch) is 15 along dimension YOLOE_FEATURE at the
+    stride-32 level and 0 elsewhere; the contrastive head scores a prompt embedding e as
+    sigmoid(15 * e[YOLOE_FEATURE] - 10) (BatchNorm identity, logit scale 1). So a prompt whose embedding
+    is the unit vector along YOLOE_FEATURE finds every square (score ~0.99), any prompt orthogonal to it
+    nothing: which prompt the answer names is chosen by the embeddings a test supplies."""
+    import torch
+    from ultralytics import YOLOE
+
+    model = YOLOE(architecture)
+    head = model.model.model[-1]
+    with torch.no_grad():
+        for branch in _branches(head):
+            for level in range(head.nl):
+                box, features = branch["box_head"][level][-1], branch["cls_head"][level][-1]
+                box.weight.zero_()
+                box.bias.fill_(float(half_side))
+                features.weight.zero_()
+                features.bias.zero_()
+                if level == head.nl - 1:
+                    features.bias[YOLOE_FEATURE] = 15.0
+                contrastive = branch["contrastive_head"][level]
+                contrastive.norm.reset_running_stats()  # mean 0, variance 1: the identity in eval
+                contrastive.logit_scale.fill_(0.0)
+                contrastive.bias.fill_(-10.0)
+                coefficients = branch["mask_head"][level][-1]
+                coefficients.weight.zero_()
+                coefficients.bias.fill_(1.0)
+        prototypes = head.proto.cv3
+        prototypes.conv.weight.zero_()
+        prototypes.bn.weight.fill_(1.0)
+        prototypes.bn.bias.fill_(3.0)
+        prototypes.bn.running_mean.zero_()
+        prototypes.bn.running_var.fill_(1.0)
+    model.model.end2end = True
+    model.ckpt = {"train_args": {"imgsz": imgsz, "task": "segment"}}
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     return target

@@ -60,7 +60,9 @@ def arch_models(request, model_root: Path) -> str:
         build_constant_pose_model(
             model_root / f"{arch}-known-pose.pt", {0: "person"}, HALF_SIDE, f"{arch}-pose.yaml", IMGSZ
         )
-        build_two_class_classifier(model_root / f"{arch}-known-cls.pt", DARK, BRIGHT, (H, W), f"{arch}-cls.yaml")
+        build_two_class_classifier(
+            model_root / f"{arch}-known-cls.pt", DARK, BRIGHT, (H, W), f"{arch}-cls.yaml"
+        )
     return arch
 
 
@@ -128,7 +130,11 @@ def test_every_image_tag_gives_the_known_regions(arch_models, make_client, tmp_p
             assert found == pytest.approx(true, abs=1), (arch, found, true)
 
         points = sorted(
-            (r["value"]["keypointlabels"][0], round(r["value"]["x"] * W / 100, 1), round(r["value"]["y"] * H / 100, 1))
+            (
+                r["value"]["keypointlabels"][0],
+                round(r["value"]["x"] * W / 100, 1),
+                round(r["value"]["y"] * H / 100, 1),
+            )
             for r in regions["kp"]
         )
         expected_points = sorted(
@@ -164,7 +170,9 @@ def test_both_video_tags_give_the_known_tracks_and_runs(arch_models, make_client
     <Label value="dark"/><Label value="bright"/>
   </TimelineLabels>
 </View>"""
-    response = make_client().post("/predict", json={"tasks": [{"id": 1, "data": {"video": str(video)}}], "label_config": config})
+    response = make_client().post(
+        "/predict", json={"tasks": [{"id": 1, "data": {"video": str(video)}}], "label_config": config}
+    )
     assert response.status_code == 200, response.text
     regions = response.json()["results"][0]["result"]
     assert_valid(config, {"result": regions})

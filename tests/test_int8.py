@@ -155,7 +155,9 @@ def test_int8_export_of_yolo11_and_yolo26_is_checked_against_the_pt_and_serves_t
             '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
             f'model_path="known.pt" model_format="{model_format}"><Label value="thing"/></RectangleLabels></View>'
         )
-        response = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": str(image)}}], "label_config": config})
+        response = client.post(
+            "/predict", json={"tasks": [{"id": 1, "data": {"image": str(image)}}], "label_config": config}
+        )
         assert response.status_code == 200, response.text
         regions = response.json()["results"][0]["result"]
         boxes[model_format] = sorted(

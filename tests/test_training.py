@@ -677,7 +677,9 @@ KIND_ARCHITECTURES = [(kind, "yolov8n") for kind in KIND_MODELS] + [(kind, "yolo
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "family"), KIND_ARCHITECTURES)
-def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_model_root, kind, family) -> None:
+def test_each_kind_trains_evaluates_promotes_and_is_served(
+    make_settings, own_model_root, kind, family
+) -> None:
     from ultralytics import YOLO
 
     from model import YOLOBackend
