@@ -20,6 +20,7 @@ import numpy as np
 
 from core.errors import ModelLoadError
 from core.settings import Settings
+from inference.heads import end_to_end_options
 from inference.prompts import (
     MAX_PROMPT_LISTS_PER_MODEL,
     PromptEmbeddings,
@@ -51,6 +52,7 @@ class LoadedModel:
     device: str = ""  # Ultralytics device string; empty lets Ultralytics choose
     half: bool = False  # FP16 inference (on a CUDA device)
     batch_size: int = 8  # most images per model call
+    options: dict[str, Any] = field(default_factory=dict)  # always passed to predict (YOLO26: nms=False)
     scheduler: FairScheduler = field(default_factory=lambda: FairScheduler(BatchSizer()))
 
     def predict(
@@ -66,6 +68,7 @@ class LoadedModel:
             # Only when set: a device argument that differs from the predictor's (None vs "") makes
             # Ultralytics rebuild the predictor, deep-copying the model, on every call.
             kwargs["device"] = self.device
+        kwargs = {**self.options, **kwargs}
         if self.half:
             kwargs["quantize"] = 16  # FP16 compute (Ultralytics' name for it since `half` was deprecated)
 
@@ -235,6 +238,7 @@ class ModelRegistry:
             device=self._settings.device,
             half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
+            options=end_to_end_options(yolo),  # an INT8 export carries its head choice in its metadata
             scheduler=FairScheduler(BatchSizer(self._settings.batch_latency_factor)),
         )
 

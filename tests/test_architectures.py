@@ -193,3 +193,32 @@ def test_both_video_tags_give_the_known_tracks_and_runs(arch_models, make_client
         if r["type"] == "timelinelabels"
     ]
     assert runs == [("dark", 1, 6), ("bright", 7, 12)], arch
+
+
+def test_yolo26_serves_its_nms_free_head_even_when_its_file_says_otherwise(model_root, make_client, tmp_path):
+    """Ultralytics' trainer saves fine-tuned YOLO26 weights with the one-to-many (NMS) head selected.
+    Here the two heads disagree (one-to-one: "thing", one-to-many: "other"): the backend serves the
+    one-to-one head, as the released model it was fine-tuned from does (inference/heads.py)."""
+    import torch
+    from ultralytics import YOLO
+
+    target = build_constant_detect_model(
+        model_root / "yolo26n-nms-saved.pt", NAMES, HALF_SIDE, "yolo26n.yaml", IMGSZ
+    )
+    model = YOLO(str(target))
+    head = model.model.model[-1]
+    with torch.no_grad():
+        head.cv3[head.nl - 1][-1].bias.copy_(torch.tensor([-20.0, 5.0]))  # one-to-many: class 1
+    model.model.end2end = False
+    model.save(str(target))
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((H, W, 3), 127, np.uint8))
+    raw = YOLO(str(target)).predict(str(image), verbose=False)[0]
+    assert set(raw.boxes.cls.tolist()) == {1.0}  # the file alone predicts through NMS
+    config = (
+        '<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image" '
+        'model_path="yolo26n-nms-saved.pt"><Label value="thing"/><Label value="other"/></RectangleLabels></View>'
+    )
+    (prediction,) = predict(make_client(), config, image)["results"]
+    assert {r["value"]["rectanglelabels"][0] for r in prediction["result"]} == {"thing"}
+    assert len(prediction["result"]) == 48
