@@ -226,3 +226,26 @@ def test_a_closed_set_model_with_model_prompts_is_refused(make_client, model_roo
         },
     )
     assert response.status_code >= 400 and "not a text-promptable YOLOE model" in response.text, response.text
+
+
+def test_the_try_it_page_prompts_with_whatever_labels_are_pasted(make_settings, yoloe_root, tmp_path):
+    """/ui: a config with labels no model was trained on, an uploaded image: the regions carry the label
+    whose prompt found them, and no label is reported as matching no class."""
+    root = own_root(yoloe_root, tmp_path)
+    client, _ = backend_client(make_settings, root, ChosenEmbeddings("wind turbine"))
+    label_config = config(
+        '<Label value="Turbine" predicted_values="wind turbine"/><Label value="solar panel"/>',
+        tags=("RectangleLabels",),
+    )
+    png = cv2.imencode(".png", np.full((H, W, 3), 127, np.uint8))[1].tobytes()
+    with client:
+        response = client.post(
+            "/ui/predict",
+            data={"label_config": label_config},
+            files={"file": ("field.png", png, "image/png")},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label_warnings"] == {} and body["control_errors"] == {} and body["task_error"] is None
+    assert len(body["result"]) == 48
+    assert {r["value"]["rectanglelabels"][0] for r in body["result"]} == {"Turbine"}
