@@ -142,6 +142,7 @@ class ControlModel:
         )
         if extra["prompts"]:
             extra.setdefault("training", None)  # the classes are the prompts: nothing to train (README)
+            model_format = attrs.get("model_format") or "pt"  # MODEL_FORMAT=openvino-int8 cannot prompt
         if cls.training_task is not None:
             extra.setdefault(
                 "training",

@@ -92,6 +92,11 @@ def test_labels_and_their_predicted_values_are_the_prompts_in_config_order(make_
     assert all(c.training is None for c in plan.controls)  # nothing to train: README, "Models"
     closed = build_plan(config(LABELS).replace(' model_prompts="labels"', ""), make_settings())
     assert [c.prompts for c in closed.controls] == [()] * 3
+    # MODEL_FORMAT=openvino-int8 for the closed-set models leaves the prompted ones on their .pt
+    int8_default = build_plan(
+        config(LABELS, tags=("RectangleLabels",)), make_settings(model_format="openvino-int8")
+    )
+    assert [c.model_format for c in int8_default.controls] == ["pt"]
 
 
 @pytest.mark.parametrize(
