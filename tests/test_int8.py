@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from core.errors import LabelingConfigError, ModelLoadError
 from inference import int8_export
@@ -164,5 +165,8 @@ def test_int8_export_of_yolo11_and_yolo26_is_checked_against_the_pt_and_serves_t
             tuple(round(r["value"][k], 1) for k in ("x", "y", "width", "height")) for r in regions
         )
     assert len(boxes["pt"]) == 64 and boxes["openvino-int8"] == boxes["pt"]
-    check = Int8Check(**json.loads((export_dir(own_root / "known.pt") / "int8_check.json").read_text()))
+    folder = export_dir(own_root / "known.pt")
+    check = Int8Check(**json.loads((folder / "int8_check.json").read_text()))
+    metadata = yaml.safe_load((folder / "metadata.yaml").read_text())
+    assert metadata["end2end"] is (family == "yolo26n")  # YOLO26's INT8 copy is NMS-free too
     assert check.metric == "mAP50-95 vs the .pt's boxes" and check.drop_points <= 1.0
