@@ -1,13 +1,18 @@
 """Throughput of /predict against raw Ultralytics, measured in one run on this machine.
 
     python bench/benchmark_predict.py [--arch yolov8m] [--images 48] [--repeat 2]
+    python bench/benchmark_predict.py --arch yolov8n yolo11n yolo26n [--imgsz 320] [--images 16]
 
 Prints images/s for:
 - raw Ultralytics with every core (torch threads = cores), one `predict` call per image;
 - raw Ultralytics with every core, batched calls;
 - the official example's setting: Ultralytics' default thread cap (min(8, cores - 1)), one call per image;
 - this backend through HTTP (`POST /predict` with all tasks, images read from disk by the backend);
-and the ratios against the first line. Weights are random (built from the YAML, as nothing can be
+and the ratios against the first line. With several `--arch` values (e.g. yolov8n yolo11n yolo26n) it
+compares the families instead, in one run: per architecture, raw Ultralytics batched, and this backend's
+`/predict` on the `.pt` and on its calibrated OpenVINO INT8 export (`model_format="openvino-int8"`,
+calibrated on the benchmark's own images; the accuracy check is off, the weights being random).
+Weights are random (built from the YAML, as nothing can be
 downloaded here): speed depends on the architecture, not the weights; conf is the same everywhere.
 """
 
@@ -32,13 +37,16 @@ import yaml
 CONF = 0.25
 
 
-def build_model(arch: str, target: Path) -> Path:
+def build_model(arch: str, target: Path, imgsz: int = 640) -> Path:
     from ultralytics import YOLO
     from ultralytics.utils import ROOT
 
     names = yaml.safe_load((ROOT / "cfg" / "datasets" / "coco.yaml").read_text())["names"]
     model = YOLO(f"{arch}.yaml")
     model.model.names = {int(k): v for k, v in names.items()}
+    if getattr(model.model.model[-1], "one2one_cv2", None) is not None:
+        model.model.end2end = True  # YOLO26: NMS-free, as its released weights predict
+    model.ckpt = {"train_args": {"imgsz": imgsz, "task": model.task}}  # the size the backend predicts at
     model.save(str(target))
     return target
 
@@ -74,8 +82,13 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--arch", default="yolov8m", help="Ultralytics architecture YAML name (default yolov8m)"
+        "--arch",
+        nargs="+",
+        default=["yolov8m"],
+        help="Ultralytics architecture YAML name(s) (default yolov8m); several compare the families, "
+        "e.g. yolov8n yolo11n yolo26n",
     )
+    parser.add_argument("--imgsz", type=int, default=640, help="inference size the models predict at")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
     return parser.parse_args()
@@ -113,17 +126,17 @@ def raw_figures(weights: Path, paths: list[Path], repeat: int) -> dict[str, floa
 
 
 @contextmanager
-def workspace(arch: str, images: int) -> Iterator[tuple[Path, Path, list[Path]]]:
+def workspace(arch: str, images: int, imgsz: int = 640) -> Iterator[tuple[Path, Path, list[Path]]]:
     """A temporary folder with a model of `arch` in its `models/` and `images` test images: (folder,
     weights, image paths); removed afterwards."""
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         (work / "models").mkdir()
-        weights = build_model(arch, work / "models" / f"{arch}.pt")
+        weights = build_model(arch, work / "models" / f"{arch}.pt", imgsz)
         yield work, weights, make_images(work, images)
 
 
-def backend_settings(work: Path, model_root: Path) -> Any:
+def backend_settings(work: Path, model_root: Path, **overrides: Any) -> Any:
     """The backend's Settings for a benchmark: its models in `model_root`, images and cache in `work`."""
     from core.settings import Settings
 
@@ -134,26 +147,32 @@ def backend_settings(work: Path, model_root: Path) -> Any:
         allowed_local_roots=str(work),  # the tasks name images written there
         allow_custom_model_path=True,
         allow_model_download=False,
+        **overrides,
     )
 
 
-def detector_config(weights_name: str) -> str:
+def detector_config(weights_name: str, model_format: str = "pt") -> str:
     """A labeling config with one RectangleLabels on `weights_name` (in MODEL_ROOT)."""
     return (
         '<View><Image name="image" value="$image"/>'
-        f'<RectangleLabels name="label" toName="image" model_path="{weights_name}" model_conf="{CONF}">'
-        '<Label value="person"/><Label value="bus"/></RectangleLabels></View>'
+        f'<RectangleLabels name="label" toName="image" model_path="{weights_name}" model_conf="{CONF}" '
+        f'model_format="{model_format}"><Label value="person"/><Label value="bus"/></RectangleLabels></View>'
     )
 
 
-def backend_seconds(work: Path, weights: Path, paths: list[Path], repeat: int) -> float:
-    """Seconds of one `POST /predict` with every image as a task, through this backend's app."""
+def backend_seconds(
+    work: Path, weights: Path, paths: list[Path], repeat: int, model_format: str = "pt"
+) -> float:
+    """Seconds of one `POST /predict` with every image as a task, through this backend's app (the INT8
+    export, calibrated on the benchmark's images, is made before the timing: it is a one-off)."""
     from fastapi.testclient import TestClient
 
     from server.app import create_app
 
-    settings = backend_settings(work, weights.parent)
-    config = detector_config(weights.name)
+    settings = backend_settings(
+        work, weights.parent, int8_calibration_dir=paths[0].parent, int8_max_drop=100.0
+    )
+    config = detector_config(weights.name, model_format)
     tasks = [{"id": i, "data": {"image": str(path)}} for i, path in enumerate(paths)]
     with TestClient(create_app(settings)) as client:
 
@@ -164,11 +183,37 @@ def backend_seconds(work: Path, weights: Path, paths: list[Path], repeat: int) -
         return timed(backend_predict, repeat)
 
 
-def main() -> None:
-    args = parse_args()
+def compare_families(args: argparse.Namespace) -> None:
+    """Per architecture: raw batched, and the backend on the .pt and on its INT8 export, in one run."""
     import torch
 
-    with workspace(args.arch, args.images) as (work, weights, paths):
+    rows = []
+    for arch in args.arch:
+        with workspace(arch, args.images, args.imgsz) as (work, weights, paths):
+            raw = raw_figures(weights, paths, args.repeat)
+            batched = next(seconds for name, seconds in raw.items() if "batches" in name)
+            pt = backend_seconds(work, weights, paths, args.repeat)
+            int8 = backend_seconds(work, weights, paths, args.repeat, "openvino-int8")
+            rows.append((arch, batched, pt, int8))
+    print(
+        f"\n{args.images} images at {args.imgsz} px, random weights, conf={CONF}, "
+        f"{os.cpu_count() or 1} cores, torch {torch.__version__}; images/s"
+    )
+    print(f"{'arch':<10} {'raw batched':>12} {'backend .pt':>12} {'backend INT8':>13} {'INT8 / .pt':>11}")
+    for arch, batched, pt, int8 in rows:
+        n = args.images
+        print(f"{arch:<10} {n / batched:>12.2f} {n / pt:>12.2f} {n / int8:>13.2f} {pt / int8:>10.2f}x")
+
+
+def main() -> None:
+    args = parse_args()
+    if len(args.arch) > 1:
+        compare_families(args)
+        return
+    import torch
+
+    args.arch = args.arch[0]
+    with workspace(args.arch, args.images, args.imgsz) as (work, weights, paths):
         figures = raw_figures(weights, paths, args.repeat)
         figures["this backend, POST /predict with all tasks"] = backend_seconds(
             work, weights, paths, args.repeat

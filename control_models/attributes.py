@@ -37,6 +37,34 @@ def parse_strict_bool(value: Any, where: str, example: str) -> bool:
     raise LabelingConfigError(f"{where}; it must be true or false, e.g. {example}")
 
 
+def parse_model_prompts(
+    attrs: Mapping[str, Any], prompts_of_labels: list[list[str]], control: str, allowed: bool
+) -> tuple[str, ...]:
+    """`model_prompts="labels"`: an open-vocabulary model's classes are the labels' prompts (each label's
+    `predicted_values`, else the label), in config order, each once; unset: no prompts.
+
+    >>> parse_model_prompts({"model_prompts": "labels"}, [["car", "pickup truck"], ["person"]], "box", True)
+    ('car', 'pickup truck', 'person')
+    """
+    value = attrs.get("model_prompts")
+    if value is None or str(value).strip() == "":
+        return ()
+    if str(value).strip().lower() != "labels":
+        raise LabelingConfigError(
+            f'<{control}> has model_prompts="{value}"; the only value is "labels" (the labels, or their '
+            'predicted_values, become the classes of a YOLOE model), e.g. model_prompts="labels"'
+        )
+    if not allowed:
+        raise LabelingConfigError(
+            f'<{control}> has model_prompts="labels", which only RectangleLabels, PolygonLabels and '
+            "BrushLabels support (with a YOLOE model); remove it"
+        )
+    prompts = dict.fromkeys(name for names in prompts_of_labels for name in names)
+    if not prompts:
+        raise LabelingConfigError(f'<{control}> has model_prompts="labels" but no labels to prompt with')
+    return tuple(prompts)
+
+
 def parse_float(
     attrs: Mapping[str, Any],
     name: str,

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from control_models.attributes import parse_choice, parse_fraction, parse_positive_int
+from control_models.attributes import parse_choice, parse_fraction, parse_model_prompts, parse_positive_int
 from converters.task_score import CANDIDATE_FLOOR, TASK_SCORE_MODES, UNCERTAINTY, detection_uncertainty
 from core.errors import LabelingConfigError
 from core.settings import Settings
@@ -79,6 +79,7 @@ class ControlModel:
     needs_masks: ClassVar[bool] = False
     object_tags: ClassVar[tuple[str, ...]] = ("Image",)
     training_task: ClassVar[str | None] = None  # the Ultralytics task this tag trains; None: not trainable
+    open_vocabulary: ClassVar[bool] = False  # may prompt a YOLOE model with its labels (model_prompts)
 
     from_name: str
     to_name: str
@@ -92,6 +93,7 @@ class ControlModel:
     conf: float = 0.5  # Ultralytics' confidence (model_conf; the score threshold unless set)
     iou: float | None = None  # NMS IoU (model_iou); None keeps Ultralytics' own
     task_score: str = "confidence"  # model_task_score: what the task's score says (converters/task_score.py)
+    prompts: tuple[str, ...] = ()  # model_prompts="labels": the YOLOE model's classes, in config order
     _label_maps: dict[tuple, dict[int, str]] = field(default_factory=dict, repr=False, compare=False)
     _label_map_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -137,6 +139,18 @@ class ControlModel:
             "task_score",
             parse_choice(attrs, "model_task_score", settings.task_score, TASK_SCORE_MODES, control.name),
         )
+        extra.setdefault(
+            "prompts",
+            parse_model_prompts(
+                attrs,
+                [predicted_names(label, label_attrs) for label, label_attrs in labels.items()],
+                f'{control.tag} name="{control.name}"',
+                cls.open_vocabulary,
+            ),
+        )
+        if extra["prompts"]:
+            extra.setdefault("training", None)  # the classes are the prompts: nothing to train (README)
+            model_format = attrs.get("model_format") or "pt"  # MODEL_FORMAT=openvino-int8 cannot prompt
         if cls.training_task is not None:
             extra.setdefault(
                 "training",

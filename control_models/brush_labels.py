@@ -16,6 +16,7 @@ class BrushLabelsModel(ControlModel):
     default_model: ClassVar[str] = "yolov8n-seg.pt"
     needs_masks: ClassVar[bool] = True
     training_task: ClassVar[str | None] = "segment"  # masks -> outline polygons (converters/yolo_labels.py)
+    open_vocabulary: ClassVar[bool] = True  # model_prompts="labels" with a YOLOE model
 
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.masks is None:

@@ -15,6 +15,7 @@ class PolygonLabelsModel(ControlModel):
     model_tasks: ClassVar[tuple[str, ...]] = ("segment",)
     default_model: ClassVar[str] = "yolov8n-seg.pt"
     training_task: ClassVar[str | None] = "segment"
+    open_vocabulary: ClassVar[bool] = True  # model_prompts="labels" with a YOLOE model
 
     def regions(self, output: Detections, class_names: Mapping[int, str]) -> list[dict]:
         if output.polygons is None:

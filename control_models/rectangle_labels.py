@@ -17,6 +17,7 @@ class RectangleLabelsModel(ControlModel):
     model_tasks: ClassVar[tuple[str, ...]] = ("detect", "segment", "pose")
     default_model: ClassVar[str] = "yolov8m.pt"
     training_task: ClassVar[str | None] = "detect"
+    open_vocabulary: ClassVar[bool] = True  # model_prompts="labels" with a YOLOE model
 
     @classmethod
     def matches(cls, control) -> bool:

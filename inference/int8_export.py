@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from core.errors import ModelLoadError
+from inference.heads import end_to_end_options
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,16 @@ def _export_and_check(
     # The exporter calibrates on the dataset's `val` split: the calibration images, never the held-out ones.
     calibration_yaml = _dataset(work / "calibration", calibration, calibration, names, model=None)
     started = time.perf_counter()
+    end_to_end = end_to_end_options(model)  # YOLO26: export and check its NMS-free head (inference/heads.py)
     exported = Path(
         model.export(
-            format="openvino", quantize=8, data=str(calibration_yaml), imgsz=imgsz, batch=1, verbose=False
+            format="openvino",
+            quantize=8,
+            data=str(calibration_yaml),
+            imgsz=imgsz,
+            batch=1,
+            verbose=False,
+            **end_to_end,
         )
     )
     export_seconds = time.perf_counter() - started
@@ -146,8 +154,10 @@ def _export_and_check(
     check_yaml = _dataset(
         work / "check", held_out, held_out, names, model=None if labelled else model, imgsz=imgsz
     )
-    pt_score = _map50_95(YOLO(str(pt_copy)), check_yaml, imgsz, work / "val-pt")
-    int8_score = _map50_95(YOLO(str(exported), task=model.task), check_yaml, imgsz, work / "val-int8")
+    pt_score = _map50_95(YOLO(str(pt_copy)), check_yaml, imgsz, work / "val-pt", end_to_end)
+    int8_score = _map50_95(
+        YOLO(str(exported), task=model.task), check_yaml, imgsz, work / "val-int8", end_to_end
+    )
     check = Int8Check(
         metric="mAP50-95 vs labels" if labelled else "mAP50-95 vs the .pt's boxes",
         pt_score=pt_score,
@@ -188,7 +198,9 @@ def _dataset(
             os.symlink(image.resolve(), folder / split / "images" / name)
             label = folder / split / "labels" / f"{number:05d}.txt"
             if model is not None:
-                result = model.predict(str(image), imgsz=imgsz, conf=0.25, verbose=False)[0]
+                result = model.predict(
+                    str(image), imgsz=imgsz, conf=0.25, verbose=False, **end_to_end_options(model)
+                )[0]
                 rows = [
                     f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}"
                     for c, (x, y, w, h) in zip(
@@ -205,8 +217,9 @@ def _dataset(
     return data
 
 
-def _map50_95(model, data: Path, imgsz: int, project: Path) -> float:
+def _map50_95(model, data: Path, imgsz: int, project: Path, options: dict) -> float:
     metrics = model.val(
+        **options,
         data=str(data),
         imgsz=imgsz,
         batch=1,

@@ -20,6 +20,14 @@ import numpy as np
 
 from core.errors import ModelLoadError
 from core.settings import Settings
+from inference.heads import end_to_end_options
+from inference.prompts import (
+    MAX_PROMPT_LISTS_PER_MODEL,
+    PromptEmbeddings,
+    TextEncoder,
+    prompt_model,
+    ultralytics_text_embeddings,
+)
 from inference.scheduler import BatchSizer, FairScheduler
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ class LoadedModel:
     device: str = ""  # Ultralytics device string; empty lets Ultralytics choose
     half: bool = False  # FP16 inference (on a CUDA device)
     batch_size: int = 8  # most images per model call
+    options: dict[str, Any] = field(default_factory=dict)  # always passed to predict (YOLO26: nms=False)
     scheduler: FairScheduler = field(default_factory=lambda: FairScheduler(BatchSizer()))
 
     def predict(
@@ -64,6 +73,7 @@ class LoadedModel:
             # Only when set: a device argument that differs from the predictor's (None vs "") makes
             # Ultralytics rebuild the predictor, deep-copying the model, on every call.
             kwargs["device"] = self.device
+        kwargs = {**self.options, **kwargs}
         if self.half:
             kwargs["quantize"] = 16  # FP16 compute (Ultralytics' name for it since `half` was deprecated)
 
@@ -89,10 +99,12 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, text_encoder: TextEncoder | None = None):
         self._settings = settings
-        self._models: dict[tuple[Path, str], LoadedModel] = {}
-        self._load_locks: dict[tuple[Path, str], threading.Lock] = {}
+        # (weight file, format, prompts): a YOLOE prompted with a control's labels is its own copy
+        self._models: dict[tuple[Path, str, tuple[str, ...]], LoadedModel] = {}
+        self._load_locks: dict[tuple[Path, str, tuple[str, ...]], threading.Lock] = {}
+        self.prompt_embeddings = PromptEmbeddings(text_encoder or ultralytics_text_embeddings)
         self._registry_lock = threading.Lock()
         self._errors_lock = threading.Lock()
         self._last_errors: dict[str, str] = {}
@@ -138,13 +150,14 @@ class ModelRegistry:
         """Names and tasks of the models loaded so far (cheap: for /health)."""
         return {model.name: model.task for model in list(self._models.values())}
 
-    def get(self, model_path: str, model_format: str = "pt") -> LoadedModel:
-        """The loaded model for `model_path` in `model_format` (auto | pt | openvino-int8), loaded on first use."""
+    def get(self, model_path: str, model_format: str = "pt", prompts: tuple[str, ...] = ()) -> LoadedModel:
+        """The loaded model for `model_path` in `model_format` (auto | pt | openvino-int8), loaded on first
+        use; with `prompts`, a YOLOE copy whose classes are those prompts (`inference/prompts.py`)."""
         if model_format == "auto":
-            model_format = self.auto_format(model_path)
+            model_format = "pt" if prompts else self.auto_format(model_path)
         try:
             path = self.resolve(model_path)
-            key = (path, model_format)
+            key = (path, model_format, tuple(prompts))
             model = self._models.get(key)
             if model is not None:
                 return model
@@ -153,7 +166,11 @@ class ModelRegistry:
             with load_lock:
                 model = self._models.get(key)
                 if model is None:
-                    model = self._load(model_path, path, model_format)
+                    if prompts:
+                        model = self._load(model_path, path, model_format, tuple(prompts))
+                        self._forget_old_prompt_lists(path)
+                    else:
+                        model = self._load(model_path, path, model_format)
                     self._models[key] = model
         except ModelLoadError as error:
             self._remember_error(model_path, error.message)
@@ -208,6 +225,15 @@ class ModelRegistry:
                 self._models.pop(key, None)
                 self._load_locks.pop(key, None)
 
+    def _forget_old_prompt_lists(self, path: Path) -> None:
+        """Keep at most MAX_PROMPT_LISTS_PER_MODEL - 1 prompted copies of a weight file (one is coming):
+        configs with ever new labels must not fill the memory with models. The oldest goes first."""
+        with self._registry_lock:
+            prompted = [key for key in self._models if key[0] == path and key[2]]
+            for key in prompted[: max(0, len(prompted) - MAX_PROMPT_LISTS_PER_MODEL + 1)]:
+                self._models.pop(key, None)
+                self._load_locks.pop(key, None)
+
     def _remember_error(self, model_path: str, message: str) -> None:
         """Keep the last error per model path for /health, bounded against configs naming endless paths."""
         with self._errors_lock:
@@ -216,7 +242,13 @@ class ModelRegistry:
             while len(self._last_errors) > _MAX_REMEMBERED_ERRORS:
                 self._last_errors.pop(next(iter(self._last_errors)))
 
-    def _load(self, model_path: str, path: Path, model_format: str) -> LoadedModel:
+    def _load(
+        self, model_path: str, path: Path, model_format: str, prompts: tuple[str, ...] = ()
+    ) -> LoadedModel:
+        if prompts and model_format != "pt":
+            raise ModelLoadError(
+                f"model_prompts needs model_format pt; '{model_path}' is asked for as {model_format}"
+            )
         try:
             if not path.exists():
                 self._download(model_path, path)
@@ -230,10 +262,12 @@ class ModelRegistry:
         yolo = self._yolo(model_path, path)
         if model_format == "openvino-int8":
             yolo = self._int8(model_path, path, yolo)
+        if prompts:
+            prompt_model(yolo, model_path, path, prompts, self.prompt_embeddings)
         task, class_names = _task_and_classes(model_path, yolo)
         cuda = uses_cuda(self._settings.device)
         return LoadedModel(
-            name=model_path if model_format == "pt" else f"{model_path} ({model_format})",
+            name=_display_name(model_path, model_format, prompts),
             yolo=yolo,
             task=task,
             class_names=class_names,
@@ -241,6 +275,7 @@ class ModelRegistry:
             device=self._settings.device,
             half=cuda and model_format == "pt",  # an OpenVINO model keeps its own precision
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
+            options=end_to_end_options(yolo),  # an INT8 export carries its head choice in its metadata
             scheduler=FairScheduler(
                 BatchSizer(self._settings.batch_latency_factor, min_gain=self._settings.batch_min_gain)
             ),
@@ -364,6 +399,15 @@ def _task_and_classes(model_path: str, yolo: Any) -> tuple[str, dict[int, str]]:
         raise ModelLoadError(
             f"model file '{model_path}' could not be loaded as an Ultralytics YOLO model ({type(error).__name__})"
         ) from None
+
+
+def _display_name(model_path: str, model_format: str, prompts: tuple[str, ...]) -> str:
+    """How /health and errors name a loaded model: `yolov8m.pt`, `yolov8m.pt (openvino-int8)`,
+    `yoloe-26s-seg.pt (prompts: car, pickup truck)`."""
+    if prompts:
+        shown = ", ".join(prompts[:5]) + (", ..." if len(prompts) > 5 else "")
+        return f"{model_path} (prompts: {shown})"
+    return model_path if model_format == "pt" else f"{model_path} ({model_format})"
 
 
 def uses_cuda(device: str) -> bool:

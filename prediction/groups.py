@@ -14,7 +14,7 @@ from prediction.run import PredictionRun
 
 logger = logging.getLogger(__name__)
 
-GroupKey = tuple[str, str, str, tuple]  # (model path, model format, data key, predict options)
+GroupKey = tuple[str, str, str, tuple, tuple]  # (model path, format, data key, predict options, prompts)
 
 
 @dataclass
@@ -32,7 +32,8 @@ def group_by_model(controls: list[ControlModel]) -> dict[GroupKey, list[ControlM
     groups: dict[GroupKey, list[ControlModel]] = defaultdict(list)
     for control in controls:
         options = tuple(sorted(control.predict_options().items()))
-        groups[(control.model_path, control.model_format, control.value_key, options)].append(control)
+        key = (control.model_path, control.model_format, control.value_key, options, control.prompts)
+        groups[key].append(control)
     return dict(groups)
 
 
@@ -43,7 +44,7 @@ def load_models(
     models: list[ModelGroup] = []
     for key, group in groups.items():
         try:
-            model = registry.get(key[0], model_format=key[1])
+            model = registry.get(key[0], model_format=key[1], prompts=key[4])
             for control in group:
                 _check_task(control, model)
             models.append(ModelGroup(model, group, value_key=key[2], options=key[3]))

@@ -9,6 +9,7 @@ regions must be (no trained segmentation, OBB or pose model exists offline).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,8 +134,10 @@ class BlockingRegistry(ModelRegistry):
         return model
 
 
-def build_two_class_classifier(target: Path, dark: int, bright: int, size: tuple[int, int]) -> Path:
-    """A yolov8n-cls telling dark frames from bright ones (classes 0 "dark", 1 "bright"), by construction
+def build_two_class_classifier(
+    target: Path, dark: int, bright: int, size: tuple[int, int], architecture: str = "yolov8n-cls.yaml"
+) -> Path:
+    """A classifier of `architecture` (yolov8n-cls, yolo11n-cls, yolo26n-cls: one `Classify` head) telling dark frames from bright ones (classes 0 "dark", 1 "bright"), by construction
     instead of training: grey images of level `dark` and `bright` (height, width = `size`) fall on either
     side of its decision.
 
@@ -145,7 +148,7 @@ def build_two_class_classifier(target: Path, dark: int, bright: int, size: tuple
     from ultralytics import YOLO
     from ultralytics.nn.tasks import ClassificationModel
 
-    model = YOLO("yolov8n-cls.yaml")
+    model = YOLO(architecture)
     ClassificationModel.reshape_outputs(model.model, 2)
     model.model.names = {0: "dark", 1: "bright"}
     model.model.yaml["nc"] = 2
@@ -192,20 +195,42 @@ def write_code_running_weights(path: Path, marker: Path) -> Path:
     return path
 
 
-def build_constant_obb_model(target: Path, names: dict[int, str], half_side: int, angle: float) -> Path:
-    """A yolov8n-obb whose output ignores the image: the squares of `_constant_squares`, each turned by
-    `angle` radians (the angle branch says sigmoid^-1(angle / pi + 0.25): Ultralytics decodes the angle
-    as (sigmoid(x) - 0.25) * pi)."""
-    import math
+def build_constant_detect_model(
+    target: Path, names: dict[int, str], half_side: int, architecture: str = "yolov8n.yaml", imgsz: int = 640
+) -> Path:
+    """A detector of `architecture` whose output ignores the image: the squares of `_constant_squares`."""
+    return _constant_squares(architecture, "detect", target, names, half_side, imgsz=imgsz)
 
+
+def build_constant_obb_model(
+    target: Path,
+    names: dict[int, str],
+    half_side: int,
+    angle: float,
+    architecture: str = "yolov8n-obb.yaml",
+    imgsz: int = 640,
+) -> Path:
+    """An OBB model whose output ignores the image: the squares of `_constant_squares`, each turned by
+    `angle` radians. YOLOv8/YOLO11 decode the angle branch as (sigmoid(x) - 0.25) * pi, so it says
+    sigmoid^-1(angle / pi + 0.25); YOLO26 (`OBB26`) reads the branch as the angle itself."""
+    from ultralytics.nn.modules.head import OBB26
+    from ultralytics.nn.tasks import yaml_model_load
+
+    head_class = yaml_model_load(architecture)["head"][-1][2]
     fraction = angle / math.pi + 0.25
-    rotation_bias = math.log(fraction / (1 - fraction))
-    return _constant_squares("yolov8n-obb.yaml", "obb", target, names, half_side, rotation_bias)
+    bias = angle if head_class == OBB26.__name__ else math.log(fraction / (1 - fraction))
+    return _constant_squares(architecture, "obb", target, names, half_side, bias, imgsz=imgsz)
 
 
-def build_constant_segment_model(target: Path, names: dict[int, str], half_side: int) -> Path:
-    """A yolov8n-seg whose output ignores the image: the squares of `_constant_squares`, each with a mask
-    that fills its box (every prototype is a constant ~2.86 and every mask coefficient 1)."""
+def build_constant_segment_model(
+    target: Path,
+    names: dict[int, str],
+    half_side: int,
+    architecture: str = "yolov8n-seg.yaml",
+    imgsz: int = 640,
+) -> Path:
+    """A segmentation model whose output ignores the image: the squares of `_constant_squares`, each with
+    a mask that fills its box (every prototype is a constant ~2.86 and every mask coefficient 1)."""
 
     def fill_masks(head) -> None:  # called under torch.no_grad()
         prototypes = head.proto.cv3  # Conv + BatchNorm + SiLU: a zero convolution leaves SiLU(bias)
@@ -215,7 +240,49 @@ def build_constant_segment_model(target: Path, names: dict[int, str], half_side:
         prototypes.bn.running_mean.zero_()
         prototypes.bn.running_var.fill_(1.0)
 
-    return _constant_squares("yolov8n-seg.yaml", "segment", target, names, half_side, 1.0, fill_masks)
+    return _constant_squares(architecture, "segment", target, names, half_side, 1.0, fill_masks, imgsz=imgsz)
+
+
+def build_constant_pose_model(
+    target: Path,
+    names: dict[int, str],
+    half_side: int,
+    architecture: str = "yolov8n-pose.yaml",
+    imgsz: int = 640,
+) -> Path:
+    """A pose model whose output ignores the image: the squares of `_constant_squares`, each with 17
+    keypoints: 0 at the square's centre, 1 at its top-left corner (score ~0.99), the others at the centre
+    with score ~0 (left out by a keypoint threshold).
+
+    Keypoint branch bias b (in stride units): YOLOv8/YOLO11 place x at (2b + anchor - 0.5) * stride,
+    YOLO26 (`Pose26`) at (b + anchor) * stride; the anchor is the cell's centre."""
+    import torch
+
+    def place_keypoints(head) -> None:  # called under torch.no_grad()
+        nk = head.kpt_shape[0]
+        offsets = torch.zeros((nk, 3))
+        offsets[:, 2] = -20.0  # invisible
+        offsets[0, 2] = offsets[1, 2] = 5.0
+        offsets[1, :2] = -half_side  # top-left corner: half a side up and left of the centre
+        if not hasattr(head, "cv4_kpts"):  # (2b - 0.5) must equal the offset
+            offsets[:, :2] = (offsets[:, :2] + 0.5) / 2
+        for branch in _branches(head):
+            for level in range(head.nl):
+                last = branch["kpts_head"][level] if "kpts_head" in branch else branch["pose_head"][level][-1]
+                last.weight.zero_()
+                last.bias.copy_(offsets.reshape(-1))
+
+    return _constant_squares(
+        architecture, "pose", target, names, half_side, None, place_keypoints, imgsz=imgsz
+    )
+
+
+def _branches(head) -> list[dict]:
+    """The head's output branches: one-to-many (NMS) and, on YOLO26's end-to-end head, one-to-one too."""
+    branches = [head.one2many]
+    if getattr(head, "one2one_cv2", None) is not None:
+        branches.append(head.one2one)
+    return branches
 
 
 def _constant_squares(
@@ -224,16 +291,19 @@ def _constant_squares(
     target: Path,
     names: dict[int, str],
     half_side: int,
-    extra_bias: float,
+    extra_bias: float | None = None,
     finish=None,
+    imgsz: int = 640,
 ) -> Path:
     """A model of `architecture` whose every anchor of the stride-32 level predicts a square of side
     2 * half_side * 32 px (at the inference size) of class 0 with score ~0.99; the other levels and
-    classes score ~0, so NMS keeps a grid of such squares.
+    classes score ~0, so NMS (or YOLO26's one-to-one top-k) keeps a grid of such squares.
 
-    The last convolution of each head branch gets zero weights and a bias that says it: the box branch
-    one peaked distribution bin (`half_side`) per side, the class branch the scores, the task's own
-    branch (`cv4`: OBB angle, mask coefficients) `extra_bias`; `finish(head)` sets anything else.
+    The last convolution of each head branch (both of YOLO26's end-to-end head: the model serves the
+    one-to-one branch, as released YOLO26 weights do) gets zero weights and a bias that says it: the box
+    branch one peaked distribution bin (`half_side`) per side, or the distance itself when the head has
+    no DFL (reg_max 1, YOLO26), the class branch the scores, the task's own branch (OBB angle, mask
+    coefficients) `extra_bias`; `finish(head)` sets anything else. Predicts at `imgsz` by default.
     """
     import torch
     from ultralytics import YOLO
@@ -242,24 +312,82 @@ def _constant_squares(
     head = model.model.model[-1]
     head.nc, head.no = len(names), len(names) + head.reg_max * 4
     with torch.no_grad():
-        for level in range(head.nl):
-            box, cls, extra = head.cv2[level][-1], head.cv3[level], head.cv4[level][-1]
-            cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
-            for conv in (box, cls[-1], extra):
-                conv.weight.zero_()
-            bins = torch.full((4, head.reg_max), -20.0)
-            bins[:, half_side] = 20.0
-            box.bias.copy_(bins.reshape(-1))
-            scores = torch.full((len(names),), -20.0)
-            if level == head.nl - 1:
-                scores[0] = 5.0
-            cls[-1].bias.copy_(scores)
-            extra.bias.fill_(extra_bias)
+        for branch in _branches(head):
+            for level in range(head.nl):
+                box, cls = branch["box_head"][level][-1], branch["cls_head"][level]
+                cls[-1] = torch.nn.Conv2d(cls[-1].in_channels, len(names), 1)
+                box.weight.zero_()
+                cls[-1].weight.zero_()
+                if head.reg_max > 1:
+                    bins = torch.full((4, head.reg_max), -20.0)
+                    bins[:, half_side] = 20.0
+                    box.bias.copy_(bins.reshape(-1))
+                else:
+                    box.bias.fill_(float(half_side))
+                scores = torch.full((len(names),), -20.0)
+                if level == head.nl - 1:
+                    scores[0] = 5.0
+                cls[-1].bias.copy_(scores)
+                extra_head = branch.get("mask_head") or branch.get("angle_head")
+                if extra_head is not None and extra_bias is not None:
+                    extra_head[level][-1].weight.zero_()
+                    extra_head[level][-1].bias.fill_(extra_bias)
         if finish is not None:
             finish(head)
+    if getattr(head, "one2one_cv2", None) is not None:
+        model.model.end2end = True  # NMS-free, as released YOLO26 weights predict by default
     model.model.names = names
     model.model.yaml["nc"] = len(names)
-    model.ckpt = {"train_args": {"imgsz": 640, "task": task}}
+    model.ckpt = {"train_args": {"imgsz": imgsz, "task": task}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    return target
+
+
+YOLOE_FEATURE = 0  # the embedding dimension every stride-32 cell of a constant YOLOE looks like
+
+
+def build_constant_yoloe_model(
+    target: Path, half_side: int, architecture: str = "yoloe-26s-seg.yaml", imgsz: int = 640
+) -> Path:
+    """A YOLOE (open vocabulary) whose output ignores the image: the squares of `_constant_squares`, with
+    masks filling them, and a class score that depends only on the prompt embedding.
+
+    Each cell's visual embedding (the `cls_head` branch) is 15 along dimension YOLOE_FEATURE at the
+    stride-32 level and 0 elsewhere; the contrastive head scores a prompt embedding e as
+    sigmoid(15 * e[YOLOE_FEATURE] - 10) (BatchNorm identity, logit scale 1). So a prompt whose embedding
+    is the unit vector along YOLOE_FEATURE finds every square (score ~0.99), any prompt orthogonal to it
+    nothing: which prompt the answer names is chosen by the embeddings a test supplies."""
+    import torch
+    from ultralytics import YOLOE
+
+    model = YOLOE(architecture)
+    head = model.model.model[-1]
+    with torch.no_grad():
+        for branch in _branches(head):
+            for level in range(head.nl):
+                box, features = branch["box_head"][level][-1], branch["cls_head"][level][-1]
+                box.weight.zero_()
+                box.bias.fill_(float(half_side))
+                features.weight.zero_()
+                features.bias.zero_()
+                if level == head.nl - 1:
+                    features.bias[YOLOE_FEATURE] = 15.0
+                contrastive = branch["contrastive_head"][level]
+                contrastive.norm.reset_running_stats()  # mean 0, variance 1: the identity in eval
+                contrastive.logit_scale.fill_(0.0)
+                contrastive.bias.fill_(-10.0)
+                coefficients = branch["mask_head"][level][-1]
+                coefficients.weight.zero_()
+                coefficients.bias.fill_(1.0)
+        prototypes = head.proto.cv3
+        prototypes.conv.weight.zero_()
+        prototypes.bn.weight.fill_(1.0)
+        prototypes.bn.bias.fill_(3.0)
+        prototypes.bn.running_mean.zero_()
+        prototypes.bn.running_var.fill_(1.0)
+    model.model.end2end = True
+    model.ckpt = {"train_args": {"imgsz": imgsz, "task": "segment"}}
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
     return target

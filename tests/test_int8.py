@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from core.errors import LabelingConfigError, ModelLoadError
 from inference import int8_export
@@ -169,3 +170,40 @@ def test_control_attribute_model_format_is_parsed_once(make_settings):
     ]
     with pytest.raises(LabelingConfigError, match="model_format"):
         PlanCache(make_settings()).get(CONFIG.format(extra='model_format="fp8"'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["yolo11n", "yolo26n"])
+def test_int8_export_of_yolo11_and_yolo26_is_checked_against_the_pt_and_serves_the_same_boxes(
+    make_client, own_root, tmp_path, family
+):
+    """A detector of the family whose output is known (tests/known_models.py: a 64 px square per 32 px
+    cell; YOLO26 NMS-free), exported on unlabelled images: the check compares INT8 with the .pt's own
+    boxes, and /predict gives the same squares in both formats."""
+    from tests.known_models import build_constant_detect_model
+
+    build_constant_detect_model(own_root / "known.pt", {0: "thing"}, 1, f"{family}.yaml", imgsz=256)
+    folder = shapes_folder(tmp_path / "calibration", 10, labelled=False)
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((256, 256, 3), 127, np.uint8))  # square: the export's fixed input
+    client = make_client(model_root=own_root, int8_calibration_dir=folder, model_score_threshold=0.5)
+    boxes = {}
+    for model_format in ("pt", "openvino-int8"):
+        config = (
+            '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image" '
+            f'model_path="known.pt" model_format="{model_format}"><Label value="thing"/></RectangleLabels></View>'
+        )
+        response = client.post(
+            "/predict", json={"tasks": [{"id": 1, "data": {"image": str(image)}}], "label_config": config}
+        )
+        assert response.status_code == 200, response.text
+        regions = response.json()["results"][0]["result"]
+        boxes[model_format] = sorted(
+            tuple(round(r["value"][k], 1) for k in ("x", "y", "width", "height")) for r in regions
+        )
+    assert len(boxes["pt"]) == 64 and boxes["openvino-int8"] == boxes["pt"]
+    folder = export_dir(own_root / "known.pt")
+    check = Int8Check(**json.loads((folder / "int8_check.json").read_text()))
+    metadata = yaml.safe_load((folder / "metadata.yaml").read_text())
+    assert metadata["end2end"] is (family == "yolo26n")  # YOLO26's INT8 copy is NMS-free too
+    assert check.metric == "mAP50-95 vs the .pt's boxes" and check.drop_points <= 1.0

@@ -941,6 +941,7 @@ def test_log_tail_keeps_the_last_drawing_of_progress_bars_without_colours(tmp_pa
 # -- every other trainable tag, through the real pipeline: dataset -> 1 epoch -> evaluate -> promote ------
 
 KIND_MODELS = {  # project kind -> (architecture, class names of the served base model, trained task)
+    "rectangle": ("yolov8n.yaml", {0: "circle", 1: "square", 2: "triangle"}, "detect"),
     "obb": ("yolov8n-obb.yaml", {0: "plane", 1: "BAR", 2: "plate"}, "obb"),
     "polygon": ("yolov8n-seg.yaml", {0: "person", 1: "Circle", 2: "square", 3: "triangle"}, "segment"),
     "brush": ("yolov8n-seg.yaml", {0: "circle", 1: "square", 2: "triangle"}, "segment"),
@@ -976,9 +977,15 @@ def project_tasks(kind: str, count: int) -> tuple[list[dict], dict[str, bytes]]:
     return tasks, files
 
 
+# YOLO26 (end-to-end head: one-to-many and one-to-one branches trained together) on every kind too.
+KIND_ARCHITECTURES = [(kind, "yolov8n") for kind in KIND_MODELS] + [(kind, "yolo26n") for kind in KIND_MODELS]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", list(KIND_MODELS))
-def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_model_root, kind) -> None:
+@pytest.mark.parametrize(("kind", "family"), KIND_ARCHITECTURES)
+def test_each_kind_trains_evaluates_promotes_and_is_served(
+    make_settings, own_model_root, kind, family
+) -> None:
     from ultralytics import YOLO
 
     from model import YOLOBackend
@@ -986,7 +993,7 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(make_settings, own_mo
     from training_pipeline import TrainingRun
 
     architecture, names, task = KIND_MODELS[kind]
-    build_base(architecture, names, own_model_root / "base.pt")
+    build_base(architecture.replace("yolov8n", family), names, own_model_root / "base.pt")
     config = projects.config(
         kind,
         model_path="base.pt",

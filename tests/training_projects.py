@@ -37,6 +37,7 @@ def config(kind: str, **attrs: str) -> str:
         return "".join(f'<{tag} value="{n}" {per_label.get(n, "")}/>' for n in names)
 
     controls = {
+        "rectangle": f'<RectangleLabels name="label" toName="image" {extra}>{labels(SHAPES)}</RectangleLabels>',
         "obb": f'<RectangleLabels name="label" toName="image" model_obb="true" {extra}>{labels(BARS)}</RectangleLabels>',
         "polygon": f'<PolygonLabels name="label" toName="image" {extra}>{labels(SHAPES)}</PolygonLabels>',
         "brush": f'<BrushLabels name="label" toName="image" {extra}>{labels(SHAPES)}</BrushLabels>',
@@ -114,6 +115,23 @@ def _shapes(rng: np.random.Generator, n_shapes: int = 2) -> tuple[np.ndarray, li
     return draw_shapes_image(rng, WIDTH, HEIGHT, n_shapes=n_shapes)
 
 
+def rectangle_example(rng: np.random.Generator, index: int) -> Example:
+    image, shapes = _shapes(rng)
+    regions, truth = [], []
+    for k, (name, (x1, y1, x2, y2)) in enumerate(shapes):
+        value = {
+            "x": 100 * x1 / WIDTH,
+            "y": 100 * y1 / HEIGHT,
+            "width": 100 * (x2 - x1) / WIDTH,
+            "height": 100 * (y2 - y1) / HEIGHT,
+            "rotation": 0,
+            "rectanglelabels": [name],
+        }
+        regions.append(_item("rectanglelabels", value, f"b{index}-{k}"))
+        truth.append({"label": name, "box": (x1, y1, x2, y2)})
+    return Example(image, regions, truth)
+
+
 def polygon_example(rng: np.random.Generator, index: int) -> Example:
     image, shapes = _shapes(rng)
     regions, truth = [], []
@@ -186,6 +204,7 @@ def choices_example(rng: np.random.Generator, index: int, taxonomy: bool = False
 
 
 EXAMPLES = {
+    "rectangle": rectangle_example,
     "obb": obb_example,
     "polygon": polygon_example,
     "brush": brush_example,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import TrainingDataError
+from inference.heads import end_to_end_options
 from training.dataset import DatasetSummary
 from training.spec import IMAGE_TASKS, TrainingSpec
 
@@ -73,6 +74,7 @@ def evaluate(
     to_label = {int(i): _label_of(str(n), class_names_to_labels) for i, n in model.names.items()}
     to_class = {i: spec.labels.index(label) for i, label in to_label.items() if label in spec.labels}
     options = {"imgsz": imgsz, "verbose": False, **({"device": device} if device else {})}
+    options.update(end_to_end_options(model))  # YOLO26 judged NMS-free, as served (inference/heads.py)
     if spec.task == "classify":
         return _classify(model, dataset, spec, to_class, options)
     truth_of, found_of, overlaps = KINDS[spec.task]
