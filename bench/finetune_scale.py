@@ -10,7 +10,7 @@ starts them; every job promotes), and measures for each job:
 - peak RSS (VmHWM) and peak open files (/proc/<pid>/fd, sampled every 50 ms) of the job process;
 - after the last job: versions kept and bytes left under MODEL_ROOT/trained (MODEL_VERSIONS_KEPT).
 
-    YOLO_OFFLINE=1 python bench/finetune_scale.py [--sizes 2000 10000] [--jobs 7] [--epochs 1]
+    YOLO_OFFLINE=1 python bench/finetune_scale.py [--sizes 2000 10000] [--jobs 7 7] [--epochs 1]
         [--imgsz 64] [--side 32] [--results bench/RESULTS.md]
 
 Not in CI. Writes the table under "## Training at project size" in bench/RESULTS.md, with `uptime`.
@@ -175,7 +175,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def bench_size(count: int, args: argparse.Namespace) -> dict:
+def bench_size(count: int, jobs_count: int, args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="finetune-scale-"))
     try:
         model_root = work / "models"
@@ -195,7 +195,7 @@ def bench_size(count: int, args: argparse.Namespace) -> dict:
         }
         config = labeling_config(args.epochs, args.imgsz)
         jobs = []
-        for number in range(1, args.jobs + 1):
+        for number in range(1, jobs_count + 1):
             jobs.append(run_job(model_root / "jobs", config, env, number))
             print(f"{count} images, job {number}: {jobs[-1]}", flush=True)
         server.shutdown()
@@ -211,7 +211,7 @@ def results_section(results: list[dict], args: argparse.Namespace, load: str) ->
         "## Training at project size (`bench/finetune_scale.py`)",
         "",
         f"`YOLO_OFFLINE=1 python bench/finetune_scale.py --sizes {' '.join(map(str, args.sizes))} "
-        f"--jobs {args.jobs} --epochs {args.epochs} --imgsz {args.imgsz} --side {args.side}`, "
+        f"--jobs {' '.join(map(str, args.jobs))} --epochs {args.epochs} --imgsz {args.imgsz} --side {args.side}`, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores, CPU. Load when it ran "
         f"(`uptime`): {load}",
         "",
@@ -257,17 +257,20 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
-    parser.add_argument("--jobs", type=int, default=7)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[7], help="jobs per size (the last repeats)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--imgsz", type=int, default=64)
     parser.add_argument("--side", type=int, default=32)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    results = [bench_size(count, args) for count in args.sizes]
-    section = results_section(results, args, load)
+    counts = [args.jobs[min(i, len(args.jobs) - 1)] for i in range(len(args.sizes))]
+    results = []
+    for size, jobs in zip(args.sizes, counts, strict=True):
+        results.append(bench_size(size, jobs, args))
+        section = results_section(results, args, load)  # written after each size: a long run keeps its part
+        write_results(args.results, section)
     print(section)
-    write_results(args.results, section)
     return 0
 
 
