@@ -290,7 +290,8 @@ def test_a_head_learns_the_colours_and_is_scored_on_held_out_videos(make_setting
     reporter = RecordingReporter(PROJECT, "timeline")
     outcome = train(settings, annotated_tasks(colour_videos), reporter=reporter)
     assert outcome.promoted and "the first trained head" in outcome.message, outcome.message
-    assert reporter.phases == ["fetching annotations", "extracting features", "training", "evaluating"]
+    # Annotations are read page by page while the features are extracted: one phase.
+    assert reporter.phases == ["extracting features", "training", "evaluating"]
     assert reporter.epochs[-1] == (EPOCHS, EPOCHS)
     store = VersionStore(own_root)
     assert store.served(PROJECT, "timeline") == outcome.version
@@ -303,10 +304,10 @@ def test_a_head_learns_the_colours_and_is_scored_on_held_out_videos(make_setting
     ]
     dataset = json.loads((folder / "dataset.json").read_text())
     assert sorted(dataset["train_task_ids"] + dataset["val_task_ids"]) == list(RED_SPANS)
-    assert len(dataset["val_task_ids"]) == 2  # a quarter of 6 videos, rounded
+    assert dataset["val_task_ids"] == [6]  # the stable rule: the one task id whose hash is below a quarter
     metrics = json.loads((folder / "metrics.json").read_text())
     new = metrics["new"]
-    assert new["frames"] == 2 * FRAMES and set(new["per_label"]) == {"Red", "Blue"}
+    assert new["frames"] == FRAMES and set(new["per_label"]) == {"Red", "Blue"}
     assert new["mean_f1"] >= 0.95, new
     assert all(row["f1"] >= 0.9 for row in new["per_label"].values()), new
     red_support = sum(RED_SPANS[t][1] - RED_SPANS[t][0] + 1 for t in dataset["val_task_ids"])
