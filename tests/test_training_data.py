@@ -17,8 +17,8 @@ from tests import training_projects as projects
 from tests.conftest import SHAPES_MODEL, rectangle_annotation
 from tools.shapes import draw_shapes_image
 from training.dataset import AnnotatedImage, write_dataset
-from training.split import position
 from training.evaluation import evaluate
+from training.split import position
 
 LABELS = ("triangle", "circle", "square")  # config order, not the order shapes happen to appear
 
