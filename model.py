@@ -57,6 +57,7 @@ class YOLOBackend:
         self.settings = settings
         self.registry = registry or ModelRegistry(settings)
         self.versions = VersionStore(settings.model_root)
+        self.versions.sweep()  # versions half-written by a training job that was killed
         self.served = ServedVersions(self.versions)
         # Training runs in its own process (training_pipeline.py), never in this one's threads.
         self.jobs = jobs or LocalProcessRunner(

@@ -146,6 +146,18 @@ class Settings(BaseSettings):
         description="Jobs that may wait on this host; a trigger past it is refused with 429 (a trigger "
         "for a control whose job runs always queues its one follow-up).",
     )
+    model_versions_kept: int = Field(
+        default=5,
+        ge=1,
+        description="Trained versions kept per project and control, the served one among them; older "
+        "ones are deleted after each job (never the served one).",
+    )
+    training_min_free_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="Free disk a training job needs where MODEL_ROOT lives before it starts (at least 4 "
+        "times the model it starts from); less fails the job at once with a clear message.",
+    )
 
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")

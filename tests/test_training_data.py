@@ -18,6 +18,7 @@ from tests.conftest import SHAPES_MODEL, rectangle_annotation
 from tools.shapes import draw_shapes_image
 from training.dataset import AnnotatedImage, write_dataset
 from training.evaluation import evaluate
+from training.split import position
 
 LABELS = ("triangle", "circle", "square")  # config order, not the order shapes happen to appear
 
@@ -70,11 +71,11 @@ def test_a_rotated_rectangle_becomes_the_box_around_it_and_is_clipped():
 def test_dataset_files_match_the_annotations_line_by_line(make_settings, tmp_path):
     spec = spec_of(config(), make_settings())
     images = shapes_images(tmp_path, 10)
-    summary = write_dataset(images, spec, tmp_path / "dataset", seed=0)
+    summary = write_dataset(images, spec, tmp_path / "dataset")
     description = yaml.safe_load(summary.yaml_path.read_text())
     assert description["names"] == {0: "triangle", 1: "circle", 2: "square"}
     assert sorted(summary.train_task_ids + summary.val_task_ids) == list(range(1, 11))
-    assert len(summary.val_task_ids) == 2
+    assert summary.val_task_ids == [t for t in range(1, 11) if position(t) < 0.2]  # the stable rule
     for image in images:
         split = "val" if image.task_id in summary.val_task_ids else "train"
         lines = (tmp_path / "dataset" / "labels" / split / f"{image.task_id}.txt").read_text().splitlines()
@@ -94,9 +95,10 @@ def test_dataset_files_match_the_annotations_line_by_line(make_settings, tmp_pat
             )
         copied = tmp_path / "dataset" / "images" / split / f"{image.task_id}.png"
         assert copied.read_bytes() == image.image_path.read_bytes()
-    assert write_dataset(images, spec, tmp_path / "again", seed=0).val_task_ids == summary.val_task_ids
-    for split in ("train", "val"):
-        assert all(summary.instances_per_class[split][label] > 0 for label in LABELS)
+    assert write_dataset(images, spec, tmp_path / "again").val_task_ids == summary.val_task_ids
+    assert all(summary.instances_per_class["train"][label] > 0 for label in LABELS)
+    unscored = [label for label in LABELS if not summary.instances_per_class["val"][label]]
+    assert summary.without_held_out_example == unscored == summary.to_json()["without_held_out_example"]
 
 
 def test_too_little_data_says_what_is_missing(make_settings, tmp_path):
@@ -173,7 +175,7 @@ def write_project(
         path = folder / f"task-{task_id}.png"
         cv2.imwrite(str(path), example.image)
         images.append(AnnotatedImage(task_id, path, example.regions, projects.WIDTH, projects.HEIGHT))
-    summary = write_dataset(images, spec, folder / "dataset", seed=0, val_fraction=val_fraction)
+    summary = write_dataset(images, spec, folder / "dataset", val_fraction=val_fraction)
     return spec, made, summary
 
 
@@ -294,7 +296,7 @@ def test_choices_and_taxonomy_become_class_folders(make_settings, tmp_path, kind
         assert (summary.root / split / example.truth[0]["label"] / f"{task_id}.png").is_file()
     for split in ("train", "val"):
         assert sorted(p.name for p in (summary.root / split).iterdir()) == sorted(projects.SHAPES)
-        assert all(summary.instances_per_class[split][label] > 0 for label in projects.SHAPES)
+    assert all(summary.instances_per_class["train"][label] > 0 for label in projects.SHAPES)
 
 
 def test_what_cannot_be_trained_is_said(make_settings, tmp_path):
@@ -303,6 +305,7 @@ def test_what_cannot_be_trained_is_said(make_settings, tmp_path):
     for example in several[:3]:
         example.regions[0]["value"]["choices"] = ["circle", "square"]  # a multiple-choice answer
     (control,) = build_plan(projects.config("choices"), settings).controls
+    cv2.imwrite(str(tmp_path / "x.png"), several[0].image)  # images are placed as they come
     images = [AnnotatedImage(i, tmp_path / "x.png", e.regions, 160, 128) for i, e in enumerate(several)]
     with pytest.raises(TrainingDataError, match=r"3 annotated image\(s\) with exactly one choice"):
         write_dataset(images, control.training_spec(), tmp_path / "d")

@@ -1,4 +1,8 @@
-"""A project's annotated images -> an Ultralytics YOLO dataset folder with a deterministic split.
+"""A project's annotated images -> an Ultralytics YOLO dataset folder, one image at a time.
+
+`DatasetWriter.add` places one image (a hard link, else a copy: the caller may release its own file at
+once) and writes its label file into the side `training/split.py` gives its task id; `finish` checks
+the whole and writes dataset.yaml. Nothing per image stays open or in memory but its class ids.
 
 Layout for detect, obb, segment and pose: images/{train,val}/<task id>.<ext>, labels/{train,val}/<task
 id>.txt, dataset.yaml (names in the labeling config's order; pose adds kpt_shape). Classify:
@@ -10,8 +14,8 @@ lines come from the pure `converters/yolo_labels.py`.
 from __future__ import annotations
 
 import os
-import random
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from converters.yolo_labels import (
 )
 from core.errors import TrainingDataError
 from training.spec import IMAGE_TASKS, TrainingSpec
+from training.split import Split
 
 
 @dataclass
@@ -36,6 +41,7 @@ class AnnotatedImage:
     regions: list[dict]  # result items of the task's latest annotation for this control
     width: int
     height: int
+    suffix: str = ""  # the file name suffix of its kind, when the local file's name has none or another
 
 
 @dataclass
@@ -49,6 +55,12 @@ class DatasetSummary:
     instances_per_class: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
+    def without_held_out_example(self) -> list[str]:
+        """Labels without a held-out example: the evaluation cannot score them (the split stays)."""
+        held_out = self.instances_per_class.get("val", {})
+        return [name for name in self.names if not held_out.get(name)]
+
+    @property
     def train_data(self) -> Path:
         """What Ultralytics' `data=` takes: the classify folder, else dataset.yaml."""
         return self.root if self.task == "classify" else self.yaml_path
@@ -60,61 +72,113 @@ class DatasetSummary:
             "train_task_ids": self.train_task_ids,
             "val_task_ids": self.val_task_ids,
             "instances_per_class": self.instances_per_class,
+            "without_held_out_example": self.without_held_out_example,
         }
 
 
+class DatasetWriter:
+    """Writes the dataset of `spec` into `out_dir` as images arrive; `finish` when all have."""
+
+    def __init__(self, spec: TrainingSpec, out_dir: Path, split: Split):
+        _check_trainable(spec)
+        self.spec, self.out_dir, self.split = spec, out_dir, split
+        self._classes: dict[int, list[int]] = {}  # task id -> class of each label line
+        self._files: dict[int, tuple[str, str]] = {}  # task id -> (image file name, classify folder)
+        self._val: set[int] = set()
+        _make_folders(out_dir, spec)
+
+    def add(self, image: AnnotatedImage) -> bool:
+        """Write one example; False when it has nothing to teach (classify: not exactly one choice)."""
+        rows = label_lines(image, self.spec)
+        if self.spec.task == "classify" and not rows:
+            return False
+        side = "val" if self.split.held_out(image.task_id) else "train"
+        name = f"{image.task_id}{image.suffix or image.image_path.suffix or '.jpg'}"
+        folder = self.spec.labels[int(rows[0])] if self.spec.task == "classify" else ""
+        _write_example(self.out_dir, side, name, image.image_path, image.task_id, rows, self.spec)
+        self._classes[image.task_id] = [int(row.split()[0]) for row in rows]
+        self._files[image.task_id] = (name, folder)
+        if side == "val":
+            self._val.add(image.task_id)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def finish(self, min_images: int = 4, require_every_label: bool = True) -> DatasetSummary:
+        """Check the whole (enough images, every label annotated), settle the split, write dataset.yaml.
+
+        Raises TrainingDataError when there are fewer than `min_images` usable images, or (for training)
+        a label of the control has no annotated example at all.
+        """
+        spec = self.spec
+        if len(self) < min_images:
+            what = "image(s) with exactly one choice" if spec.task == "classify" else "image(s)"
+            raise TrainingDataError(
+                f"{len(self)} annotated {what} for {spec.tag}; at least {min_images} are needed: annotate "
+                "more tasks (skipped and cancelled ones do not count)"
+            )
+        if require_every_label:
+            seen = {cls for classes in self._classes.values() for cls in classes}
+            missing = [label for index, label in enumerate(spec.labels) if index not in seen]
+            if missing:
+                raise TrainingDataError(
+                    f"no annotated example of {', '.join(repr(m) for m in missing)} in {spec.tag}"
+                    f"{_where_classes_come_from(spec)}: annotate some, or remove the label"
+                )
+        train = [t for t in self._classes if t not in self._val]
+        for task_id in self.split.settle(train, sorted(self._val)):
+            self._move_to_val(task_id)
+        yaml_path = self.out_dir / "dataset.yaml"
+        yaml_path.write_text(yaml.safe_dump(_description(self.out_dir, spec), sort_keys=False))
+        val_ids = [t for t in self._classes if t in self._val]
+        return DatasetSummary(
+            root=self.out_dir,
+            yaml_path=yaml_path,
+            task=spec.task,
+            names=list(spec.labels),
+            train_task_ids=[t for t in self._classes if t not in self._val],
+            val_task_ids=val_ids,
+            instances_per_class={
+                side: self._counts([t for t in self._classes if (t in self._val) == (side == "val")])
+                for side in ("train", "val")
+            },
+        )
+
+    def _counts(self, task_ids: list[int]) -> dict[str, int]:
+        counts = dict.fromkeys(self.spec.labels, 0)
+        for task_id in task_ids:
+            for cls in self._classes[task_id]:
+                counts[self.spec.labels[cls]] += 1
+        return counts
+
+    def _move_to_val(self, task_id: int) -> None:
+        name, folder = self._files[task_id]
+        if self.spec.task == "classify":
+            os.replace(self.out_dir / "train" / folder / name, self.out_dir / "val" / folder / name)
+        else:
+            for kind, file_name in (("images", name), ("labels", f"{task_id}.txt")):
+                os.replace(self.out_dir / kind / "train" / file_name, self.out_dir / kind / "val" / file_name)
+        self._val.add(task_id)
+
+
 def write_dataset(
-    images: list[AnnotatedImage],
+    images: Iterable[AnnotatedImage],
     spec: TrainingSpec,
     out_dir: Path,
-    seed: int = 0,
-    val_fraction: float = 0.2,
+    split: Split | None = None,
+    val_fraction: float | None = None,
     min_images: int = 4,
     require_every_label: bool = True,
 ) -> DatasetSummary:
-    """Write the dataset; `val_fraction=1.0` puts every image in val (evaluation only).
-
-    Raises TrainingDataError when there are fewer than `min_images` usable images, or (for training) a
-    label of the control has no annotated example at all.
-    """
-    _check_trainable(spec)
-    lines = {image.task_id: label_lines(image, spec) for image in images}
-    if spec.task == "classify":  # an image is an example of one class; without one it teaches nothing
-        images = [image for image in images if lines[image.task_id]]
-    if len(images) < min_images:
-        what = "image(s) with exactly one choice" if spec.task == "classify" else "image(s)"
-        raise TrainingDataError(
-            f"{len(images)} annotated {what} for {spec.tag}; at least {min_images} are needed: annotate "
-            "more tasks (skipped and cancelled ones do not count)"
-        )
-    if require_every_label:
-        seen = {int(line.split()[0]) for image in images for line in lines[image.task_id]}
-        missing = [label for index, label in enumerate(spec.labels) if index not in seen]
-        if missing:
-            raise TrainingDataError(
-                f"no annotated example of {', '.join(repr(m) for m in missing)} in {spec.tag}"
-                f"{_where_classes_come_from(spec)}: annotate some, or remove the label"
-            )
-    train, val = _split(images, lines, seed, val_fraction)
-    counts = {}
-    for split, members in (("train", train), ("val", val)):
-        counts[split] = dict.fromkeys(spec.labels, 0)
-        for image in members:
-            rows = lines[image.task_id]
-            _write_example(out_dir, split, image, rows, spec)
-            for row in rows:
-                counts[split][spec.labels[int(row.split()[0])]] += 1
-    yaml_path = out_dir / "dataset.yaml"
-    yaml_path.write_text(yaml.safe_dump(_description(out_dir, spec), sort_keys=False))
-    return DatasetSummary(
-        root=out_dir,
-        yaml_path=yaml_path,
-        task=spec.task,
-        names=list(spec.labels),
-        train_task_ids=[image.task_id for image in train],
-        val_task_ids=[image.task_id for image in val],
-        instances_per_class=counts,
-    )
+    """Write the dataset of these images at once; `val_fraction=1.0` puts every image in val
+    (evaluation only). The split is `split`'s (default: the hash rule at `val_fraction`)."""
+    if split is None:
+        split = Split() if val_fraction is None else Split(val_fraction)
+    writer = DatasetWriter(spec, out_dir, split)
+    for image in images:
+        writer.add(image)
+    return writer.finish(min_images, require_every_label)
 
 
 def _check_trainable(spec: TrainingSpec) -> None:
@@ -188,19 +252,26 @@ LINES_OF = {
 }
 
 
+def _make_folders(out_dir: Path, spec: TrainingSpec) -> None:
+    """Both sides' folders up front (Ultralytics wants both; classify: every class in both, so both
+    list the same classes)."""
+    for side in ("train", "val"):
+        if spec.task == "classify":
+            for label in spec.labels:
+                (out_dir / side / label).mkdir(parents=True, exist_ok=True)
+        else:
+            (out_dir / "images" / side).mkdir(parents=True, exist_ok=True)
+            (out_dir / "labels" / side).mkdir(parents=True, exist_ok=True)
+
+
 def _write_example(
-    out_dir: Path, split: str, image: AnnotatedImage, rows: list[str], spec: TrainingSpec
+    out_dir: Path, split: str, name: str, source: Path, task_id: int, rows: list[str], spec: TrainingSpec
 ) -> None:
-    name = f"{image.task_id}{image.image_path.suffix or '.jpg'}"
     if spec.task == "classify":
-        for label in spec.labels:  # every class folder in both splits, so both list the same classes
-            (out_dir / split / label).mkdir(parents=True, exist_ok=True)
-        _place(image.image_path, out_dir / split / spec.labels[int(rows[0])] / name)
+        _place(source, out_dir / split / spec.labels[int(rows[0])] / name)
         return
-    (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-    (out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
-    _place(image.image_path, out_dir / "images" / split / name)
-    (out_dir / "labels" / split / f"{image.task_id}.txt").write_text("".join(f"{r}\n" for r in rows))
+    _place(source, out_dir / "images" / split / name)
+    (out_dir / "labels" / split / f"{task_id}.txt").write_text("".join(f"{r}\n" for r in rows))
 
 
 def _description(out_dir: Path, spec: TrainingSpec) -> dict:
@@ -216,30 +287,6 @@ def _description(out_dir: Path, spec: TrainingSpec) -> dict:
         names = [name or f"unused_{i}" for i, name in enumerate(spec.keypoint_labels)]
         description["kpt_names"] = {i: list(names) for i in range(len(spec.labels))}
     return description
-
-
-def _split(
-    images: list[AnnotatedImage], lines: dict[int, list[str]], seed: int, val_fraction: float
-) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
-    """Seeded shuffle, then ~`val_fraction` to val; an image moves across when that puts a class that
-    only one side has on both sides (never emptying train)."""
-    order = sorted(images, key=lambda image: image.task_id)
-    random.Random(seed).shuffle(order)
-    if val_fraction >= 1.0:
-        return [], order
-    n_val = min(max(1, round(len(order) * val_fraction)), len(order) - 1)
-    val, train = order[:n_val], order[n_val:]
-
-    def classes(members: list[AnnotatedImage]) -> set[int]:
-        return {int(row.split()[0]) for image in members for row in lines[image.task_id]}
-
-    for source, target in ((train, val), (val, train)):
-        for cls in sorted(classes(source) - classes(target)):
-            holders = [image for image in source if cls in classes([image])]
-            if len(holders) >= 2 and len(source) > 1:
-                source.remove(holders[-1])
-                target.append(holders[-1])
-    return train, val
 
 
 def _place(source: Path, target: Path) -> None:

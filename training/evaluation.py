@@ -13,12 +13,16 @@ cannot do that (it compares class ids), so matching is done here and the curves 
 | segment  | mask IoU of the outlines, drawn at <= 320 px | mAP50-95       |
 | pose     | keypoint similarity (`kpt_iou`, OKS)         | mAP50-95 (OKS) |
 | classify | the best class the label map keeps           | top-1 accuracy |
+
+The same pass counts, per task, the annotated regions the model missed and the regions it found that
+no annotation has (matched by the kind's own overlap at 0.5, predictions of confidence 0.25 or more;
+classify: a wrong top choice): `cli.py evaluate`'s worst tasks and the job's metrics never disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,16 @@ from training.dataset import DatasetSummary
 from training.spec import IMAGE_TASKS, TrainingSpec
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+TASK_CONF = 0.25  # the confidence a prediction needs to count in a task's errors (as /predict shows it)
+
+
+@dataclass
+class TaskErrors:
+    task_id: int
+    missed: int  # annotated regions the model did not find (overlap >= 0.5, same label)
+    false: int  # regions the model found that no annotation has
+
+
 MASK_SIDE = 320  # segment masks are compared at most this many pixels wide or high
 
 
@@ -42,13 +56,16 @@ class Evaluation:
     per_class: dict[str, dict[str, float]]  # label -> precision, recall, map50, map50_95, support
     metric: str = "map50_95"  # the field promotion compares: map50_95, or top1_accuracy (classify)
     top1_accuracy: float | None = None
+    tasks: list[TaskErrors] = field(default_factory=list, repr=False)  # per held-out task
 
     @property
     def score(self) -> float:
         return float(getattr(self, self.metric) or 0.0)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("tasks")  # per task: what `cli.py evaluate` lists, not what a version keeps
+        return data
 
 
 def evaluate(
@@ -61,7 +78,6 @@ def evaluate(
 ) -> Evaluation:
     """Score `model_path` on the val split; `class_names_to_labels` maps its class names to labels
     (None: its names are the labels, as for a model trained here)."""
-    import cv2
     from ultralytics import YOLO
 
     if spec.task not in IMAGE_TASKS:
@@ -82,8 +98,9 @@ def evaluate(
     scores: list[float] = []
     predicted: list[int] = []
     truth_classes: list[int] = []
+    tasks: list[TaskErrors] = []
     for image_path in sorted((dataset.root / "images" / "val").iterdir()):
-        height, width = cv2.imread(str(image_path)).shape[:2]
+        width, height = _shown_size(image_path)
         lines = (dataset.root / "labels" / "val" / f"{image_path.stem}.txt").read_text().splitlines()
         rows = [[float(v) for v in line.split()] for line in lines]
         truth = truth_of(rows, width, height, spec)
@@ -93,11 +110,48 @@ def evaluate(
             (to_class[c], g, conf) for c, g, conf in found_of(result, width, height, spec) if c in to_class
         ]
         ious = overlaps([g for _, g, _ in found], [g for _, g in truth]) if found and truth else None
-        for cls, tp, conf in _match(found, truth, ious):
+        matched = _match(found, truth, ious)
+        for cls, tp, conf in matched:
             matches.append(tp)
             scores.append(conf)
             predicted.append(cls)
-    return _summary(matches, scores, predicted, truth_classes, spec.labels)
+        tasks.append(_task_errors(image_path, matched, len(truth)))
+    evaluation = _summary(matches, scores, predicted, truth_classes, spec.labels)
+    evaluation.tasks = tasks
+    return evaluation
+
+
+def choice_errors(task_id: int, lines: list[str], predicted: str | None, spec: TrainingSpec) -> TaskErrors:
+    """A classified image: the annotated choice missed, and a wrong choice found (a label of the control)."""
+    truth = spec.labels[int(lines[0])] if lines else None
+    found = predicted if predicted in spec.labels else None
+    return TaskErrors(
+        task_id, int(truth is not None and found != truth), int(found is not None and found != truth)
+    )
+
+
+def _task_errors(image_path: Path, matched: list[tuple[int, np.ndarray, float]], truth: int) -> TaskErrors:
+    """One task's misses and false regions at the first threshold (0.5), of confident predictions.
+
+    `_match` takes predictions by descending confidence, so the confident ones were matched first:
+    their matches are what they would be without the others."""
+    confident = [tp for _, tp, conf in matched if conf >= TASK_CONF]
+    found = sum(bool(tp[0]) for tp in confident)
+    return TaskErrors(_task_id(image_path), truth - found, len(confident) - found)
+
+
+def _task_id(image_path: Path) -> int:
+    return int(image_path.stem) if image_path.stem.isdigit() else -1
+
+
+def _shown_size(image_path: Path) -> tuple[int, int]:
+    """(width, height) as OpenCV shows the image (EXIF orientation applied), from its header."""
+    from PIL import Image
+    from ultralytics.data.utils import exif_size
+
+    with Image.open(image_path) as image:
+        width, height = exif_size(image)  # Ultralytics' own reading: (width, height)
+    return width, height
 
 
 def _label_of(class_name: str, class_names_to_labels: dict[str, str] | None) -> str | None:
@@ -301,6 +355,7 @@ def _classify(
     label map keeps (as predict chooses), none when it keeps none."""
     truth: list[int] = []
     chosen: list[int | None] = []
+    tasks: list[TaskErrors] = []
     for cls, label in enumerate(spec.labels):
         folder = dataset.root / "val" / label
         for image_path in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -308,6 +363,8 @@ def _classify(
             kept = [i for i in to_class if i < len(probs)]
             truth.append(cls)
             chosen.append(to_class[max(kept, key=lambda i: probs[i])] if kept else None)
+            found = spec.labels[chosen[-1]] if chosen[-1] is not None else None
+            tasks.append(choice_errors(_task_id(image_path), [str(cls)], found, spec))
     per_class: dict[str, dict[str, float]] = {}
     for cls, label in enumerate(spec.labels):
         support = truth.count(cls)
@@ -329,4 +386,5 @@ def _classify(
         per_class=per_class,
         metric="top1_accuracy",
         top1_accuracy=accuracy,
+        tasks=tasks,
     )

@@ -3,24 +3,22 @@
 The classifier is not fine-tuned: it gives every processed frame a feature vector
 (`inference/features.py`, the same call serving makes), the annotation gives every frame its labels
 (`converters/timeline_frames.py`), and a small sequence model (`training/timeline_head.py`) learns the
-labels from the features. Videos, not frames, are split into train and held-out (seeded, by task id):
-frames of one video are too alike for a frame-level split to say anything about a new video.
+labels from the features. Videos, not frames, are split into train and held-out (by a stable hash of
+the task id, `training/split.py`): frames of one video are too alike for a frame-level split to say
+anything about a new video.
 
 Evaluation scores every frame of the held-out videos, per label: precision, recall and F1 of the
 frames the head's ranges cover (rows expanded to frames as `timeline_regions` draws them) against the
 annotated frames. The served head, when there is one, is scored on the same videos; the new head is
-promoted when its mean F1 is higher (or `model_train_promote="always"`), through the same
-`VersionStore` pointer as the image models.
+promoted when its mean F1 is higher (or `model_train_promote="always"`), through the same job skeleton
+and "publish a version" step as the image models (`training/skeleton.py`).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import shutil
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +30,15 @@ from core.settings import Settings
 from inference.features import frame_features
 from inference.model_registry import LoadedModel, ModelRegistry
 from media.video import VideoReader
+from training.skeleton import Base, Collected, Picked, TrainingJob, file_size, held_out_note
 from training.spec import SequenceHeadParams, TrainingSpec
-from training.versions import DATASET, METRICS, WEIGHTS, VersionStore, write_json_atomic
+from training.split import Split, split_ids
+from training.versions import WEIGHTS, Draft, VersionStore
 
 logger = logging.getLogger(__name__)
 
 MIN_VIDEOS = 2  # one to learn from, one to check on
+_NOW = object()  # serving_head's default: read the pointer
 VAL_FRACTION = 0.25
 
 
@@ -102,14 +103,13 @@ def check_samples(samples: list[VideoSample], spec: TrainingSpec) -> None:
 
 
 def split_by_task(
-    samples: list[VideoSample], seed: int = 0, val_fraction: float = VAL_FRACTION
+    samples: list[VideoSample], split: Split | None = None
 ) -> tuple[list[VideoSample], list[VideoSample]]:
-    """Seeded shuffle of the videos (sorted by task id first, so the order Label Studio lists them in
-    does not matter); ~`val_fraction` of them, at least one, held out; train keeps at least one."""
-    order = sorted(samples, key=lambda sample: sample.task_id)
-    random.Random(seed).shuffle(order)
-    held_out = min(max(1, round(len(order) * val_fraction)), len(order) - 1)
-    return order[held_out:], order[:held_out]
+    """(train, held-out) videos by the stable hash of their task ids (`training/split.py`): at least one
+    held out; the order Label Studio lists them in does not matter."""
+    by_id = {sample.task_id: sample for sample in samples}
+    train, val = split_ids(sorted(by_id), split or Split(VAL_FRACTION))
+    return [by_id[t] for t in train], [by_id[t] for t in val]
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
@@ -201,33 +201,36 @@ def decide_head(promote: str, serving: float | None, new: float, serving_name: s
 # -- the job --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TimelineOutcome:
-    version: str
-    promoted: bool
-    message: str
-    evaluation: TimelineEvaluation | None = None
-
-
-@dataclass
-class TimelineTraining:
+class TimelineTraining(TrainingJob):
     """One training job of a trainable `TimelineLabels`; `reporter` receives phases and epochs."""
 
-    settings: Settings
-    registry: ModelRegistry
-    store: VersionStore
-    reporter: Any
-    seed: int = 0
-    left_out: list[str] = field(default_factory=list)
+    val_fraction = VAL_FRACTION
+    collect_phase = "extracting features"
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        store: VersionStore,
+        reporter: Any,
+        media: Any = None,
+        log: Callable = print,
+    ):
+        super().__init__(settings, store, reporter, log)
+        self.registry = registry
+        self.media = media
+        self.left_out: list[str] = []
 
     def samples(
-        self, spec: TrainingSpec, picked: list[tuple[dict, list[dict]]], fetch: Callable[[Any, int], Path]
+        self, spec: TrainingSpec, picked: Picked, fetch: Callable[[Any, int], Path]
     ) -> list[VideoSample]:
         """A sample per annotated task; a task whose video cannot be fetched or read is left out (logged)."""
         params = _params(spec)
         model = self.registry.get(spec.model_path)
         samples = []
+        annotated = 0
         for task, regions in picked:
+            annotated += 1
             task_id = int(task["id"])
             url = (task.get("data") or {}).get(spec.value_key)
             try:
@@ -238,84 +241,87 @@ class TimelineTraining:
                 raise  # the classifier, not this video: every task would fail alike
             except BackendError as error:
                 self.left_out.append(f"task {task_id} left out: {error.message}")
-                print(self.left_out[-1], flush=True)
+                self.log(self.left_out[-1])
                 continue
             samples.append(
                 make_sample(task_id, features, frames_count, regions, spec.labels, params.vid_stride)
             )
-        print(f"{len(samples)} annotated video(s) of {len(picked)} annotated task(s)", flush=True)
+        self.log(f"{len(samples)} annotated video(s) of {annotated} annotated task(s)")
         return samples
 
-    def run(
-        self,
-        project: str,
-        spec: TrainingSpec,
-        picked: list[tuple[dict, list[dict]]],
-        fetch: Callable[[Any, int], Path],
-    ) -> TimelineOutcome:
-        from training.timeline_head import train_head
+    # -- the steps of the job skeleton (training/skeleton.py) --------------------------------------------------
 
-        params = _params(spec)
-        self.reporter.phase("extracting features")
+    def base(self, project: str, spec: TrainingSpec, served: str | None) -> Base:
+        name, head = self.serving_head(project, spec, served)
+        weights = self.store.weights(project, spec.from_name, served) if served else None
+        return Base(name, served, file_size(weights), head)
+
+    def collect(
+        self, project: str, spec: TrainingSpec, picked: Picked, draft: Draft, split: Split
+    ) -> Collected:
+        def fetch(url: Any, task_id: int) -> Path:
+            return self.media.local_path(
+                url, task_id, max_bytes=self.settings.max_video_bytes, project=project
+            )
+
         samples = self.samples(spec, picked, fetch)
         check_samples(samples, spec)
-        train, val = split_by_task(samples, self.seed)
-        serving_name, serving_head = self.serving_head(project, spec)
-        version_dir = self.store.create_version(project, spec.from_name)
-        self.reporter.job.version = version_dir.name
-        try:
-            self.reporter.phase("training")
-            head = train_head(
-                [(s.features, s.targets) for s in train],
-                spec.labels,
-                params,
-                spec.model_path,
-                seed=self.seed,
-                on_epoch=self.reporter.epoch,
-            )
-            head.save(version_dir, WEIGHTS)
-            self.reporter.phase("evaluating")
-            after = evaluate_head(head, val, spec.labels, params)
-            before = evaluate_head(serving_head, val, spec.labels, params) if serving_head else None
-        except BaseException:
-            shutil.rmtree(version_dir, ignore_errors=True)  # nothing half-made stays behind
-            raise
-        write_json_atomic(version_dir / DATASET, dataset_summary(spec, train, val))
-        promoted, message = decide_head(
-            spec.promote, before.mean_f1 if before else None, after.mean_f1, serving_name
-        )
-        write_json_atomic(
-            version_dir / METRICS,
-            {
-                "kind": "timeline",
-                "serving": {"model": serving_name, **(before.to_json() if before else {})},
-                "new": {"model": version_dir.name, **after.to_json()},
-                "promoted": promoted,
-                "decision": message,
-                "feature_model": spec.model_path,
-                "params": asdict(params),
-                "left_out": self.left_out,
-                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
-        if promoted:
-            self.store.promote(project, spec.from_name, version_dir.name)  # the one atomic switch
-        return TimelineOutcome(version_dir.name, promoted, message, after)
+        train, val = split_by_task(samples, split)
+        summary = dataset_summary(spec, train, val)
+        unseen = [label for label, count in summary["frames_per_label"]["val"].items() if not count]
+        summary["without_held_out_example"] = unseen
+        return Collected((train, val), summary, held_out_note(unseen))
 
-    def serving_head(self, project: str, spec: TrainingSpec) -> tuple[str, Any]:
-        """(name, head) served now; ("none", None) when none is, or when it cannot be read any more."""
+    def train(self, spec: TrainingSpec, data: Any, base: Base, draft: Draft) -> None:
+        from training.timeline_head import train_head
+
+        train, _ = data
+        head = train_head(
+            [(s.features, s.targets) for s in train],
+            spec.labels,
+            _params(spec),
+            spec.model_path,
+            seed=0,
+            on_epoch=self.reporter.epoch,
+        )
+        head.save(draft.path, WEIGHTS)
+        self.head = head
+
+    def evaluate(self, spec: TrainingSpec, data: Any, base: Base, draft: Draft) -> tuple[Any, Any]:
+        _, val = data
+        params = _params(spec)
+        after = evaluate_head(self.head, val, spec.labels, params)
+        before = evaluate_head(base.model, val, spec.labels, params) if base.model else None
+        return before, after
+
+    def decide(self, spec: TrainingSpec, before: Any, after: Any, base: Base) -> tuple[bool, str]:
+        return decide_head(spec.promote, before.mean_f1 if before else None, after.mean_f1, base.name)
+
+    def metrics(self, spec: TrainingSpec, base: Base, before: Any, after: Any, draft: Draft) -> dict:
+        return {
+            "kind": "timeline",
+            "serving": {"model": base.name, **(before.to_json() if before else {})},
+            "new": {"model": draft.name, **after.to_json()},
+            "feature_model": spec.model_path,
+            "params": asdict(_params(spec)),
+            "left_out": self.left_out,
+        }
+
+    def serving_head(self, project: str, spec: TrainingSpec, served: Any = _NOW) -> tuple[str, Any]:
+        """(name, head) of the `served` version (default: the one served now); ("none", None) when none
+        is, or when it cannot be read any more."""
         from training.timeline_head import load_head
 
-        version = self.store.served(project, spec.from_name)
+        version = self.store.served(project, spec.from_name) if served is _NOW else served
         if version is None:
             return "none", None
         try:
             head = load_head(self.store.control_dir(project, spec.from_name) / version, WEIGHTS)
         except ModelLoadError as error:
-            print(f"the served head {version} is not comparable: {error.message}", flush=True)
+            self.log(f"the served head {version} is not comparable: {error.message}")
             return version, None
         if head.meta.feature_model != spec.model_path:  # it reads another classifier's features
-            print(f"the served head {version} reads {head.meta.feature_model}: not comparable", flush=True)
+            self.log(f"the served head {version} reads {head.meta.feature_model}: not comparable")
             return version, None
         return version, head
 
