@@ -99,18 +99,27 @@ class StandInLabelStudio(LocalHTTPServer):
     def list_tasks(self, query: dict) -> tuple[int, dict]:
         assert query["project"] == self.project, query
         tasks = sorted(self.tasks.values(), key=lambda t: t["id"])
-        for item in json.loads(query.get("query", "{}")).get("filters", {}).get("items", []):
-            assert item["filter"] == "filter:tasks:predictions_model_versions"
-            assert item["operator"] == "not_contains" and isinstance(item["value"], list)
-            done = {
-                p["task"] for p in self.predictions if any(v in p["model_version"] for v in item["value"])
-            }
-            tasks = [t for t in tasks if t["id"] not in done]
+        asked = json.loads(query.get("query", "{}"))
+        for item in asked.get("filters", {}).get("items", []):
+            tasks = self._filtered(tasks, item)
+        selected = asked.get("selectedItems")
+        if selected and not selected.get("all"):
+            tasks = [t for t in tasks if t["id"] in set(selected.get("included", []))]
         page, size = int(query.get("page", 1)), int(query.get("page_size", 100))
         chunk = tasks[(page - 1) * size : page * size]
         if page > 1 and not chunk:
             return 404, {"detail": "Invalid page."}  # as Label Studio answers
         return 200, {"tasks": chunk, "total": len(tasks)}
+
+    def _filtered(self, tasks: list[dict], item: dict) -> list[dict]:
+        """The two Data Manager filters the backend sends: no prediction of a version; annotated."""
+        if item["filter"] == "filter:tasks:total_annotations":
+            assert (item["operator"], item["value"]) == ("greater", 0), item
+            return [t for t in tasks if t.get("annotations")]
+        assert item["filter"] == "filter:tasks:predictions_model_versions", item
+        assert item["operator"] == "not_contains" and isinstance(item["value"], list)
+        done = {p["task"] for p in self.predictions if any(v in p["model_version"] for v in item["value"])}
+        return [t for t in tasks if t["id"] not in done]
 
     def add_prediction(self, body: dict) -> tuple[int, dict]:
         if body["task"] in self.refuse_upload_for:

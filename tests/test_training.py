@@ -389,13 +389,13 @@ def untrained_shapes_model(tmp_path_factory) -> Path:
 def fine_tuning_gives(monkeypatch, weights: Path) -> None:
     """Fine-tuning (the one slow step) stands in: it yields `weights`. The evaluations of the served
     and the new model on the held-out images, and the decision on their figures, are the real ones."""
-    import training_pipeline
+    from training import image_job
 
     def fine_tune(base, data, run_dir: Path, params, on_epoch) -> Path:
         (run_dir / "weights").mkdir(parents=True)
         return Path(shutil.copyfile(weights, run_dir / "weights" / "best.pt"))
 
-    monkeypatch.setattr(training_pipeline, "fine_tune", fine_tune)
+    monkeypatch.setattr(image_job, "fine_tune", fine_tune)
 
 
 def serve_version(root: Path, weights: Path) -> str:
@@ -443,7 +443,8 @@ def test_a_version_is_promoted_only_when_it_is_better(
         assert figures[shapes] > 0.3 and figures[untrained] < 0.05, figures
     compared = f"mAP50-95 {figures['new']:.4f} (new) vs {figures['serving']:.4f} ({serving_name})"
     decision = "promoted: better" if promoted else "kept, not promoted: not better than the served model"
-    assert (outcome.promoted, outcome.message, metrics["promoted"]) == (
+    # The decision exactly; what follows it ("; no held-out example of ...") is the split's note.
+    assert (outcome.promoted, outcome.message.split("; ")[0], metrics["promoted"]) == (
         promoted,
         f"{decision}, {compared}",
         promoted,
@@ -587,23 +588,23 @@ def test_a_job_killed_mid_training_changes_nothing(make_settings, own_model_root
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SIGKILLed job cannot clean up after itself and nothing else does yet: its version folder "
-    "stays, with the image copies of its dataset (issue 18 cleans up after killed jobs)",
-)
 def test_a_job_killed_mid_training_leaves_no_image_copies_nor_a_partial_version(
     make_settings, own_model_root
 ) -> None:
     with killed_training_job(make_settings, own_model_root, lambda j: j.phase == "training") as killed:
         old = killed[3]
         store = VersionStore(own_model_root)
+        # A SIGKILLed job cleans nothing itself: the next job or the server's start sweeps what it left.
+        from model import YOLOBackend
+
+        YOLOBackend(killed[0].settings).close()
         leftovers = sorted(
             str(path.relative_to(own_model_root))
             for path in store.control_dir(PROJECT, "label").rglob("*")
             if path.suffix in (".jpg", ".png") or path.parent == store.control_dir(PROJECT, "label")
         )
-        assert leftovers == sorted([f"trained/{PROJECT}/label/{old}", f"trained/{PROJECT}/label/served.json"])
+        expected = [f"trained/{PROJECT}/label/{name}" for name in (old, "served.json", "served.lock")]
+        assert leftovers == sorted(expected)
         assert [v.name for v in store.versions(PROJECT, "label")] == [old]
 
 
@@ -896,15 +897,6 @@ def test_worst_tasks_of_a_classifier_count_its_top_choice() -> None:
     assert choice_errors(4, [], "Cat", spec) == TaskErrors(4, 0, 1)
 
 
-def test_worst_tasks_of_a_pose_model_match_the_box_before_the_keypoints() -> None:
-    from training.spec import TrainingSpec
-    from training_pipeline import line_box
-
-    spec = TrainingSpec("k", "KeyPointLabels", "image", "pose", ("person",), "m.pt")
-    label, box = line_box("0 0.5 0.5 0.2 0.4 0.45 0.35 2 0.55 0.6 2", spec, 200, 100)
-    assert label == "person" and box == pytest.approx((80.0, 30.0, 120.0, 70.0))
-
-
 @pytest.mark.slow
 def test_cli_train_runs_the_job_and_reports_its_outcome(
     make_settings, own_model_root, monkeypatch, capsys
@@ -1038,7 +1030,6 @@ def test_each_kind_trains_evaluates_promotes_and_is_served(
 def test_a_classifier_is_promoted_on_top1_accuracy(
     make_settings, own_model_root, monkeypatch, serving, new, promoted
 ) -> None:
-    import training_pipeline
     from tests import training_projects as projects
     from training.evaluation import Evaluation
     from training_pipeline import TrainingRun
@@ -1047,9 +1038,11 @@ def test_a_classifier_is_promoted_on_top1_accuracy(
         top1 = new if "trained" in Path(model_path).parts else serving
         return Evaluation(None, None, 0.5, 0.5, {}, metric="top1_accuracy", top1_accuracy=top1)
 
-    monkeypatch.setattr(sys.modules["training.evaluation"], "evaluate", evaluate)
+    monkeypatch.setattr(sys.modules["training.image_job"], "evaluate", evaluate)
     monkeypatch.setattr(
-        training_pipeline, "fine_tune", lambda base, data, run_dir, params, on_epoch: Path(base)
+        sys.modules["training.image_job"],
+        "fine_tune",
+        lambda base, data, run_dir, params, on_epoch: Path(base),
     )
     build_base("yolov8n-cls.yaml", {0: "circle", 1: "square", 2: "triangle"}, own_model_root / "base.pt")
     tasks, files = project_tasks("choices", 6)
