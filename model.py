@@ -16,7 +16,6 @@ import logging
 import random
 import re
 import shutil
-import sys
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -44,7 +43,7 @@ from core.errors import (
     ModelError,
     WrongModelKindError,
 )
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import Settings
 from inference.detections import MaskBudget, from_ultralytics
 from inference.features import embedding_options, features_of
 from inference.int8_export import MIN_CALIBRATION_IMAGES, Int8Check
@@ -52,7 +51,8 @@ from inference.model_registry import LoadedModel, ModelRegistry
 from media.label_studio_api import LabelStudioAuth
 from media.loader import MediaLoader, short_url
 from media.video import Deadline, VideoReader
-from training.jobs import JobRunner, LocalProcessRunner, count_event
+from training.jobs import JobRunner, count_event
+from training.runners import job_runner
 from training.versions import ServedVersions, VersionStore
 
 logger = logging.getLogger(__name__)
@@ -147,12 +147,8 @@ class YOLOBackend:
         self.registry = registry or ModelRegistry(settings)
         self.versions = VersionStore(settings.model_root)
         self.served = ServedVersions(self.versions)
-        # Training runs in its own process (training_pipeline.py), never in this one's threads.
-        self.jobs = jobs or LocalProcessRunner(
-            settings.model_root / "jobs",
-            [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")],
-            keep_finished=settings.training_jobs_kept,
-        )
+        # Jobs run in their own processes or on RQ workers (REDIS_URL), never in this one's threads.
+        self.jobs = jobs or job_runner(settings)
         self.plans = PlanCache(settings)
         self._env_auth = (
             LabelStudioAuth(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())

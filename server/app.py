@@ -24,6 +24,7 @@ from core.tasks import as_dicts
 from model import YOLOBackend
 from server.auth import BasicAuth
 from server.body_limit import BodySizeLimit
+from server.jobs import BudgetedPredict, PredictionJobs, install_job_routes
 from server.metrics import Metrics
 from server.schemas import (
     HealthResponse,
@@ -67,6 +68,12 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     )
     app.state.backend = backend
     metrics = Metrics(settings.prometheus_multiproc_dir)
+    jobs = PredictionJobs(backend, settings)
+    budgeted_predict = BudgetedPredict(
+        backend,
+        settings.predict_time_budget,
+        lambda project, ids, config: jobs.predict(project, ids, config, trigger="PREDICT_TIME_BUDGET"),
+    )
     _install_error_handlers(app)
     _install_metrics(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
@@ -93,7 +100,7 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     def predict(body: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        run = backend.predict(as_dicts(body.tasks), body.label_config, project=body.project)
+        run = budgeted_predict(as_dicts(body.tasks), body.label_config, project=body.project)
         metrics.observe_prediction(
             tasks=len(run.tasks),
             failed=run.failed_tasks(),
@@ -108,15 +115,11 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
 
     @app.post("/webhook")
     def webhook(body: WebhookRequest) -> dict[str, Any]:
+        if body.action == "TASKS_CREATED" and settings.prelabel_new_tasks:
+            return jobs.new_tasks(body.model_dump())
         return backend.fit(body.action, body.model_dump())
 
-    @app.get("/jobs")
-    def list_jobs(project: str | None = None) -> dict[str, Any]:
-        return {"jobs": [job.public() for job in backend.jobs.list(project)]}
-
-    @app.get("/jobs/{job_id}")
-    def get_job(job_id: str) -> dict[str, Any]:
-        return backend.jobs.get(job_id).public()
+    install_job_routes(app, jobs)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

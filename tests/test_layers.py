@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Higher number = higher layer; a module may import only from layers below its own.
 LAYERS = {
+    "worker": 7,
     "server": 6,
+    "prediction_job": 6,
     "cli": 6,
     "model": 5,
     "training_pipeline": 5,
