@@ -156,6 +156,16 @@ def shapes_images(folder: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
+def many_tasks_project(api, title: str, images: list[Path]) -> tuple[dict, list[dict]]:
+    """A project of `images` imported 50 at a time (Label Studio takes at most 100 files a request)."""
+    project = api.create_project(title, CONFIG)
+    for start in range(0, len(images), 50):
+        api.import_files(project["id"], images[start : start + 50])
+    tasks = api.list_tasks(project["id"], all_fields=False)
+    assert len(tasks) == len(images)
+    return project, tasks
+
+
 def post_job(replica: BackendServer, **body) -> dict:
     response = requests.post(f"{replica.url}/jobs", json=body, timeout=30)
     assert response.status_code == 202, response.text
@@ -236,7 +246,7 @@ def test_a_worker_sigkilled_mid_job_leaves_no_job_running_and_no_task_predicted_
     label_studio: LabelStudioServer, stack: Stack, tmp_path: Path
 ) -> None:
     api = label_studio.api
-    project, tasks = create_project(api, "killed worker", CONFIG, shapes_images(tmp_path, 160, seed=2))
+    project, tasks = many_tasks_project(api, "killed worker", shapes_images(tmp_path, 160, seed=2))
     version = stack.a.setup(CONFIG)
     doomed = stack.worker(INFERENCE_BATCH_SIZE="1")
     started = post_job(stack.a, kind="predict", project=project["id"])
@@ -268,7 +278,7 @@ def test_retrieve_predictions_over_the_time_budget_hands_the_rest_to_a_job(
 ) -> None:
     api = label_studio.api
     count = BUDGET_CHUNK_TASKS + 6
-    project, tasks = create_project(api, "budget", CONFIG, shapes_images(tmp_path, count, seed=3))
+    project, tasks = many_tasks_project(api, "budget", shapes_images(tmp_path, count, seed=3))
     ml = api.connect_ml_backend(project["id"], stack.b.url, title="YOLO")  # PREDICT_TIME_BUDGET tiny
     stack.worker()
     api.retrieve_predictions(project["id"])
