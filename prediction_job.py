@@ -34,8 +34,6 @@ from training.jobs import JobReporter
 
 logger = logging.getLogger("prediction_job")
 
-JOB_BATCH_TASKS = 32  # tasks fetched, predicted and stored together; cancel waits for one batch at most
-
 
 @dataclass
 class Counts:
@@ -54,10 +52,11 @@ class Counts:
 class PredictionJob:
     """Predict and store the tasks of one project that lack the served model version's prediction."""
 
-    def __init__(self, backend: YOLOBackend, client: LabelStudioClient, reporter: Any):
+    def __init__(self, backend: YOLOBackend, client: LabelStudioClient, reporter: Any, batch_tasks: int = 32):
         self.backend = backend
         self.client = client
         self.reporter = reporter
+        self.batch_tasks = batch_tasks  # fetched, predicted and stored together; a cancel waits for one
 
     def run(self, project: str, label_config: str = "", task_ids: Sequence[int] | None = None) -> Counts:
         self.reporter.phase("finding tasks")
@@ -71,7 +70,7 @@ class PredictionJob:
         counts = Counts(total=max(asked, len(todo)), skipped=max(0, asked - len(todo)))
         self.reporter.phase("predicting")
         self._report(counts)
-        for batch in _batches(todo, JOB_BATCH_TASKS):
+        for batch in _batches(todo, self.batch_tasks):
             if self.reporter.cancel_requested():
                 self.reporter.cancelled(f"cancelled: {_summary(counts)}; what was stored stays")
                 return counts
@@ -148,7 +147,7 @@ def execute(reporter: Any, settings: Settings) -> int:
                     "of the process that runs it (the worker's own, never stored with the job)"
                 )
             params = job.params
-            PredictionJob(backend, client, reporter).run(
+            PredictionJob(backend, client, reporter, settings.prediction_job_batch).run(
                 job.project, params.get("label_config") or "", params.get("task_ids")
             )
         except BackendError as error:

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         description="Seconds a /predict may spend (under Label Studio's 100 s timeout); the tasks left "
         "then go to a prediction job. 0: no budget.",
     )
+    prediction_job_batch: int = Field(
+        default=32,
+        ge=1,
+        description="Tasks a prediction job fetches, predicts and stores together; a cancel waits for "
+        "the batch in flight.",
+    )
     prelabel_new_tasks: bool = Field(
         default=False,
         description="TASKS_CREATED from Label Studio starts a prediction job for the new tasks.",

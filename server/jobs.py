@@ -21,7 +21,8 @@ from media.label_studio_client import LabelStudioClient, project_id
 from model import PredictionRun, TaskOutcome, YOLOBackend, project_key
 from training.jobs import KINDS, Job, LocalProcessRunner
 
-BUDGET_CHUNK_TASKS = 64  # a budgeted /predict checks its time after each chunk of this many tasks
+FIRST_CHUNK_TASKS = 8  # a budgeted /predict checks its time after each chunk: the first this small,
+MAX_CHUNK_TASKS = 256  # the next ones sized to take about an eighth of the budget each
 
 
 class JobRequest(BaseModel):
@@ -124,18 +125,23 @@ class BudgetedPredict:
 
     def __call__(self, tasks: list[dict], label_config: str, project: Any = None) -> PredictionRun:
         key = project_key(project) or project_key(tasks[0].get("project") if tasks else None)
-        if not self.budget_s or key is None or len(tasks) <= BUDGET_CHUNK_TASKS:
+        if not self.budget_s or key is None or len(tasks) <= FIRST_CHUNK_TASKS:
             return self.backend.predict(tasks, label_config, project=project)
-        started, done, runs = self.clock(), 0, []
+        started, done, runs, chunk = self.clock(), 0, [], FIRST_CHUNK_TASKS
         while done < len(tasks):
-            chunk = tasks[done : done + BUDGET_CHUNK_TASKS]
             runs.append(
-                self.backend.predict(chunk, label_config, project=project, missing_key_fails_request=not done)
+                self.backend.predict(
+                    tasks[done : done + chunk],
+                    label_config,
+                    project=project,
+                    missing_key_fails_request=not done,
+                )
             )
-            done += len(chunk)
+            done += len(runs[-1].tasks)
             elapsed = self.clock() - started
-            next_chunk = min(BUDGET_CHUNK_TASKS, len(tasks) - done)
-            if elapsed + 1.5 * next_chunk * elapsed / done > self.budget_s:
+            per_task = elapsed / done
+            chunk = int(min(MAX_CHUNK_TASKS, max(FIRST_CHUNK_TASKS, self.budget_s / 8 / max(per_task, 1e-6))))
+            if elapsed + 1.5 * min(chunk, len(tasks) - done) * per_task > self.budget_s:
                 break
         run = _merged(runs)
         if done < len(tasks):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from model import PredictionRun, TaskOutcome
-from server.jobs import BUDGET_CHUNK_TASKS, BudgetedPredict
+from server.jobs import FIRST_CHUNK_TASKS, BudgetedPredict
 from training.jobs import Job, JobFiles, JobReporter
 from training.rq_runner import QUEUE_NAME, RQRunner
 
@@ -126,19 +126,25 @@ def test_a_predict_over_its_time_budget_answers_what_it_did_and_hands_the_rest_t
     budgeted = BudgetedPredict(
         backend, 80.0, lambda *args: handed.append(args) or {"id": "job-1"}, clock=lambda: clock[0]
     )
-    tasks = [{"id": i, "data": {}} for i in range(1, 5 * BUDGET_CHUNK_TASKS + 1)]
+    tasks = [{"id": i, "data": {}} for i in range(1, 41)]
     run = budgeted(tasks, "<View/>", project="7.123")
-    # 30 s a chunk: after two (60 s) a third would end past 80 s, so two chunks are answered now.
-    assert backend.calls == [(BUDGET_CHUNK_TASKS, True), (BUDGET_CHUNK_TASKS, False)]
+    # 30 s a chunk of 8: after two (60 s) a third would end past 80 s, so two chunks are answered now.
+    assert backend.calls == [(FIRST_CHUNK_TASKS, True), (FIRST_CHUNK_TASKS, False)]
     results = run.results()
-    assert [r["task"] for r in results if "error" in r] == [t["id"] for t in tasks[2 * BUDGET_CHUNK_TASKS :]]
+    rest = [t["id"] for t in tasks[2 * FIRST_CHUNK_TASKS :]]
+    assert [r["task"] for r in results if "error" in r] == rest
     assert all("job-1" in r["error"] for r in results if "error" in r)
-    assert sum("result" in r for r in results) == 2 * BUDGET_CHUNK_TASKS
-    assert handed == [("7", [t["id"] for t in tasks[2 * BUDGET_CHUNK_TASKS :]], "<View/>")]
+    assert sum("result" in r for r in results) == 2 * FIRST_CHUNK_TASKS
+    assert handed == [("7", rest, "<View/>")]
 
+    fast = _CountingBackend(clock, seconds_per_call=0.5)
+    run = BudgetedPredict(fast, 80.0, lambda *args: pytest.fail("no hand-off"), clock=lambda: clock[0])(
+        [{"id": i, "data": {}} for i in range(1, 1001)], "<View/>", "7"
+    )
+    assert len(run.tasks) == 1000 and fast.calls[1][0] == 256  # fast chunks grow: few calls
     small = _CountingBackend(clock, seconds_per_call=30.0)
-    BudgetedPredict(small, 80.0, lambda *args: pytest.fail("no hand-off"))(tasks[:10], "<View/>", "7")
-    assert small.calls == [(10, True)]  # one chunk or less: one call, as without a budget
+    BudgetedPredict(small, 80.0, lambda *args: pytest.fail("no hand-off"))(tasks[:8], "<View/>", "7")
+    assert small.calls == [(8, True)]  # one chunk or less: one call, as without a budget
 
 
 def test_post_jobs_names_the_wrong_field(make_client) -> None:

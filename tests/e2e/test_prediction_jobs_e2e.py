@@ -25,7 +25,7 @@ import psutil
 import pytest
 import requests
 
-from server.jobs import BUDGET_CHUNK_TASKS
+from server.jobs import FIRST_CHUNK_TASKS
 from tests.conftest import SHAPES_MODEL
 from tools.shapes import draw_shapes_image
 
@@ -246,26 +246,26 @@ def test_a_worker_sigkilled_mid_job_leaves_no_job_running_and_no_task_predicted_
     label_studio: LabelStudioServer, stack: Stack, tmp_path: Path
 ) -> None:
     api = label_studio.api
-    project, tasks = many_tasks_project(api, "killed worker", shapes_images(tmp_path, 160, seed=2))
+    project, tasks = many_tasks_project(api, "killed worker", shapes_images(tmp_path, 40, seed=2))
     version = stack.a.setup(CONFIG)
-    doomed = stack.worker(INFERENCE_BATCH_SIZE="1")
+    doomed = stack.worker(PREDICTION_JOB_BATCH="4")
     started = post_job(stack.a, kind="predict", project=project["id"])
 
     def mid_job() -> dict | None:
         current = job(stack.b, started["id"])
-        return current if current["state"] == "running" and current["progress"]["done"] >= 32 else None
+        return current if current["state"] == "running" and current["progress"]["done"] >= 8 else None
 
-    seen = wait_for("the job to be under way", mid_job, 120, stack)
+    seen = wait_for("the job to be under way", mid_job, 180, stack)
     horses = doomed.horse_pids()
     assert horses, "the worker runs the job in a work horse"
     os.kill(doomed.process.pid, signal.SIGKILL)  # the worker only: its horse is in a session of its own
     doomed.process.wait()
-    # The orphaned horse notices (its parent changed) and stops before its next batch.
-    wait_for("the orphaned horse to stop", lambda: not doomed.horse_pids() or None, 60)
+    # The orphaned horse notices (its parent changed) and stops within a lease renewal (15 s).
+    wait_for("the orphaned horse to stop", lambda: not doomed.horse_pids() or None, 30)
     assert job(stack.a, started["id"])["progress"]["done"] < len(tasks)
 
     stack.worker()
-    done = wait_for("the job to be retried and finish", finished(stack.b, started["id"]), 240, stack)
+    done = wait_for("the job to be retried and finish", finished(stack.b, started["id"]), 300, stack)
     assert done["state"] == "succeeded", done
     assert done["progress"]["skipped"] >= seen["progress"]["done"]  # what the first attempt stored
     assert done["progress"]["done"] + done["progress"]["skipped"] == len(tasks)
@@ -277,13 +277,13 @@ def test_retrieve_predictions_over_the_time_budget_hands_the_rest_to_a_job(
     label_studio: LabelStudioServer, stack: Stack, tmp_path: Path
 ) -> None:
     api = label_studio.api
-    count = BUDGET_CHUNK_TASKS + 6
+    count = FIRST_CHUNK_TASKS + 4
     project, tasks = many_tasks_project(api, "budget", shapes_images(tmp_path, count, seed=3))
     ml = api.connect_ml_backend(project["id"], stack.b.url, title="YOLO")  # PREDICT_TIME_BUDGET tiny
     stack.worker()
     api.retrieve_predictions(project["id"])
     # Label Studio stored what the request predicted; the rest comes from the job it started.
-    assert len(predictions_by_task(api, project)) == BUDGET_CHUNK_TASKS
+    assert len(predictions_by_task(api, project)) == FIRST_CHUNK_TASKS
 
     def all_stored() -> dict | None:
         jobs = requests.get(f"{stack.a.url}/jobs", params={"project": project["id"]}, timeout=30).json()[
@@ -292,7 +292,7 @@ def test_retrieve_predictions_over_the_time_budget_hands_the_rest_to_a_job(
         return jobs[0] if jobs and jobs[0]["state"] == "succeeded" else None
 
     handed = wait_for("the hand-off job", all_stored, 120, stack)
-    assert handed["trigger"] == "PREDICT_TIME_BUDGET" and handed["progress"]["done"] == 6
+    assert handed["trigger"] == "PREDICT_TIME_BUDGET" and handed["progress"]["done"] == 4
     one_prediction_each(api, project, tasks, ml["model_version"])
     stack.stop_workers()
 
