@@ -65,6 +65,25 @@ def test_one_training_job_per_control_across_web_processes(redis_url: str) -> No
     }
 
 
+def test_a_worker_runs_both_kinds_and_a_failed_job_says_why_and_frees_its_lock(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker.run_job in a real RQ work horse; without Label Studio both kinds fail, saying so."""
+    from rq import Worker
+
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    web = RQRunner(redis_url)
+    predict = web.submit("7", "", "api", {"label_config": "<View/>"}, kind="predict").job
+    train = web.submit("7", "label", "START_TRAINING", {"label_config": "<View/>"}).job
+    assert Worker([QUEUE_NAME], connection=web.redis).work(burst=True) is True
+    predicted, trained = web.get(predict.id), web.get(train.id)
+    assert predicted.state == "failed" and "LABEL_STUDIO_API_KEY" in predicted.error, predicted
+    assert trained.state == "failed" and "labeling config" in trained.error, trained
+    again = web.submit("7", "label", "START_TRAINING", {"label_config": "<View/>"})
+    assert again.status == "started"  # the failed job's lock went with it
+
+
 def _reporter(jobs_dir: Path, job_id: str) -> JobReporter:
     files = JobFiles(jobs_dir)
     files.save(Job(id=job_id, project="7", control="", kind="predict"))
