@@ -173,7 +173,7 @@ class RQRunner:
             with contextlib.suppress(InvalidJobOperation):
                 rq_job.cancel()  # off the queue: it never starts
         elif job.kind == "train":
-            with contextlib.suppress(InvalidJobOperation, BackendError, Exception):
+            with contextlib.suppress(InvalidJobOperation):  # it ended meanwhile
                 send_stop_job_command(self.redis, job.id)  # the horse ends now; nothing was promoted
         if job.kind == "train":
             Lease(self.redis, training_lock_name(job.project, job.control), job.id).release_for(job.id)
