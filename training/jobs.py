@@ -11,10 +11,13 @@ the lock when the job process ends however it ends (kill -9 included), so no sta
 A second trigger meanwhile finds the lock taken and gets the running job back (`already_running`).
 
 `JobRunner` is all the web layer and the CLI see. The job itself runs `command + [state file]` (the
-caller names the entry point, e.g. `python -m training_pipeline`), which reads its request from the
-state file and reports through `JobReporter`. A queue runner (RQ on Redis, workers on a GPU host) would
-implement the same three methods, enqueue the same entry point with the state file's content, and keep
-state in the same JSON shape; the training code would not change.
+caller names the entry point: `training_pipeline.py` for kind "train", `prediction_job.py` for
+"predict"), which reads its request from the state file and reports through `JobReporter`. A prediction
+job holds a lock of its own for its life (any number may exist) and waits in `JobReporter.admitted` for
+its project's turn and a running place. The queue runner (`training/rq_runner.py`, RQ on Redis) keeps
+the same `Job` shape in RQ's job meta and reports through a `JobReporter` subclass; the jobs do not
+change. Cancel: a `<id>.cancel` file a prediction job checks between batches; a training job's process
+group is ended.
 """
 
 from __future__ import annotations
@@ -195,12 +198,8 @@ class JobFiles:
         ]
         removed = [job.id for job in finished[keep:]]  # `all()` is newest first
         for job_id in removed:
-            for suffix in (
-                ".log",
-                ".pid",
-                ".cancel",
-                ".json",
-            ):  # the state last: a half-removed job stays listed
+            # The state last: a half-removed job stays listed.
+            for suffix in (".log", ".pid", ".cancel", ".json"):
                 with contextlib.suppress(FileNotFoundError):
                     self.state_path(job_id).with_suffix(suffix).unlink()
         return removed
