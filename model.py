@@ -15,7 +15,6 @@ is missing or of the wrong kind): no task gets a prediction without that control
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from control_models.labeling_plan import PlanCache, check_label_config_size, con
 from core.errors import (
     ModelError,
 )
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import Settings
 from core.tasks import project_key
 from inference.detections import MaskBudget
 from inference.model_registry import ModelRegistry
@@ -38,8 +37,9 @@ from prediction.int8 import Int8Export, Int8Exporter
 from prediction.run import PredictionRun, TaskOutcome
 from prediction.served import ServedControls
 from prediction.videos import VideoPipeline
-from training.jobs import JobRunner, LocalProcessRunner
-from training.trigger import TrainingTrigger, host_training_slots
+from training.jobs import JobRunner
+from training.runners import job_runner
+from training.trigger import TrainingTrigger
 from training.versions import ServedVersions, VersionStore
 
 logger = logging.getLogger(__name__)
@@ -60,13 +60,8 @@ class YOLOBackend:
         self.versions.sweep()  # versions half-written by a training job that was killed
         self.served = ServedVersions(self.versions)
         # Training runs in its own process (training_pipeline.py), never in this one's threads.
-        self.jobs = jobs or LocalProcessRunner(
-            settings.model_root / "jobs",
-            [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")],
-            keep_finished=settings.training_jobs_kept,
-            max_running=settings.training_max_jobs or (lambda: host_training_slots(settings.device)),
-            max_queued=settings.training_max_queued,
-        )
+        # Jobs run in their own processes or on RQ workers (REDIS_URL), never in this one's threads.
+        self.jobs = jobs or job_runner(settings)
         self.plans = PlanCache(settings)
         self.credentials = LabelStudioCredentials(settings)
         self.media = MediaLoader(settings, self.label_studio_auth)

@@ -70,3 +70,9 @@ class TooManyJobsError(BackendError):
     """More jobs wait on this host than it queues (TRAINING_MAX_QUEUED); try again when some have run."""
 
     status_code = 429
+
+
+class ConfigConflictError(BackendError):
+    """A request carries a labeling config that differs from the project's own in Label Studio."""
+
+    status_code = 409

@@ -159,6 +159,41 @@ class Settings(BaseSettings):
         "times the model it starts from); less fails the job at once with a clear message.",
     )
 
+    # Jobs (training and prediction)
+    redis_url: str = Field(
+        default="",
+        description="Redis for the job queue (RQ): jobs run on `./worker.sh` workers, never in the web "
+        "processes. Empty: each job runs as a local process of this machine.",
+    )
+    jobs_max_running: int = Field(
+        default=1, ge=1, description="Without REDIS_URL: prediction jobs running at once here; more wait."
+    )
+    predict_time_budget: float = Field(
+        default=80.0,
+        ge=0,
+        description="Seconds a /predict may spend (under Label Studio's 100 s timeout); the tasks left "
+        "then go to a prediction job. 0: no budget.",
+    )
+    prediction_job_batch: int = Field(
+        default=32,
+        ge=1,
+        description="Tasks a prediction job fetches, predicts and stores together; a cancel waits for "
+        "the batch in flight.",
+    )
+    prelabel_new_tasks: bool = Field(
+        default=False,
+        description="TASKS_CREATED from Label Studio starts a prediction job for the new tasks.",
+    )
+    worker_heartbeat_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="RQ workers: how often a running job's heartbeat is renewed; a job whose worker "
+        "died is found about 60 s plus this after its last one.",
+    )
+    worker_maintenance_seconds: int = Field(
+        default=30, ge=5, description="RQ workers: how often one of them looks for abandoned jobs."
+    )
+
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
     max_concurrent_uploads: int = Field(

@@ -165,6 +165,26 @@ class LabelStudioClient:
             model_version=model_version,
         )
 
+    def create_predictions(self, project: Any, predictions: list[dict[str, Any]]) -> None:
+        """Store many predictions in one call (`{"task", "result", "score", "model_version"}` each)."""
+        if not predictions:
+            return
+        from label_studio_sdk import PredictionRequest
+
+        project_number = project_id(project)
+        self._call(
+            f"store {len(predictions)} predictions in project {project_number}",
+            self.sdk.projects.import_predictions,
+            id=project_number,
+            request=[PredictionRequest(**prediction) for prediction in predictions],
+        )
+
+    def task_count(self, project: Any) -> int:
+        """How many tasks the project has (Label Studio's own count)."""
+        project_number = project_id(project)
+        found = self._call(f"read project {project_number}", self.sdk.projects.get, id=project_number)
+        return int(getattr(found, "task_number", None) or 0)
+
     def headers(self) -> dict[str, str]:
         """The Authorization header for a download from Label Studio's own origin: `Token <key>` for a
         legacy token; for a personal access token, `Bearer <access token>`, renewed by the SDK."""

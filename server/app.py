@@ -21,10 +21,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import BackendError
 from core.settings import Settings
 from core.tasks import as_dicts
-from model import YOLOBackend, project_key
+from model import YOLOBackend
 from server.auth import BasicAuth
 from server.body_limit import BodySizeLimit
 from server.browser_guard import BrowserGuard
+from server.jobs import BudgetedPredict, PredictionJobs, install_job_routes
 from server.metrics import Metrics
 from server.redact import PathRedactor
 from server.schemas import (
@@ -70,6 +71,12 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     )
     app.state.backend = backend
     metrics = Metrics(settings.prometheus_multiproc_dir)
+    jobs = PredictionJobs(backend, settings)
+    budgeted_predict = BudgetedPredict(
+        backend,
+        settings.predict_time_budget,
+        lambda project, ids, config: jobs.predict(project, ids, config, trigger="PREDICT_TIME_BUDGET"),
+    )
     _install_error_handlers(app)
     _install_metrics(app, metrics)
     app.add_middleware(
@@ -78,17 +85,22 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     app.add_middleware(BasicAuth, settings=settings)  # before the body is read
     app.add_middleware(BrowserGuard)  # added last: outermost (its headers go on 401s too)
 
-    _install_label_studio_routes(app, backend, metrics, redact)
-    _install_job_and_metrics_routes(app, backend, metrics, redact)
+    _install_label_studio_routes(app, jobs, budgeted_predict, metrics, redact)
+    _install_job_and_metrics_routes(app, jobs, metrics, redact)
     install_ui(app, settings, backend)
 
     return app
 
 
 def _install_label_studio_routes(
-    app: FastAPI, backend: YOLOBackend, metrics: Metrics, redact: PathRedactor
+    app: FastAPI,
+    jobs: PredictionJobs,
+    budgeted_predict: BudgetedPredict,
+    metrics: Metrics,
+    redact: PathRedactor,
 ) -> None:
     """What Label Studio calls: health, /setup, /predict, /webhook (each a thin call into the backend)."""
+    backend, settings = jobs.backend, jobs.settings
 
     # async: answered on the event loop, so it never waits for a thread that runs a prediction.
     @app.get("/", response_model=HealthResponse)
@@ -114,7 +126,7 @@ def _install_label_studio_routes(
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     def predict(body: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        run = backend.predict(as_dicts(body.tasks), body.label_config, project=body.project)
+        run = budgeted_predict(as_dicts(body.tasks), body.label_config, project=body.project)
         metrics.observe_prediction(
             tasks=len(run.tasks),
             failed=run.failed_tasks(),
@@ -129,22 +141,17 @@ def _install_label_studio_routes(
 
     @app.post("/webhook")
     def webhook(body: WebhookRequest) -> dict[str, Any]:
+        if body.action == "TASKS_CREATED" and settings.prelabel_new_tasks:
+            return redact(jobs.new_tasks(body.model_dump()))
         return redact(backend.fit(body.action, body.model_dump()))
 
 
 def _install_job_and_metrics_routes(
-    app: FastAPI, backend: YOLOBackend, metrics: Metrics, redact: PathRedactor
+    app: FastAPI, jobs: PredictionJobs, metrics: Metrics, redact: PathRedactor
 ) -> None:
-    """Training jobs (read only) and the Prometheus exposition."""
-
-    @app.get("/jobs")
-    def list_jobs(project: str | None = None) -> dict[str, Any]:
-        key = project_key(project)  # "07" is project 7
-        return {"jobs": [redact(job.public()) for job in backend.jobs.list(key)]}
-
-    @app.get("/jobs/{job_id}")
-    def get_job(job_id: str) -> dict[str, Any]:
-        return redact(backend.jobs.get(job_id).public())
+    """Jobs (`server/jobs.py`) and the Prometheus exposition."""
+    backend = jobs.backend
+    install_job_routes(app, jobs, redact)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

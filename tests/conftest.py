@@ -115,11 +115,29 @@ def make_settings(model_root: Path, tmp_path: Path, tmp_path_factory: pytest.Tem
             "basic_auth_user": "",
             "basic_auth_pass": "",
             "torch_threads": 0,
+            "redis_url": "",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server for the session (tests/redis_server.py)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
 
 
 @pytest.fixture

@@ -21,11 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Higher number = higher layer; a module may import only from layers below its own.
 LAYERS = {
+    "worker": 8,  # the RQ worker's entry point (worker.sh)
     "server": 7,
     "cli": 8,  # the entry point of the commands
     "commands": 7,
     "model": 6,
     "training_pipeline": 6,
+    "prediction_job": 6,
     "prediction": 5,
     "control_models": 4,
     "training": 3,

@@ -96,7 +96,7 @@ def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes
     page.wait_for_selector("#models li.model")
     assert "shapes-yolov8n.pt" in page.inner_text("#models")
     page.wait_for_selector("#jobs-section:not([hidden])")  # /jobs answers: the section shows, empty
-    assert "No training jobs yet" in page.inner_text("#jobs")
+    assert "No jobs yet" in page.inner_text("#jobs")
     assert page.input_value("#config").startswith("<View>")  # an example is prefilled
 
     page.fill("#config", SHAPES_CONFIG)
@@ -132,26 +132,44 @@ def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes
     print(f"screenshot: {shot}")
 
 
-def test_jobs_section_shows_training_progress_when_the_backend_has_jobs(app, page, tmp_path):
+def test_jobs_section_shows_progress_and_cancels_and_starts_jobs(app, page, tmp_path):
     import os
 
     from training.jobs import Job, LocalProcessRunner, try_lock
 
-    # A running job as a training process leaves it: its state file, and its lock held.
-    runner = LocalProcessRunner(tmp_path / "jobs", ["true"])
+    # Running jobs as their processes leave them: state files, and their locks held.
+    runner = LocalProcessRunner(tmp_path / "jobs", ["true"], predict_command=["true"])
     app.state.backend.jobs = runner
     job = Job(id="job-1", project="7", control="label", state="running", phase="training")
     job.epoch, job.epochs, job.metrics, job.version = 3, 10, {"map50": 0.5}, "v2"
     runner.files.save(job)
-    lock = try_lock(runner.files.lock_path("7", "label"))
+    predicting = Job(id="job-2", project="7", control="", kind="predict", state="running", phase="predicting")
+    predicting.progress = {"done": 40, "total": 100, "failed": 5, "skipped": 5}
+    runner.files.save(predicting)
+    locks = [try_lock(runner.files.lock_path("7", "label")), try_lock(runner._lock_path(predicting))]
     try:
         page.reload()
         page.wait_for_selector("#jobs li.job")
         text = page.inner_text("#jobs")
-        assert "job-1" in text and "running" in text and "epoch 3/10" in text and "map50" in text
-        assert page.get_attribute("#jobs progress", "value") == "0.3"
+        assert "job-1" in text and "running" in text and "3/10 epochs" in text and "map50" in text
+        assert "pre-label job-2" in text and "40/100 tasks, 5 failed, 5 skipped" in text
+        values = [page.get_attribute(f"#jobs li:nth-child({i}) progress", "value") for i in (1, 2)]
+        assert sorted(values) == ["0.3", "0.5"]
+        page.click("#jobs li:has-text('job-2') button.cancel")  # a prediction job stops after its batch
+        page.wait_for_function("() => true")
+        for _ in range(50):
+            if runner.files.cancel_path("job-2").exists():
+                break
+            page.wait_for_timeout(100)
+        assert runner.files.cancel_path("job-2").exists()
+        # Starting one needs Label Studio's key here: the page says why it did not start.
+        page.fill("#job-project", "7")
+        page.click("#job-start")
+        page.wait_for_selector("#job-message:has-text('Not started')")
+        assert "LABEL_STUDIO_API_KEY" in page.inner_text("#job-message")
     finally:
-        os.close(lock)
+        for lock in locks:
+            os.close(lock)
 
 
 def test_brush_rle_decodes_in_the_page_like_the_sdk(page):

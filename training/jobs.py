@@ -13,10 +13,13 @@ queues one follow-up job; later triggers fold into that waiting job (it has not 
 it trains on the newest annotations). More than `max_queued` waiting jobs on the host: refused (429).
 
 `JobRunner` is all the web layer and the CLI see. The job itself runs `command + [state file]` (the
-caller names the entry point, e.g. `python -m training_pipeline`), which reads its request from the
-state file and reports through `JobReporter`. A queue runner (RQ on Redis, workers on a GPU host) would
-implement the same three methods, enqueue the same entry point with the state file's content, and keep
-state in the same JSON shape; the training code would not change.
+caller names the entry point: `training_pipeline.py` for kind "train", `prediction_job.py` for
+"predict"), which reads its request from the state file and reports through `JobReporter`. A prediction
+job holds a lock of its own for its life (any number may exist) and waits in `JobReporter.admitted` for
+its project's turn and a running place. The queue runner (`training/rq_runner.py`, RQ on Redis) keeps
+the same `Job` shape in RQ's job meta and reports through a `JobReporter` subclass; the jobs do not
+change. Cancel: a `<id>.cancel` file a prediction job checks between batches; a training job's process
+group is ended.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import fcntl
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,7 +46,9 @@ from training.job_slots import is_held, try_lock
 from training.versions import read_json, safe_name, write_json_atomic
 
 ACTIVE_STATES = ("queued", "running")
-FINAL_STATES = ("succeeded", "failed")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+KINDS = ("train", "predict")
+_KEPT_ERRORS = 10  # a prediction job keeps its first few task errors
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _LOG_TAIL_LINES = 40
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -58,8 +64,9 @@ class Job:
 
     id: str
     project: str
-    control: str
-    state: str = "queued"  # queued | running | succeeded | failed
+    control: str  # the control a training job trains; "" for a prediction job (every control)
+    kind: str = "train"  # train | predict
+    state: str = "queued"  # queued | running | succeeded | failed | cancelled
     phase: str = "queued"  # fetching annotations | writing dataset | training | evaluating | done
     epoch: int = 0
     epochs: int = 0
@@ -75,12 +82,35 @@ class Job:
     finished_at: float | None = None
     pid: int | None = None
     log_tail: list[str] = field(default_factory=list)
+    # Tasks for a prediction job, epochs for a training job (filled from `epoch`/`epochs` when shown).
+    progress: dict[str, int] = field(
+        default_factory=lambda: {"done": 0, "total": 0, "failed": 0, "skipped": 0}
+    )
+    task_errors: list[str] = field(default_factory=list)  # the first few failing tasks, with why
+    model_version: str = ""  # what a prediction job stores its predictions under
 
     def public(self) -> dict[str, Any]:
-        """The job without its params (they hold the whole labeling config)."""
+        """The job without its params (they hold the whole labeling config), with rate and time left."""
         data = asdict(self)
         data.pop("params")
+        if self.kind == "train":
+            data["progress"] = {"done": self.epoch, "total": self.epochs, "failed": 0, "skipped": 0}
+        data["rate"], data["eta_s"] = self.rate_and_eta(data["progress"])
         return data
+
+    def rate_and_eta(
+        self, progress: dict[str, int], now: float | None = None
+    ) -> tuple[float | None, float | None]:
+        """Items per second since the job started, and the seconds left at that rate (None: not known)."""
+        if self.state != "running" or not self.started_at:
+            return None, None
+        elapsed = (now or time.time()) - self.started_at
+        handled = progress.get("done", 0) + progress.get("failed", 0)
+        if elapsed <= 0 or handled <= 0:
+            return None, None
+        rate = handled / elapsed
+        left = max(0, progress.get("total", 0) - handled - progress.get("skipped", 0))
+        return round(rate, 3), round(left / rate, 1)
 
     @classmethod
     def from_json(cls, data: dict) -> Job:
@@ -104,14 +134,20 @@ class JobRunner(Protocol):
         trigger: str,
         params: dict[str, Any],
         env: dict[str, str] | None = None,
+        kind: str = "train",
     ) -> Submission:
         """Start or queue a job, or answer the control's waiting one; `env`: secrets, never stored.
 
-        Raises `TooManyJobsError` (429) when too many jobs wait on the host already."""
+        kind "train": one job per (project, control); raises `TooManyJobsError` (429) when too many jobs
+        wait on the host already. kind "predict": every submission is a new job (`control` ""); jobs of
+        one project run one after the other, each predicting what is left."""
 
     def get(self, job_id: str) -> Job: ...
 
-    def list(self, project: str | None = None) -> list[Job]: ...
+    def list(self, project: str | None = None, kind: str | None = None) -> list[Job]: ...
+
+    def cancel(self, job_id: str) -> Job:
+        """A queued job never starts; a running one stops soon (a prediction job after its batch)."""
 
 
 class JobFiles:
@@ -127,6 +163,10 @@ class JobFiles:
 
     def log_path(self, job_id: str) -> Path:
         return self.state_path(job_id).with_suffix(".log")
+
+    def cancel_path(self, job_id: str) -> Path:
+        """Present once someone asked the job to stop (a file: the job process owns the state file)."""
+        return self.state_path(job_id).with_suffix(".cancel")
 
     def lock_path(self, project: str, control: str) -> Path:
         return self.dir / "locks" / f"{safe_name(project)}__{safe_name(control)}.lock"
@@ -169,12 +209,8 @@ class JobFiles:
         ]
         removed = [job.id for job in finished[keep:]]  # `all()` is newest first
         for job_id in removed:
-            for suffix in (
-                ".log",
-                ".pid",
-                ".alive",
-                ".json",
-            ):  # the state last: a half-removed job stays listed
+            # The state last: a half-removed job stays listed.
+            for suffix in (".log", ".pid", ".alive", ".cancel", ".json"):
                 with contextlib.suppress(FileNotFoundError):
                     self.state_path(job_id).with_suffix(suffix).unlink()
         return removed
@@ -210,9 +246,11 @@ class LocalProcessRunner:
         keep_finished: int = 20,
         max_running: int | Callable[[], int] = 1,
         max_queued: int = 8,
+        predict_command: list[str] | None = None,
     ):
         self.files = JobFiles(jobs_dir)
         self.command = command  # the entry point; the state file's path is appended
+        self.predict_command = predict_command  # the prediction job's entry point, the same way
         self.env = env
         self.keep_finished = keep_finished  # per (project, control): older finished jobs' files go
         self._max_running = max_running
@@ -232,7 +270,10 @@ class LocalProcessRunner:
         trigger: str,
         params: dict[str, Any],
         env: dict[str, str] | None = None,
+        kind: str = "train",
     ) -> Submission:
+        if kind == "predict":
+            return self._submit_prediction(project, trigger, params, env or {})
         # Threads of one worker meet at the thread lock, other processes at the host's admission flock.
         with self._submit_lock, job_slots.admission(self.files.dir):
             active = [job for job in map(self._settled, self.files.all()) if job.state in ACTIVE_STATES]
@@ -259,6 +300,63 @@ class LocalProcessRunner:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         job_id = f"{stamp}-{safe_name(project)}-{safe_name(control)}-{secrets.token_hex(3)}"
         return Job(id=job_id, project=project, control=control, trigger=trigger, params=params)
+
+    def _submit_prediction(
+        self, project: str, trigger: str, params: dict[str, Any], env: dict[str, str]
+    ) -> Submission:
+        """A new prediction job every time; it holds a lock of its own for its life (see `_settled`)."""
+        if not self.predict_command:
+            raise BackendError("this runner has no prediction job entry point")
+        with self._submit_lock:
+            self.files.prune(project, "", self.keep_finished - 1)
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            job_id = f"{stamp}-{safe_name(project)}-predict-{secrets.token_hex(3)}"
+            job = Job(id=job_id, project=project, control="", kind="predict", trigger=trigger, params=params)
+            self.files.save(job)
+            descriptor = try_lock(self._lock_path(job))
+            if descriptor is None:  # a fresh id: only a broken jobs folder gets here
+                raise BackendError(f"the lock of job {job_id} is taken")
+            try:
+                self._start_direct(job, descriptor, env, self.predict_command)
+            finally:
+                os.close(descriptor)
+        return Submission(job, "started")
+
+    def _lock_path(self, job: Job) -> Path:
+        """Held by the job's process while it lives: a training job's `.alive` file (from its start, while
+        it waits too; its control's lock for jobs started before those files), a prediction job's own lock."""
+        if job.kind == "predict":
+            return self.files.dir / "locks" / f"{job.id}.lock"
+        alive = self.files.alive_path(job.id)
+        return alive if alive.exists() else self.files.lock_path(job.project, job.control)
+
+    def cancel(self, job_id: str) -> Job:
+        """A prediction job sees the marker between batches (and while it waits) and stops itself; a
+        training job's process group is ended (the served model changes only at its very end)."""
+        job = self.get(job_id)
+        if job.state not in ACTIVE_STATES:
+            return job
+        self.files.cancel_path(job_id).touch()
+        if job.kind == "predict":
+            return job
+        if job.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(job.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            descriptor = try_lock(self._lock_path(job))
+            if descriptor is not None:
+                try:
+                    current = self.files.load(job_id)
+                    if current.state in ACTIVE_STATES:
+                        current.state, current.finished_at = "cancelled", time.time()
+                        current.message = "cancelled; the served model did not change"
+                        self.files.save(current)
+                    return current
+                finally:
+                    os.close(descriptor)
+            time.sleep(0.1)
+        return self.files.load(job_id)
 
     def _start(self, job: Job, env: dict[str, str]) -> None:
         """Start the job's process: it waits for its control and a slot (`job_slots`), then runs the job."""
@@ -299,6 +397,33 @@ class LocalProcessRunner:
             os.close(alive)  # the job's process keeps its inherited copy
             if log is not None:
                 log.close()
+        self._started(job, process)
+
+    def _start_direct(self, job: Job, lock_descriptor: int, env: dict[str, str], command: list[str]) -> None:
+        """A prediction job's process, holding `lock_descriptor` (its own lock); it waits for its turn and a
+        JOBS_MAX_RUNNING slot itself (`JobReporter.admitted`)."""
+        log = self.files.log_path(job.id).open("ab")
+        try:
+            process = subprocess.Popen(
+                [*command, str(self.files.state_path(job.id)), str(lock_descriptor)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock_descriptor,),
+                start_new_session=True,  # a signal to the web worker's group does not reach the job
+                env={**os.environ, **(self.env or {}), **env},
+                close_fds=True,
+            )
+        except OSError as error:
+            job.state, job.phase, job.finished_at = "failed", "done", time.time()
+            job.error = f"the job's process could not start: {error}"
+            self.files.save(job)
+            raise BackendError(job.error) from None
+        finally:
+            log.close()
+        self._started(job, process)
+
+    def _started(self, job: Job, process: subprocess.Popen) -> None:
         job.pid = process.pid  # the same process once the job runs (exec)
         # A file of its own: the job process may already be rewriting the state file.
         self.files.state_path(job.id).with_suffix(".pid").write_text(str(process.pid))
@@ -308,18 +433,19 @@ class LocalProcessRunner:
     def get(self, job_id: str) -> Job:
         return self._settled(self.files.load(job_id))
 
-    def list(self, project: str | None = None) -> list[Job]:
-        jobs = [job for job in self.files.all() if project is None or job.project == str(project)]
+    def list(self, project: str | None = None, kind: str | None = None) -> list[Job]:
+        jobs = [
+            job
+            for job in self.files.all()
+            if (project is None or job.project == str(project)) and (kind is None or job.kind == kind)
+        ]
         return [self._settled(job) for job in jobs]
 
     def _settled(self, job: Job) -> Job:
         """A job that says it waits or runs but whose process is gone (killed) is reported as failed."""
         if job.state not in ACTIVE_STATES:
             return job
-        alive = self.files.alive_path(job.id)
-        # Jobs started before `.alive` files: their control's lock tells.
-        held = alive if alive.exists() else self.files.lock_path(job.project, job.control)
-        descriptor = try_lock(held)
+        descriptor = try_lock(self._lock_path(job))
         if descriptor is None:
             return job  # its process holds it: it waits or runs
         try:
@@ -328,7 +454,12 @@ class LocalProcessRunner:
                 current.state, current.finished_at = "failed", time.time()
                 current.error = (
                     f"the job's process ended during '{current.phase}' without reporting "
-                    "(killed or out of memory?); the served model did not change"
+                    "(killed or out of memory?); "
+                    + (
+                        "what it uploaded stays, a new job predicts the rest"
+                        if current.kind == "predict"
+                        else "the served model did not change"
+                    )
                 )
                 self.files.save(current)
             current.log_tail = self.files.log_tail(job.id)
@@ -394,3 +525,44 @@ class JobReporter:
         self.job.error = error
         self.save()
         print(f"[job] failed: {error}", file=sys.stderr, flush=True)
+
+    def progress(self, done: int, total: int, failed: int, skipped: int, errors: list[str]) -> None:
+        self.job.progress = {"done": done, "total": total, "failed": failed, "skipped": skipped}
+        self.job.task_errors = errors[:_KEPT_ERRORS]
+        self.save()
+
+    def cancel_requested(self) -> bool:
+        return self.files.cancel_path(self.job.id).exists()
+
+    def cancelled(self, message: str) -> None:
+        self.job.state, self.job.phase, self.job.finished_at = "cancelled", "done", time.time()
+        self.job.message = message
+        self.save()
+        print(f"[job] cancelled: {message}", flush=True)
+
+    @contextlib.contextmanager
+    def admitted(self, name: str, slots: int) -> Iterator[bool]:
+        """Wait (state `queued`) until this job holds the lock `name` and one of `slots` running places
+        on this machine (JOBS_MAX_RUNNING); yields False when it was cancelled while waiting."""
+        held: list[int] = []
+        try:
+            while True:
+                if not held:
+                    descriptor = try_lock(self.files.dir / "locks" / f"{safe_name(name)}.lock")
+                    held += [descriptor] if descriptor is not None else []
+                if held and len(held) == 1:
+                    for slot in range(max(1, slots)):
+                        descriptor = try_lock(self.files.dir / "locks" / f"running-slot-{slot}.lock")
+                        if descriptor is not None:
+                            held.append(descriptor)
+                            break
+                if len(held) == 2 or self.cancel_requested():
+                    break
+                if self.job.phase != "waiting":
+                    self.job.phase = "waiting"
+                    self.save()
+                time.sleep(0.5)
+            yield len(held) == 2
+        finally:
+            for descriptor in held:
+                os.close(descriptor)

@@ -286,24 +286,14 @@ async function loadModels() {
 }
 
 async function loadJobs() {
-  // /jobs exists once the training loop is there; without it the section stays hidden.
+  // Training and prediction jobs of every project, newest first; refreshed every few seconds.
   const response = await fetch("/jobs").catch(() => null);
   if (!response || response.status !== 200) return;
   const data = await response.json().catch(() => null);
-  const jobs = Array.isArray(data) ? data : (data && (data.jobs || data.items)) || [];
+  const jobs = (data && data.jobs) || [];
   const list = el("ul");
-  for (const job of jobs) {
-    const where = [job.project && `project ${job.project}`, job.control, job.version].filter(Boolean).join(" / ");
-    const item = el("li", { class: "job" }, `${job.id ?? ""} ${where}: ${job.state ?? job.status ?? ""} ${job.phase ?? ""} `);
-    const progress = job.epochs ? job.epoch / job.epochs : Number(job.progress);
-    if (Number.isFinite(progress)) item.append(el("progress", { max: 1, value: progress > 1 ? progress / 100 : progress }));
-    if (job.epochs) item.append(` epoch ${job.epoch}/${job.epochs}`);
-    if (job.message) item.append(el("div", {}, job.message));
-    if (job.error) item.append(el("div", { class: "error" }, job.error));
-    if (job.metrics && Object.keys(job.metrics).length) item.append(el("code", {}, JSON.stringify(job.metrics)));
-    list.append(item);
-  }
-  $("jobs").replaceChildren(jobs.length ? list : el("div", {}, "No training jobs yet."));
+  for (const job of jobs) list.append(jobItem(job));
+  $("jobs").replaceChildren(jobs.length ? list : el("div", {}, "No jobs yet."));
   $("jobs-section").hidden = false;
 }
 
@@ -346,6 +336,48 @@ async function loadExamples() {
   showExample();
 }
 
+function jobItem(job) {
+  const what = job.kind === "predict" ? "pre-label" : "train";
+  const where = [`project ${job.project}`, job.control, job.version].filter(Boolean).join(" / ");
+  const item = el("li", { class: "job", "data-state": job.state }, `${what} ${job.id} ${where}: ${job.state} ${job.phase ?? ""} `);
+  const progress = job.progress || {};
+  if (progress.total) {
+    item.append(el("progress", { max: 1, value: Math.min(1, (progress.done + progress.failed + progress.skipped) / progress.total) }));
+    const unit = job.kind === "predict" ? "tasks" : "epochs";
+    let counts = ` ${progress.done}/${progress.total} ${unit}`;
+    if (job.kind === "predict") counts += `, ${progress.failed} failed, ${progress.skipped} skipped`;
+    if (job.rate) counts += `, ${job.rate}/s`;
+    if (job.eta_s != null) counts += `, ~${Math.ceil(job.eta_s)} s left`;
+    item.append(counts);
+  }
+  if (job.state === "queued" || job.state === "running") {
+    const cancel = el("button", { type: "button", class: "cancel" }, "Cancel");
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      await fetch(`/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" }).catch(() => null);
+      loadJobs();
+    });
+    item.append(" ", cancel);
+  }
+  if (job.message) item.append(el("div", {}, job.message));
+  if (job.error) item.append(el("div", { class: "error" }, job.error));
+  for (const error of job.task_errors || []) item.append(el("div", { class: "error" }, error));
+  if (job.metrics && Object.keys(job.metrics).length) item.append(el("code", {}, JSON.stringify(job.metrics)));
+  return item;
+}
+
+async function startPrelabel() {
+  const project = $("job-project").value.trim();
+  const response = await fetch("/jobs", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ kind: "predict", project, tasks: "all" }),
+  }).catch(() => null);
+  const data = response ? await response.json().catch(() => ({})) : { error: "the backend did not answer" };
+  $("job-message").textContent = response && response.status === 202 ? `Started job ${data.id}.` : `Not started: ${data.error}`;
+  loadJobs();
+}
+
 function init() {
   $("example").addEventListener("change", showExample);
   $("sample").addEventListener("click", predictSample);
@@ -354,6 +386,7 @@ function init() {
     draw();
   });
   $("run").addEventListener("click", predict);
+  $("job-start").addEventListener("click", startPrelabel);
   loadExamples().finally(loadModels); // the models list appears once the examples are there
   loadJobs();
   setInterval(() => { if (!$("jobs-section").hidden) loadJobs(); }, 5000);

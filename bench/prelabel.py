@@ -1,0 +1,212 @@
+"""Project-wide prediction jobs on RQ workers against raw Ultralytics, measured in one run (not in CI).
+
+    python bench/prelabel.py [--tasks 500] [--singles 20]
+
+Starts what the e2e tests start: a real Label Studio 1.23 (its venv from .ci/install_label_studio.sh),
+a redis-server, the backend (`./start.sh`, REDIS_URL) and `./worker.sh` workers, with the shapes model
+(models/shapes-yolov8n.pt) on 320x240 images uploaded to Label Studio in two projects of tasks/2 each.
+Prints:
+- raw Ultralytics on the same image files (batched as the backend batches on CPU), images/s;
+- the two projects' prediction jobs with one worker, then with two (one job each), images/s from the
+  first job's start to the last one's end: downloads from Label Studio and bulk uploads included;
+- single-task `/predict` latency (p50/p90, an image fetched from Label Studio) idle and while the jobs run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2
+import numpy as np
+import requests
+
+from tests.e2e.backend_server import BackendServer
+from tests.e2e.label_studio import LabelStudioServer, default_venv
+from tests.e2e.test_prediction_jobs_e2e import CONFIG, WorkerProcess
+from tests.redis_server import RedisServer
+from tools.shapes import draw_shapes_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = ROOT / "models" / "shapes-yolov8n.pt"
+BATCH = 8  # INFERENCE_BATCH_SIZE's CPU default
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--singles", type=int, default=20, help="single-task /predict calls per phase")
+    return parser.parse_args()
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        image, _ = draw_shapes_image(rng, 320, 240)
+        paths.append(folder / f"shape-{i:04d}.jpg")
+        cv2.imwrite(str(paths[-1]), image)
+    return paths
+
+
+def raw_images_per_second(paths: list[Path]) -> float:
+    from ultralytics import YOLO
+
+    model = YOLO(str(SHAPES))
+    model.predict([str(p) for p in paths[:BATCH]], verbose=False)  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(paths), BATCH):
+        model.predict([str(p) for p in paths[start : start + BATCH]], verbose=False, conf=0.05)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def single_latencies(backend: BackendServer, task: dict, count: int, until=None) -> list[float]:
+    """Seconds per single-task /predict (a different task object each time: no media cache effect)."""
+    seconds = []
+    for _ in range(count):
+        if until is not None and until():
+            break
+        started = time.perf_counter()
+        response = requests.post(
+            f"{backend.url}/predict",
+            json={"tasks": [task], "label_config": CONFIG, "project": task["project"]},
+            timeout=300,
+        )
+        response.raise_for_status()
+        seconds.append(time.perf_counter() - started)
+        time.sleep(0.2)
+    return seconds
+
+
+def run_jobs(
+    backend: BackendServer, projects: list[int], single_task: dict, singles: int
+) -> tuple[float, list[float]]:
+    """Start a prediction job per project; images/s over all of them, and single-task latencies meanwhile."""
+    ids = []
+    for project in projects:
+        response = requests.post(
+            f"{backend.url}/jobs", json={"kind": "predict", "project": project}, timeout=30
+        )
+        response.raise_for_status()
+        ids.append(response.json()["id"])
+
+    def jobs() -> list[dict]:
+        return [requests.get(f"{backend.url}/jobs/{i}", timeout=30).json() for i in ids]
+
+    def all_done() -> bool:
+        return all(j["state"] in ("succeeded", "failed", "cancelled") for j in jobs())
+
+    while not any(j["state"] == "running" for j in jobs()):
+        time.sleep(0.2)
+    latencies = single_latencies(backend, single_task, singles, until=all_done)
+    while not all_done():
+        time.sleep(0.5)
+    final = jobs()
+    assert all(j["state"] == "succeeded" for j in final), final
+    done = sum(j["progress"]["done"] for j in final)
+    seconds = max(j["finished_at"] for j in final) - min(j["started_at"] for j in final)
+    return done / seconds, latencies
+
+
+def delete_predictions(api, project: int) -> None:
+    api.call(
+        "POST",
+        "/api/dm/actions",
+        params={"id": "delete_tasks_predictions", "project": project},
+        json={"selectedItems": {"all": True, "excluded": []}},
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-prelabel-"))
+    root = work / "models"
+    root.mkdir()
+    shutil.copy(SHAPES, root / SHAPES.name)
+    images = make_images(work, args.tasks)
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    raw = raw_images_per_second(images)
+
+    label_studio = LabelStudioServer(default_venv()).start()
+    redis = RedisServer(work).start()
+    workers: list[WorkerProcess] = []
+    backend = None
+    try:
+        api = label_studio.api
+        projects = []
+        half = len(images) // 2
+        for part in (images[:half], images[half:]):
+            project = api.create_project(f"bench {len(projects)}", CONFIG)
+            for start in range(0, len(part), 100):
+                api.import_files(project["id"], part[start : start + 100])
+            projects.append(project["id"])
+        env = {
+            "REDIS_URL": redis.url,
+            "MODEL_ROOT": str(root),
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
+            "ALLOW_CUSTOM_MODEL_PATH": "true",
+            "ALLOW_MODEL_DOWNLOAD": "false",
+            "MEDIA_CACHE_DIR": str(work / "media-cache"),
+            "WORKERS": "1",
+            "THREADS": "4",
+        }
+        backend = BackendServer(work / "backend.log", env).start()
+        single = api.list_tasks(projects[0], all_fields=False)[0]
+        single = {"id": single["id"], "project": projects[0], "data": single["data"]}
+        idle = single_latencies(backend, single, args.singles)
+
+        figures = {}
+        for count in (1, 2):
+            for project in projects:
+                delete_predictions(api, project)
+            workers = [
+                WorkerProcess(backend.environment(), work / f"worker-{count}-{i}.log").start()
+                for i in range(count)
+            ]
+            figures[count] = run_jobs(backend, projects, single, args.singles)
+            for worker in workers:
+                worker.stop()
+            workers = []
+    finally:
+        for worker in workers:
+            worker.stop()
+        if backend is not None:
+            backend.stop()
+        redis.stop()
+        label_studio.stop()
+
+    print(f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), load before: {load}")
+    print(f"raw Ultralytics, batches of {BATCH}: {raw:.1f} images/s")
+    for count, (rate, latencies) in figures.items():
+        print(
+            f"{count} worker(s), 2 jobs: {rate:.1f} images/s ({rate / raw:.2f}x raw); single /predict while they run: "
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, p90 {percentile(latencies, 0.9) * 1000:.0f} ms "
+            f"({len(latencies)} calls)"
+        )
+    print(
+        f"single /predict idle: p50 {statistics.median(idle) * 1000:.0f} ms, "
+        f"p90 {percentile(idle, 0.9) * 1000:.0f} ms ({len(idle)} calls)"
+    )
+    print(f"after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+
+
+if __name__ == "__main__":
+    main()

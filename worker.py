@@ -1,0 +1,94 @@
+"""An RQ worker for this backend's jobs (`./worker.sh`): prediction and training jobs from `REDIS_URL`.
+
+Run as many as you like, on any hosts that share `MODEL_ROOT` (trained versions, the served pointers)
+and reach Redis and Label Studio; each reads its settings (LABEL_STUDIO_API_KEY included) from its own
+environment. Each job runs in a work horse forked per job (RQ's default), so a crash or an
+out-of-memory kill ends that job only.
+
+Abandoned jobs: RQ renews a running job's heartbeat every WORKER_HEARTBEAT_SECONDS and keeps it alive
+60 s past the last one; one worker cleans the registries every WORKER_MAINTENANCE_SECONDS (an idle
+worker wakes that often to do so). A job whose worker was killed is therefore retried once, or failed,
+about 60 + heartbeat + maintenance seconds (~100 s by default) after its worker died, never left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+from core.errors import BackendError
+from core.settings import Settings
+
+
+def run_job(kind: str) -> int:
+    """What the queue runs (in a work horse): the job whose meta RQ hands us, by kind."""
+    from rq import get_current_job
+
+    from training.rq_runner import RQReporter
+
+    reporter = RQReporter(get_current_job())
+    settings = Settings()
+    if kind == "predict":
+        import prediction_job
+
+        return prediction_job.execute(reporter, settings)
+    return train(reporter, settings)
+
+
+def train(reporter: Any, settings: Settings) -> int:
+    """The training job of `training_pipeline.py`, holding (project, control)'s lease while it runs."""
+    from training.rq_runner import training_lock_name
+    from training_pipeline import TrainingRun, with_nice
+
+    job = reporter.job
+    with reporter.admitted(training_lock_name(job.project, job.control)) as admitted:
+        if not admitted:
+            reporter.cancelled("cancelled before it started")
+            return 0
+        try:
+            with_nice()
+            outcome = TrainingRun(settings, reporter).run(
+                job.project, job.control, job.params.get("label_config", "")
+            )
+        except BackendError as error:
+            reporter.fail(error.message)
+            return 1
+        except Exception as error:
+            traceback.print_exc()
+            reporter.fail(f"{type(error).__name__}: {error}")
+            return 1
+        reporter.finish(outcome.message, outcome.version, outcome.promoted)
+    return 0
+
+
+def main() -> int:
+    from rq import Worker
+
+    from training.rq_runner import QUEUE_NAME, connect
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.redis_url:
+        print("error: set REDIS_URL (e.g. redis://localhost:6379/0) for a worker", file=sys.stderr)
+        return 2
+    worker = Worker(
+        [QUEUE_NAME],
+        connection=connect(settings.redis_url),
+        job_monitoring_interval=settings.worker_heartbeat_seconds,
+        maintenance_interval=settings.worker_maintenance_seconds,
+        # An idle worker blocks this long minus 15 s on the queue, then cleans the registries if due.
+        worker_ttl=settings.worker_maintenance_seconds + 15,
+    )
+    worker.work(logging_level=settings.log_level.upper())
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "true")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    sys.exit(main())
