@@ -27,7 +27,7 @@ LAYERS = {
     "commands": 7,
     "model": 6,
     "training_pipeline": 6,
-    "prediction_job": 6,
+    "prediction_job": 7,  # a project-wide prediction job: calls YOLOBackend.predict
     "prediction": 5,
     "control_models": 4,
     "training": 3,
