@@ -150,25 +150,8 @@ def main() -> None:
     backend = None
     try:
         api = label_studio.api
-        projects = []
-        half = len(images) // 2
-        for part in (images[:half], images[half:]):
-            project = api.create_project(f"bench {len(projects)}", CONFIG)
-            for start in range(0, len(part), 100):
-                api.import_files(project["id"], part[start : start + 100])
-            projects.append(project["id"])
-        env = {
-            "REDIS_URL": redis.url,
-            "MODEL_ROOT": str(root),
-            "LABEL_STUDIO_URL": label_studio.url,
-            "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
-            "ALLOW_CUSTOM_MODEL_PATH": "true",
-            "ALLOW_MODEL_DOWNLOAD": "false",
-            "MEDIA_CACHE_DIR": str(work / "media-cache"),
-            "WORKERS": "1",
-            "THREADS": "4",
-        }
-        backend = BackendServer(work / "backend.log", env).start()
+        projects = two_projects(api, images)
+        backend = BackendServer(work / "backend.log", backend_env(work, root, redis, label_studio)).start()
         single = api.list_tasks(projects[0], all_fields=False)[0]
         single = {"id": single["id"], "project": projects[0], "data": single["data"]}
         idle = single_latencies(backend, single, args.singles)
@@ -193,6 +176,36 @@ def main() -> None:
         redis.stop()
         label_studio.stop()
 
+    report(args, load, raw, figures, idle)
+
+
+def two_projects(api, images: list[Path]) -> list[int]:
+    """The images split over two projects (one prediction job each)."""
+    projects = []
+    half = len(images) // 2
+    for part in (images[:half], images[half:]):
+        project = api.create_project(f"bench {len(projects)}", CONFIG)
+        for start in range(0, len(part), 100):
+            api.import_files(project["id"], part[start : start + 100])
+        projects.append(project["id"])
+    return projects
+
+
+def backend_env(work: Path, root: Path, redis, label_studio) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis.url,
+        "MODEL_ROOT": str(root),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
+        "ALLOW_CUSTOM_MODEL_PATH": "true",
+        "ALLOW_MODEL_DOWNLOAD": "false",
+        "MEDIA_CACHE_DIR": str(work / "media-cache"),
+        "WORKERS": "1",
+        "THREADS": "4",
+    }
+
+
+def report(args, load: str, raw: float, figures: dict, idle: list[float]) -> None:
     print(f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), load before: {load}")
     print(f"raw Ultralytics, batches of {BATCH}: {raw:.1f} images/s")
     for count, (rate, latencies) in figures.items():

@@ -123,12 +123,7 @@ class ControlModel:
                 'it must name a task field, e.g. value="$image"'
             )
         labels = {label: dict(tag.attr) for label, tag in (control.labels_attrs or {}).items()}
-        model_format = attrs.get("model_format") or settings.model_format
-        if model_format not in MODEL_FORMATS:
-            raise LabelingConfigError(
-                f'<{control.tag} name="{control.name}"> has model_format="{model_format}"; '
-                f"use one of: {', '.join(MODEL_FORMATS)}"
-            )
+        model_format = _model_format(control, attrs, settings)
         score_threshold = parse_fraction(
             attrs, "model_score_threshold", settings.model_score_threshold, control.name
         )
@@ -264,6 +259,16 @@ class ControlModel:
             return None
         scores, class_ids = output.candidates()
         return detection_uncertainty(scores[np.isin(class_ids, list(self.label_map(class_names)))])
+
+
+def _model_format(control: Any, attrs: dict, settings: Settings) -> str:
+    model_format = attrs.get("model_format") or settings.model_format
+    if model_format not in MODEL_FORMATS:
+        raise LabelingConfigError(
+            f'<{control.tag} name="{control.name}"> has model_format="{model_format}"; '
+            f"use one of: {', '.join(MODEL_FORMATS)}"
+        )
+    return model_format
 
 
 def kept_conf(group: Sequence[ControlModel]) -> float | None:

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,6 +85,30 @@ def calibration_images(folder: Path | None) -> list[Path]:
 def is_checked_export(folder: Path) -> bool:
     """Whether `folder` (an `export_dir`) holds an export that passed its check."""
     return (folder / CHECK_FILE).is_file()
+
+
+class ExportFolders:
+    """Whether weights have a checked INT8 export, for MODEL_FORMAT=auto on every request. The export's
+    folder is named by the weights' content: that name is remembered per (path, size, mtime), so a
+    request costs two stats instead of hashing the weights."""
+
+    def __init__(self, remembered: int = 64):
+        self._folders: dict[tuple[Path, int, int], Path] = {}
+        self._remembered = remembered
+        self._lock = threading.Lock()
+
+    def has_checked(self, weights: Path) -> bool:
+        stat = weights.stat()
+        key = (weights, stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            folder = self._folders.get(key)
+        if folder is None:
+            folder = export_dir(weights)
+            with self._lock:
+                self._folders[key] = folder
+                while len(self._folders) > self._remembered:
+                    self._folders.pop(next(iter(self._folders)))
+        return is_checked_export(folder)
 
 
 def cached_export(weights: Path) -> tuple[Path, Int8Check] | None:

@@ -21,6 +21,7 @@ import numpy as np
 from core.errors import ModelLoadError
 from core.settings import Settings
 from inference.heads import end_to_end_options
+from inference.int8_export import ExportFolders
 from inference.prompts import (
     MAX_PROMPT_LISTS_PER_MODEL,
     PromptEmbeddings,
@@ -108,8 +109,7 @@ class ModelRegistry:
         self._registry_lock = threading.Lock()
         self._errors_lock = threading.Lock()
         self._last_errors: dict[str, str] = {}
-        # MODEL_FORMAT=auto: the INT8 export folder of each weights file, by (path, size, mtime).
-        self._export_dirs: dict[tuple[Path, int, int], Path] = {}
+        self._export_folders = ExportFolders()  # MODEL_FORMAT=auto: which weights have a checked export
 
     # -- paths -------------------------------------------------------------------------------------
 
@@ -182,31 +182,17 @@ class ModelRegistry:
     def auto_format(self, model_path: str) -> str:
         """openvino-int8 where a checked INT8 export of this .pt exists and inference runs on a CPU, else pt.
 
-        Only looks: an export is made by a training job, `cli.py export-int8` or an explicit
-        openvino-int8 request, never on a request's path here. The export's folder is named by the
-        weights' content: its name is remembered per (path, size, mtime), so a request costs two stats.
+        Only looks (`ExportFolders`: two stats a request): an export is made by a training job, `cli.py
+        export-int8` or an explicit openvino-int8 request, never on a request's path here.
         """
         if uses_cuda(self._settings.device):
             return "pt"
         try:
             path = self.resolve(model_path)
-            if path.suffix != ".pt" or not path.is_file():
-                return "pt"  # `get` reports a missing file
-            stat = path.stat()
-            from inference.int8_export import export_dir, is_checked_export
-
-            key = (path, stat.st_size, stat.st_mtime_ns)
-            with self._registry_lock:
-                folder = self._export_dirs.get(key)
-            if folder is None:
-                folder = export_dir(path)
-                with self._registry_lock:
-                    self._export_dirs[key] = folder
-                    while len(self._export_dirs) > _MAX_REMEMBERED_ERRORS:
-                        self._export_dirs.pop(next(iter(self._export_dirs)))
+            checked = path.suffix == ".pt" and path.is_file() and self._export_folders.has_checked(path)
         except (ModelLoadError, OSError):
             return "pt"  # `get` reports the path's problem
-        return "openvino-int8" if is_checked_export(folder) else "pt"
+        return "openvino-int8" if checked else "pt"
 
     @property
     def last_errors(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException
 
+from control_models.labeling_plan import PlanCache
 from core.settings import Settings
 from inference.model_registry import WEIGHT_SUFFIXES
 from model import YOLOBackend
@@ -49,17 +50,7 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
             raise HTTPException(404, "Not Found")
         return FileResponse(STATIC / name, media_type=_ASSETS[name])
 
-    examples_plans = trusted_plans(settings)
-
-    @app.get("/ui/examples")
-    def examples() -> dict[str, Any]:
-        return {"examples": describe(examples_plans, settings)}
-
-    @app.get("/ui/examples/{name}", include_in_schema=False)
-    async def sample(name: str) -> FileResponse:
-        if name not in SAMPLE_FILES:
-            raise HTTPException(404, "Not Found")
-        return FileResponse(SAMPLES / name, media_type=_SAMPLE_TYPES[Path(name).suffix])
+    examples_plans = _install_examples(app, settings)
 
     @app.get("/ui/models")
     def models() -> dict[str, Any]:
@@ -96,6 +87,23 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
             "label_warnings": run.label_warnings,
             "models": {control.from_name: control.model_path for control in plan.controls},
         }
+
+
+def _install_examples(app: FastAPI, settings: Settings) -> PlanCache:
+    """The page's fixed examples and their sample files; the plan cache that trusts exactly those configs."""
+    examples_plans = trusted_plans(settings)
+
+    @app.get("/ui/examples")
+    def examples() -> dict[str, Any]:
+        return {"examples": describe(examples_plans, settings)}
+
+    @app.get("/ui/examples/{name}", include_in_schema=False)
+    async def sample(name: str) -> FileResponse:
+        if name not in SAMPLE_FILES:
+            raise HTTPException(404, "Not Found")
+        return FileResponse(SAMPLES / name, media_type=_SAMPLE_TYPES[Path(name).suffix])
+
+    return examples_plans
 
 
 def model_files(root: Path) -> list[dict[str, Any]]:
