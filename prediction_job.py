@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from core.errors import BackendError, LabelingConfigError, LabelStudioAccessErro
 from core.settings import Settings
 from media.label_studio_client import LabelStudioClient, describe
 from model import YOLOBackend
-from training.jobs import JobReporter
+from training.jobs import JobReporter, run_reported
 
 logger = logging.getLogger("prediction_job")
 
@@ -138,28 +137,23 @@ def execute(reporter: Any, settings: Settings) -> int:
             return 0
         backend = YOLOBackend(settings)
         try:
-            client = LabelStudioClient(
-                settings.label_studio_url, settings.label_studio_api_key.get_secret_value()
-            )
-            if not client.configured:
-                raise LabelStudioAccessError(
-                    "a prediction job needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY in the environment "
-                    "of the process that runs it (the worker's own, never stored with the job)"
-                )
-            params = job.params
-            PredictionJob(backend, client, reporter, settings.prediction_job_batch).run(
-                job.project, params.get("label_config") or "", params.get("task_ids")
-            )
-        except BackendError as error:
-            reporter.fail(error.message)
-            return 1
-        except Exception as error:
-            traceback.print_exc()
-            reporter.fail(f"{type(error).__name__}: {error}")
-            return 1
+            run_reported(reporter, lambda: _predict_project(backend, reporter, settings))
         finally:
             backend.close()
     return 0 if reporter.job.state in ("succeeded", "cancelled") else 1
+
+
+def _predict_project(backend: YOLOBackend, reporter: Any, settings: Settings) -> None:
+    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key.get_secret_value())
+    if not client.configured:
+        raise LabelStudioAccessError(
+            "a prediction job needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY in the environment "
+            "of the process that runs it (the worker's own, never stored with the job)"
+        )
+    job = reporter.job
+    PredictionJob(backend, client, reporter, settings.prediction_job_batch).run(
+        job.project, job.params.get("label_config") or "", job.params.get("task_ids")
+    )
 
 
 def main(state_file: Path) -> int:

@@ -14,14 +14,13 @@ import contextlib
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from control_models.labeling_plan import build_plan
-from core.errors import BackendError, LabelingConfigError, TrainingDataError
+from core.errors import LabelingConfigError, TrainingDataError
 from core.settings import Settings
 from inference.model_registry import ModelRegistry
 from media.label_studio_client import LabelStudioClient
@@ -29,7 +28,7 @@ from media.loader import MediaLoader
 from training.annotations import annotated_tasks, latest_annotation
 from training.evaluation import Evaluation, TaskErrors, choice_errors
 from training.image_job import ImageTraining, decide, score_project
-from training.jobs import JobReporter
+from training.jobs import JobReporter, run_reported
 from training.skeleton import Outcome
 from training.spec import IMAGE_TASKS, TrainingSpec
 from training.timeline import TimelineTraining
@@ -123,22 +122,21 @@ def run_job(state_file: Path, settings: Settings | None = None) -> int:
     """The job process: read the job, train, report; exit status 0 when the job succeeded."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = JobReporter(state_file)
+    return train_reported(reporter, lambda: settings or Settings())
+
+
+def train_reported(reporter: Any, settings: Callable[[], Settings]) -> int:
+    """Train the reporter's job at a lower priority; its outcome or its failure go to the reporter."""
     job = reporter.job
-    try:
+
+    def train() -> None:
         with_nice()
-        settings = settings or Settings()
-        outcome = TrainingRun(settings, reporter).run(
+        outcome = TrainingRun(settings(), reporter).run(
             job.project, job.control, job.params.get("label_config", "")
         )
-    except BackendError as error:
-        reporter.fail(error.message)
-        return 1
-    except Exception as error:
-        traceback.print_exc()
-        reporter.fail(f"{type(error).__name__}: {error}")
-        return 1
-    reporter.finish(outcome.message, outcome.version, outcome.promoted)
-    return 0
+        reporter.finish(outcome.message, outcome.version, outcome.promoted)
+
+    return run_reported(reporter, train)
 
 
 def with_nice() -> None:

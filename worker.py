@@ -16,10 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from typing import Any
 
-from core.errors import BackendError
 from core.settings import Settings
 
 
@@ -41,27 +39,14 @@ def run_job(kind: str) -> int:
 def train(reporter: Any, settings: Settings) -> int:
     """The training job of `training_pipeline.py`, holding (project, control)'s lease while it runs."""
     from training.rq_runner import training_lock_name
-    from training_pipeline import TrainingRun, with_nice
+    from training_pipeline import train_reported
 
     job = reporter.job
     with reporter.admitted(training_lock_name(job.project, job.control)) as admitted:
         if not admitted:
             reporter.cancelled("cancelled before it started")
             return 0
-        try:
-            with_nice()
-            outcome = TrainingRun(settings, reporter).run(
-                job.project, job.control, job.params.get("label_config", "")
-            )
-        except BackendError as error:
-            reporter.fail(error.message)
-            return 1
-        except Exception as error:
-            traceback.print_exc()
-            reporter.fail(f"{type(error).__name__}: {error}")
-            return 1
-        reporter.finish(outcome.message, outcome.version, outcome.promoted)
-    return 0
+        return train_reported(reporter, lambda: settings)
 
 
 def main() -> int:

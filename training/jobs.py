@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -378,21 +379,7 @@ class LocalProcessRunner:
                 *self.command,
                 str(self.files.state_path(job.id)),
             ]
-            process = subprocess.Popen(
-                launcher,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(alive,),
-                start_new_session=True,  # a signal to the web worker's group does not reach the job
-                env={**os.environ, **(self.env or {}), **env},
-                close_fds=True,
-            )
-        except OSError as error:
-            job.state, job.phase, job.finished_at = "failed", "done", time.time()
-            job.error = f"the job's process could not start: {error}"
-            self.files.save(job)
-            raise BackendError(job.error) from None
+            process = self._popen(job, launcher, alive, env, log)
         finally:
             os.close(alive)  # the job's process keeps its inherited copy
             if log is not None:
@@ -404,12 +391,21 @@ class LocalProcessRunner:
         JOBS_MAX_RUNNING slot itself (`JobReporter.admitted`)."""
         log = self.files.log_path(job.id).open("ab")
         try:
-            process = subprocess.Popen(
-                [*command, str(self.files.state_path(job.id)), str(lock_descriptor)],
+            argv = [*command, str(self.files.state_path(job.id)), str(lock_descriptor)]
+            process = self._popen(job, argv, lock_descriptor, env, log)
+        finally:
+            log.close()
+        self._started(job, process)
+
+    def _popen(self, job: Job, argv: list[str], held: int, env: dict[str, str], log: Any) -> subprocess.Popen:
+        """The job's process in a session of its own, inheriting the descriptor `held` (its lock)."""
+        try:
+            return subprocess.Popen(
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(lock_descriptor,),
+                pass_fds=(held,),
                 start_new_session=True,  # a signal to the web worker's group does not reach the job
                 env={**os.environ, **(self.env or {}), **env},
                 close_fds=True,
@@ -419,9 +415,6 @@ class LocalProcessRunner:
             job.error = f"the job's process could not start: {error}"
             self.files.save(job)
             raise BackendError(job.error) from None
-        finally:
-            log.close()
-        self._started(job, process)
 
     def _started(self, job: Job, process: subprocess.Popen) -> None:
         job.pid = process.pid  # the same process once the job runs (exec)
@@ -566,3 +559,19 @@ class JobReporter:
         finally:
             for descriptor in held:
                 os.close(descriptor)
+
+
+def run_reported(reporter: Any, work: Callable[[], Any]) -> int:
+    """Run a job's `work`; a failure is reported as the job's error (with its cause), never raised.
+
+    0 when the work ran through, 1 when it failed (the job process's exit status)."""
+    try:
+        work()
+    except BackendError as error:
+        reporter.fail(error.message)
+        return 1
+    except Exception as error:
+        traceback.print_exc()
+        reporter.fail(f"{type(error).__name__}: {error}")
+        return 1
+    return 0
