@@ -206,7 +206,7 @@ SHAPES_CONFIG = (
         ("linked-dir/evil.pt", "resolves outside MODEL_ROOT"),
         ("linked-dir/../../outside/evil.pt", "'..' is not allowed"),
         ("missing.pt", "not found in MODEL_ROOT"),
-        (".", "not a file in MODEL_ROOT"),
+        (".", "is not a model"),  # a folder: named neither as weights nor as an export
     ],
 )
 def test_bad_model_files_get_a_4xx_naming_the_file(
