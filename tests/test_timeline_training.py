@@ -452,7 +452,7 @@ def test_start_training_runs_a_timeline_job_in_its_own_process(make_settings, ow
         assert [query["project"] for query in stand_in.task_queries()][:1] == ["3"]
         assert {authorization for _, authorization in stand_in.requests} == {f"Token {TOKEN}"}
         job_files = sorted((own_root / "jobs").glob(f"{job.id}.*"))
-        assert [path.suffix for path in job_files] == [".json", ".log", ".pid"]
+        assert [path.suffix for path in job_files] == [".alive", ".json", ".log", ".pid"]
         assert not [path.name for path in job_files if TOKEN in path.read_text()]
         backend.close()
 
