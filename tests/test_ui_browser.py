@@ -17,6 +17,17 @@ import pytest
 from tests.test_ui import SHAPES_CONFIG
 from tools.shapes import draw_shapes_image
 
+
+def wait_until_true(page, expression: str, timeout_s: float = 30.0) -> None:
+    """Wait until `expression` is true in the page. Playwright's own `wait_for_function` evaluates a string
+    with `eval`, which the page's Content-Security-Policy forbids (as it should): this asks the page
+    through `page.evaluate` (the DevTools protocol, outside the page's policy) every 50 ms."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true in the page: {expression}"
+        page.wait_for_timeout(50)
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -117,9 +128,9 @@ def test_upload_draws_regions_slider_filters_and_config_error_shows(page, shapes
 
     scores = sorted(float(s) for s in page.locator("#regions tbody td:nth-child(4)").all_inner_texts())
     set_threshold(page, (scores[0] + scores[-1]) / 2 if scores[0] < scores[-1] else scores[0])
-    page.wait_for_function(f"document.querySelectorAll('#overlay .region').length < {len(labels)}")
+    wait_until_true(page, f"document.querySelectorAll('#overlay .region').length < {len(labels)}")
     set_threshold(page, 1)
-    page.wait_for_function("document.querySelectorAll('#overlay .region').length === 0")
+    wait_until_true(page, "document.querySelectorAll('#overlay .region').length === 0")
     assert page.inner_text("#threshold-value") == "1.00"
 
     page.fill("#config", SHAPES_CONFIG.replace("</View>", ""))
@@ -156,7 +167,7 @@ def test_jobs_section_shows_progress_and_cancels_and_starts_jobs(app, page, tmp_
         values = [page.get_attribute(f"#jobs li:nth-child({i}) progress", "value") for i in (1, 2)]
         assert sorted(values) == ["0.3", "0.5"]
         page.click("#jobs li:has-text('job-2') button.cancel")  # a prediction job stops after its batch
-        page.wait_for_function("() => true")
+        wait_until_true(page, "true")
         for _ in range(50):
             if runner.files.cancel_path("job-2").exists():
                 break
@@ -229,8 +240,9 @@ def test_video_upload_draws_the_track_on_the_frame_shown(page, tmp_path):
     assert drawn_box(page) == pytest.approx(circle_box(1), abs=4)
 
     page.eval_on_selector("video", f"v => {{ v.currentTime = {4.5 / VIDEO_FPS}; }}")  # mid frame 5
-    page.wait_for_function(
-        f"Number(document.querySelector('#overlay .region rect')?.getAttribute('x')) > {circle_box(1)[0] + 12}"
+    wait_until_true(
+        page,
+        f"Number(document.querySelector('#overlay .region rect')?.getAttribute('x')) > {circle_box(1)[0] + 12}",
     )
     assert drawn_box(page) == pytest.approx(answered_box(page, 5), abs=1e-3)
     assert drawn_box(page) == pytest.approx(circle_box(5), abs=4)
@@ -305,7 +317,7 @@ def test_every_region_type_is_drawn(page, shapes_file):
     brush = page.get_attribute("#overlay image", "href")
     assert brush.startswith("data:image/png;base64,") and len(brush) > 200
     set_threshold(page, 0.75)
-    page.wait_for_function("!document.querySelector('.region[data-type=brushlabels]')")
+    wait_until_true(page, "!document.querySelector('.region[data-type=brushlabels]')")
     remaining = {el.get_attribute("data-type") for el in page.locator(".region").all()}
     assert remaining == {"rectanglelabels", "polygonlabels", "choices", "timelinelabels"}
     page.screenshot(path=str(shapes_file.parent / "ui-all-types.png"), full_page=True)

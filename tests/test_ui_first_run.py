@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import PROJECT_ROOT
-from tests.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, serve
+from tests.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, serve, wait_until_true
 
 BUNDLED = PROJECT_ROOT / "models" / "shapes-yolov8n.pt"
 
@@ -59,7 +59,7 @@ def test_first_example_and_its_sample_show_boxes_on_a_fresh_model_root(page, tmp
     assert "Uses shapes-yolov8n.pt" in page.inner_text("#example-note")
 
     page.click("#sample")  # the one click: the page fetches its sample image and predicts it
-    page.wait_for_function("document.querySelectorAll('#overlay .region').length === 3")
+    wait_until_true(page, "document.querySelectorAll('#overlay .region').length === 3")
     labels = page.locator("#overlay .region").evaluate_all("nodes => nodes.map(n => n.dataset.label)")
     assert sorted(labels) == ["circle", "square", "triangle"]
     assert page.locator("#messages .error").count() == 0
