@@ -244,7 +244,7 @@ def test_tracker_yaml_in_model_root_and_no_files_written_there(make_client, vide
         ('model_tracker="/etc/tracker"', "inside MODEL_ROOT"),
         ('model_tracker="nosuchtracker"', "no nosuchtracker.yaml in MODEL_ROOT"),
         ('botsort_with_reid="true"', "ReID"),
-        ('model_vid_stride="0"', "at least 1"),
+        ('model_vid_stride="0"', "from 1 to 1000"),
         ('model_conf="low"', "not a number"),
         ('model_conf="-1"', "between 0 and 1"),
         ('model_iou="2"', "between 0 and 1"),
