@@ -54,7 +54,21 @@ def list_or_use_models(backend: YOLOBackend, args: argparse.Namespace) -> int:
                 f"{mark} {version.name:24} {METRIC_LABELS.get(metric, metric):>14} {figure(new.get(metric)):>7} "
                 f"{figure(old.get(metric)):>7}  {metrics.get('decision', 'incomplete (failed or running)')}"
             )
+            if metrics.get("int8"):
+                print(f"  {'':24} {int8_line(metrics['int8'])}")
     return EXIT_OK
+
+
+def int8_line(int8: dict[str, Any]) -> str:
+    """A version's INT8 export in one line: kept or not, mAP50-95 and speed of the .pt and of INT8."""
+    pt, quantized = int8.get("pt") or {}, int8.get("int8") or {}
+    if not quantized:
+        return f"INT8: not kept ({int8.get('error')})"
+    return (
+        f"INT8 {'kept' if int8.get('kept') else 'not kept'}: mAP50-95 {figure(quantized.get('map50_95'))} "
+        f"(.pt {figure(pt.get('map50_95'))}), {_ms(quantized.get('ms_per_image'))} ms an image "
+        f"(.pt {_ms(pt.get('ms_per_image'))} ms) on {int8.get('held_out_images')} held-out images"
+    )
 
 
 def main_metric(metrics: dict[str, Any]) -> str:
@@ -62,3 +76,7 @@ def main_metric(metrics: dict[str, Any]) -> str:
     if metrics.get("kind") == "timeline":
         return "mean_f1"
     return str(metrics.get("metric") or "map50_95")
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "-"

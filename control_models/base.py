@@ -149,7 +149,9 @@ class ControlModel:
         if cls.training_task is not None:
             extra.setdefault(
                 "training",
-                _training_spec(cls, control, attrs, labels, value[1:], model_path or cls.default_model),
+                _training_spec(
+                    cls, control, attrs, labels, value[1:], model_path or cls.default_model, model_format
+                ),
             )
         return cls(
             from_name=control.name,
@@ -286,6 +288,7 @@ def _training_spec(
     labels: Mapping[str, Mapping[str, Any]],
     value_key: str,
     model_path: str,
+    model_format: str,
 ) -> TrainingSpec:
     """The control's `model_train_*` attributes, parsed once; its labels in config order are the classes."""
     promote = str(attrs.get("model_train_promote") or "better").strip().lower()
@@ -301,6 +304,7 @@ def _training_spec(
         task=cls.training_task,
         labels=tuple(labels),
         model_path=model_path,
+        model_format=model_format,
         label_map=class_label_map(labels),
         epochs=parse_positive_int(attrs, "model_train_epochs", 30, control.name),
         imgsz=parse_positive_int(attrs, "model_train_imgsz", 320, control.name),

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         description="Trained versions kept per project and control, the served one among them; older "
         "ones are deleted after each job (never the served one).",
     )
+    training_int8: bool = Field(
+        default=True,
+        description="After a training job promotes a version on a CPU host (MODEL_FORMAT auto or "
+        "openvino-int8), the job makes the version's INT8 export, calibrated on its training images and "
+        "checked on its held-out ones against the annotations; kept within INT8_MAX_DROP, so auto serves it.",
+    )
     training_min_free_bytes: int = Field(
         default=1024**3,
         ge=0,

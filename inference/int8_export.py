@@ -15,6 +15,8 @@ with a Label Studio project's images); a fifth of them (at least 2) are held out
 model with the `.pt`: by mAP50-95 against YOLO-format labels where the folder has them (`labels/` beside
 `images/`, or `<image>.txt` beside each image), otherwise by the same score against the `.pt`'s own boxes
 (how well INT8 agrees with the model it replaces). A drop of more than `max_drop` points is refused.
+A training job (`export_for_dataset`) calibrates on its training images and checks on its held-out ones
+against their annotations. The check also times both models on the held-out images (ms per image).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -40,6 +44,9 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MIN_CALIBRATION_IMAGES = 8
 CHECK_FILE = "int8_check.json"
+# NNCF calibrates on 300 samples by default; more images only cost a training job's time.
+MAX_CALIBRATION_IMAGES = 300
+MAX_CHECK_IMAGES = 200  # held-out images the check predicts twice (.pt and INT8)
 
 
 @dataclass
@@ -52,10 +59,31 @@ class Int8Check:
     held_out_images: int
     calibration_images: int
     export_seconds: float
+    pt_ms: float | None = None  # inference per held-out image, batch 1 (None: checks made before timing)
+    int8_ms: float | None = None
 
     @property
     def drop_points(self) -> float:
         return 100 * (self.pt_score - self.int8_score)
+
+
+class Int8AccuracyError(ModelLoadError):
+    """An export refused by its accuracy check; `check` holds what was measured."""
+
+    def __init__(self, message: str, check: Int8Check):
+        super().__init__(message)
+        self.check = check
+
+
+@dataclass
+class CheckData:
+    """What one export calibrates on and is checked on (data.yaml files in the export's work folder)."""
+
+    calibration_yaml: Path
+    check_yaml: Path
+    labelled: bool  # False: the check's labels are the .pt's own boxes
+    calibration_images: int
+    held_out_images: int
 
 
 def export_dir(weights: Path) -> Path:
@@ -126,19 +154,92 @@ def cached_or_export(
     cached = cached_export(weights)
     if cached is not None:
         return cached
-    target = export_dir(weights)
     images = calibration_images(calibration_folder)
     held_out = images[:: max(2, min(5, len(images) // 2))]  # every 5th (at least 2 of them)
     calibration = [p for p in images if p not in held_out]
+
+    def folder_data(model: Any, work: Path) -> CheckData:
+        names = {int(k): str(v) for k, v in model.names.items()}
+        labelled = all(_label_file(p) is not None for p in held_out)
+        return CheckData(
+            # The exporter calibrates on the dataset's `val` split: the calibration images, never the held-out.
+            calibration_yaml=_dataset(work / "calibration", calibration, calibration, names, model=None),
+            check_yaml=_dataset(
+                work / "check", held_out, held_out, names, model=None if labelled else model, imgsz=imgsz
+            ),
+            labelled=labelled,
+            calibration_images=len(calibration),
+            held_out_images=len(held_out),
+        )
+
+    return _export_into_cache(weights, imgsz, max_drop, folder_data)
+
+
+def export_for_dataset(
+    weights: Path,
+    description: dict,
+    calibration: Sequence[Path],
+    held_out: Sequence[Path],
+    imgsz: int,
+    max_drop: float,
+) -> tuple[Path, Int8Check]:
+    """The checked INT8 export of trained `weights`: calibrated on (an even spread of at most 300 of)
+    the training images, checked on the held-out ones against their YOLO labels (`labels/` beside
+    `images/`). `description` is the training dataset's data.yaml (names, keypoint shape)."""
+    cached = cached_export(weights)
+    if cached is not None:
+        return cached
+    if len(calibration) < MIN_CALIBRATION_IMAGES or len(held_out) < 2:
+        raise ModelLoadError(
+            f"too few images for a checked INT8 export ({len(calibration)} to calibrate on, at least "
+            f"{MIN_CALIBRATION_IMAGES}; {len(held_out)} held out, at least 2)"
+        )
+    chosen = _spread(calibration, MAX_CALIBRATION_IMAGES)
+    checked = _spread(held_out, MAX_CHECK_IMAGES)
+
+    def dataset_data(_model: Any, work: Path) -> CheckData:
+        return CheckData(
+            calibration_yaml=_listed_dataset(work, "calibration", chosen, description),
+            check_yaml=_listed_dataset(work, "check", checked, description),
+            labelled=True,
+            calibration_images=len(chosen),
+            held_out_images=len(checked),
+        )
+
+    return _export_into_cache(weights, imgsz, max_drop, dataset_data)
+
+
+def _spread(images: Sequence[Path], most: int) -> list[Path]:
+    """At most `most` of `images`, evenly spread over them (the same ones every time)."""
+    step = max(1, -(-len(images) // most))
+    return list(images)[::step][:most]
+
+
+def _listed_dataset(work: Path, name: str, images: list[Path], description: dict) -> Path:
+    """A data.yaml whose train and val are a list file of `images` (Ultralytics finds each label by
+    replacing `images` with `labels` in its path); names and keypoints as `description`."""
+    listing = work / f"{name}.txt"
+    listing.write_text("".join(f"{image.resolve()}\n" for image in images))
+    data = work / f"{name}.yaml"
+    data.write_text(yaml.safe_dump({**description, "path": str(work), "train": str(listing), "val": str(listing)}))
+    return data
+
+
+def _export_into_cache(
+    weights: Path, imgsz: int, max_drop: float, data: Callable[[Any, Path], CheckData]
+) -> tuple[Path, Int8Check]:
+    """Export and check in a temporary folder beside `weights`; rename into `export_dir` when it passed."""
+    target = export_dir(weights)
     with tempfile.TemporaryDirectory(prefix=f".{weights.stem}-int8-", dir=weights.parent) as work:
         work = Path(work)
-        exported, check = _export_and_check(weights, calibration, held_out, imgsz, work)
+        exported, check = _export_and_check(weights, imgsz, work, data)
         if check.drop_points > max_drop:
-            raise ModelLoadError(
+            raise Int8AccuracyError(
                 f"the INT8 export of '{weights.name}' loses {check.drop_points:.1f} points of "
                 f"{check.metric} on {check.held_out_images} held-out images ({check.pt_score:.3f} -> "
                 f"{check.int8_score:.3f}; at most {max_drop} allowed): it is not served. Use more, and "
-                "more varied, calibration images, or MODEL_FORMAT=pt"
+                "more varied, calibration images, or MODEL_FORMAT=pt",
+                check,
             )
         (exported / CHECK_FILE).write_text(json.dumps(asdict(check)))
         try:
@@ -151,23 +252,21 @@ def cached_or_export(
 
 
 def _export_and_check(
-    weights: Path, calibration: list[Path], held_out: list[Path], imgsz: int, work: Path
+    weights: Path, imgsz: int, work: Path, data: Callable[[Any, Path], CheckData]
 ) -> tuple[Path, Int8Check]:
     from ultralytics import YOLO
 
     pt_copy = work / weights.name
     shutil.copyfile(weights, pt_copy)
     model = YOLO(str(pt_copy))
-    names = {int(k): str(v) for k, v in model.names.items()}
-    # The exporter calibrates on the dataset's `val` split: the calibration images, never the held-out ones.
-    calibration_yaml = _dataset(work / "calibration", calibration, calibration, names, model=None)
+    check_data = data(model, work)
     started = time.perf_counter()
     end_to_end = end_to_end_options(model)  # YOLO26: export and check its NMS-free head (inference/heads.py)
     exported = Path(
         model.export(
             format="openvino",
             quantize=8,
-            data=str(calibration_yaml),
+            data=str(check_data.calibration_yaml),
             imgsz=imgsz,
             batch=1,
             verbose=False,
@@ -175,21 +274,19 @@ def _export_and_check(
         )
     )
     export_seconds = time.perf_counter() - started
-    labelled = all(_label_file(p) is not None for p in held_out)
-    check_yaml = _dataset(
-        work / "check", held_out, held_out, names, model=None if labelled else model, imgsz=imgsz
-    )
-    pt_score = _map50_95(YOLO(str(pt_copy)), check_yaml, imgsz, work / "val-pt", end_to_end)
-    int8_score = _map50_95(
-        YOLO(str(exported), task=model.task), check_yaml, imgsz, work / "val-int8", end_to_end
+    pt_score, pt_ms = _map50_95(YOLO(str(pt_copy)), check_data.check_yaml, imgsz, work / "val-pt", end_to_end)
+    int8_score, int8_ms = _map50_95(
+        YOLO(str(exported), task=model.task), check_data.check_yaml, imgsz, work / "val-int8", end_to_end
     )
     check = Int8Check(
-        metric="mAP50-95 vs labels" if labelled else "mAP50-95 vs the .pt's boxes",
+        metric="mAP50-95 vs labels" if check_data.labelled else "mAP50-95 vs the .pt's boxes",
         pt_score=pt_score,
         int8_score=int8_score,
-        held_out_images=len(held_out),
-        calibration_images=len(calibration),
+        held_out_images=check_data.held_out_images,
+        calibration_images=check_data.calibration_images,
         export_seconds=round(export_seconds, 1),
+        pt_ms=round(pt_ms, 2),
+        int8_ms=round(int8_ms, 2),
     )
     logger.info("INT8 export of %s: %s", weights.name, check)
     return exported, check
@@ -242,7 +339,8 @@ def _dataset(
     return data
 
 
-def _map50_95(model, data: Path, imgsz: int, project: Path, options: dict) -> float:
+def _map50_95(model, data: Path, imgsz: int, project: Path, options: dict) -> tuple[float, float]:
+    """(box mAP50-95, inference ms per image at batch 1) of `model` on the data's val split."""
     metrics = model.val(
         **options,
         data=str(data),
@@ -254,4 +352,4 @@ def _map50_95(model, data: Path, imgsz: int, project: Path, options: dict) -> fl
         project=str(project),
         name="v",
     )
-    return float(metrics.box.map)
+    return float(metrics.box.map), float(metrics.speed.get("inference", 0.0))

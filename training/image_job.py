@@ -20,7 +20,8 @@ from media.loader import MediaLoader
 from training.dataset import DatasetSummary, DatasetWriter
 from training.evaluation import Evaluation, evaluate
 from training.images import collect_images
-from training.skeleton import Base, Collected, Picked, TrainingJob, file_size, held_out_note
+from training.int8 import export_trained, wants_int8
+from training.skeleton import Base, Collected, Extras, Picked, TrainingJob, file_size, held_out_note
 from training.spec import TrainingSpec
 from training.split import VAL_FRACTION, Split
 from training.trainer import TrainParams, fine_tune
@@ -123,6 +124,15 @@ class ImageTraining(TrainingJob):
         self, spec: TrainingSpec, before: Evaluation, after: Evaluation, base: Base
     ) -> tuple[bool, str]:
         return decide(spec.promote, before.score, after.score, base.name, before.metric)
+
+    def serving_extras(self, spec: TrainingSpec, data: DatasetSummary, draft: Draft) -> Extras | None:
+        """On a CPU host serving INT8 (MODEL_FORMAT=auto), the new weights' checked INT8 export."""
+        if not wants_int8(self.settings, spec):
+            return None
+        self.reporter.phase("INT8 export")
+        made = export_trained(draft.path / WEIGHTS, data, spec.imgsz, self.settings.int8_max_drop)
+        self.log(made.sentence)
+        return Extras({"int8": made.metrics}, made.sentence)
 
     def metrics(
         self, spec: TrainingSpec, base: Base, before: Evaluation, after: Evaluation, draft: Draft

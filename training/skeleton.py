@@ -1,6 +1,7 @@
 """One training job, the same skeleton for every kind of control (as Ultralytics' `BaseTrainer`).
 
-    sweep -> base -> free disk -> draft version -> collect -> train -> evaluate -> decide -> publish -> prune
+    sweep -> base -> free disk -> draft version -> collect -> train -> evaluate -> decide
+          -> serving extras (when promoting) -> publish -> prune
 
 `TrainingJob.run` is the skeleton; a kind (`training/image_job.py` for YOLO image models,
 `training/timeline.py` for a TimelineLabels head) fills in the named steps. Progress goes through the
@@ -13,6 +14,10 @@ What every kind gets from the skeleton:
 - one "publish a version" step: metrics.json, the rename and, when the decision is to promote and the
   served version is still the one the job compared against, the pointer switch (compare-and-swap);
 - pruning to MODEL_VERSIONS_KEPT, never the served version.
+
+A kind may add what serving the new version needs before it is published (`serving_extras`, only when
+promoting: the image kind's checked INT8 export), so the version is served at its best from its first
+request; its figures join metrics.json and the job's message.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ class Base:
 
 
 @dataclass
+class Extras:
+    """What `serving_extras` made: its metrics.json entries and the sentence for the job's message."""
+
+    metrics: dict
+    sentence: str
+
+
+@dataclass
 class Collected:
     """What `collect` made: the kind's training data, and dataset.json's content."""
 
@@ -99,12 +112,14 @@ class TrainingJob(ABC):
                 self.train(spec, collected.data, base, draft)
                 self.reporter.phase("evaluating")
                 before, after = self.evaluate(spec, collected.data, base, draft)
+                promote, decision = self.decide(spec, before, after, base)
+                extras = self.serving_extras(spec, collected.data, draft) if promote else None
             finally:
                 self.cleanup(draft)
-            promote, decision = self.decide(spec, before, after, base)
-            decision = "; ".join([decision, *collected.notes])
+            decision = "; ".join([decision, *collected.notes, *([extras.sentence] if extras else [])])
             metrics = {
                 **self.metrics(spec, base, before, after, draft),
+                **(extras.metrics if extras else {}),
                 "served_at_start": base.served or "base",
                 "notes": collected.notes,
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -142,6 +157,10 @@ class TrainingJob(ABC):
     @abstractmethod
     def metrics(self, spec: TrainingSpec, base: Base, before: Any, after: Any, draft: Draft) -> dict:
         """metrics.json's figures (the skeleton adds the decision)."""
+
+    def serving_extras(self, spec: TrainingSpec, data: Any, draft: Draft) -> Extras | None:
+        """What serving the version to be promoted needs, made while the job's data is at hand (none)."""
+        return None
 
     def cleanup(self, draft: Draft) -> None:
         """Remove what only the run needed (however it ended); the summary stays."""

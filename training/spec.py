@@ -28,6 +28,7 @@ class TrainingSpec:
     task: str  # Ultralytics task: one of IMAGE_TASKS
     labels: tuple[str, ...]  # class list in config order (pose: the box control's labels)
     model_path: str  # the control's configured weight file (relative to MODEL_ROOT)
+    model_format: str = "pt"  # how the control serves its model: auto | pt | openvino-int8
     label_map: dict[str, str] = field(default_factory=dict)  # serving model class -> Label Studio label
     # pose: keypoint label at each model index (model_index), "" where no label has that index
     keypoint_labels: tuple[str, ...] = ()
