@@ -62,10 +62,24 @@ def serve(app):
 
 
 @pytest.fixture
-def app(make_settings):
+def private_model_root(model_root: Path, tmp_path: Path) -> Path:
+    """The session's models, linked into a root of this test's own: its jobs/ folder starts empty, while the
+    session's root holds the jobs other tests started (the page shows them all)."""
+    root = tmp_path / "models"
+    root.mkdir()
+    for model in model_root.glob("*.pt"):
+        (root / model.name).symlink_to(model)
+    return root
+
+
+@pytest.fixture
+def app(make_settings, private_model_root: Path):
     from server.app import create_app
 
-    return create_app(make_settings(basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"]))
+    settings = make_settings(
+        basic_auth_user=AUTH["username"], basic_auth_pass=AUTH["password"], model_root=private_model_root
+    )
+    return create_app(settings)
 
 
 @pytest.fixture
