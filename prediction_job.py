@@ -29,7 +29,7 @@ from core.errors import BackendError, LabelingConfigError, LabelStudioAccessErro
 from core.settings import Settings
 from media.label_studio_client import LabelStudioClient, describe
 from model import YOLOBackend
-from training.jobs import JobReporter, run_reported
+from training.jobs import JobReporter, as_job_process, run_reported
 
 logger = logging.getLogger("prediction_job")
 
@@ -135,7 +135,7 @@ def execute(reporter: Any, settings: Settings) -> int:
         if not admitted:
             reporter.cancelled("cancelled before it started")
             return 0
-        backend = YOLOBackend(settings)
+        backend = YOLOBackend(as_job_process(settings))
         try:
             run_reported(reporter, lambda: _predict_project(backend, reporter, settings))
         finally:

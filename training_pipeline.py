@@ -10,7 +10,6 @@ promote="always") and nobody switched the served version meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -28,7 +27,7 @@ from media.loader import MediaLoader
 from training.annotations import annotated_tasks, latest_annotation
 from training.evaluation import Evaluation, TaskErrors, choice_errors
 from training.image_job import ImageTraining, decide, score_project
-from training.jobs import JobReporter, run_reported
+from training.jobs import JobReporter, as_job_process, run_reported
 from training.skeleton import Outcome
 from training.spec import IMAGE_TASKS, TrainingSpec
 from training.timeline import TimelineTraining
@@ -126,23 +125,17 @@ def run_job(state_file: Path, settings: Settings | None = None) -> int:
 
 
 def train_reported(reporter: Any, settings: Callable[[], Settings]) -> int:
-    """Train the reporter's job at a lower priority; its outcome or its failure go to the reporter."""
+    """Train the reporter's job as a job process (lower priority, fewer threads); its outcome or its
+    failure go to the reporter."""
     job = reporter.job
 
     def train() -> None:
-        with_nice()
-        outcome = TrainingRun(settings(), reporter).run(
+        outcome = TrainingRun(as_job_process(settings()), reporter).run(
             job.project, job.control, job.params.get("label_config", "")
         )
         reporter.finish(outcome.message, outcome.version, outcome.promoted)
 
     return run_reported(reporter, train)
-
-
-def with_nice() -> None:
-    """Below the web workers' priority: inference keeps its share of the cores while a job trains."""
-    with contextlib.suppress(OSError):
-        os.nice(5)
 
 
 if __name__ == "__main__":

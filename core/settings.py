@@ -199,6 +199,19 @@ class Settings(BaseSettings):
     worker_maintenance_seconds: int = Field(
         default=30, ge=5, description="RQ workers: how often one of them looks for abandoned jobs."
     )
+    job_nice: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="How much lower than the web server's a job process's CPU priority is (training and "
+        "prediction jobs, local or on a worker): an opened task keeps its share of a shared host.",
+    )
+    job_torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Torch threads of a job process. 0: half the cores (at least 1), so a job on the web "
+        "server's host leaves it cores; on a worker host of its own, set the number of cores.",
+    )
 
     # Requests
     max_request_bytes: int = Field(default=100 * 1024**2, ge=1, description="Largest request body.")
@@ -261,6 +274,10 @@ class Settings(BaseSettings):
     @property
     def effective_torch_threads(self) -> int:
         return self.torch_threads or (os.cpu_count() or 1)
+
+    @property
+    def effective_job_torch_threads(self) -> int:
+        return self.job_torch_threads or max(1, (os.cpu_count() or 1) // 2)
 
 
 def _host_entry(entry: str) -> tuple[str, int | None]:

@@ -221,7 +221,9 @@ def _listed_dataset(work: Path, name: str, images: list[Path], description: dict
     listing = work / f"{name}.txt"
     listing.write_text("".join(f"{image.resolve()}\n" for image in images))
     data = work / f"{name}.yaml"
-    data.write_text(yaml.safe_dump({**description, "path": str(work), "train": str(listing), "val": str(listing)}))
+    data.write_text(
+        yaml.safe_dump({**description, "path": str(work), "train": str(listing), "val": str(listing)})
+    )
     return data
 
 

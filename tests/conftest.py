@@ -64,6 +64,15 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture
+def own_model_root(tmp_path: Path) -> Path:
+    """A MODEL_ROOT of the test's own holding the shapes model: training tests publish versions there."""
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
+    return root
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     from ultralytics.utils import ASSETS
@@ -115,6 +124,9 @@ def make_settings(model_root: Path, tmp_path: Path, tmp_path_factory: pytest.Tem
             "basic_auth_user": "",
             "basic_auth_pass": "",
             "torch_threads": 0,
+            # Every core for the suite's job processes, as before JOB_TORCH_THREADS (its default, half of
+            # them, would slow the training tests); test_jobs checks that the setting reaches a job.
+            "job_torch_threads": os.cpu_count() or 1,
             "redis_url": "",
         }
         values.update(overrides)

@@ -84,6 +84,30 @@ def test_a_worker_runs_both_kinds_and_a_failed_job_says_why_and_frees_its_lock(
     assert again.status == "started"  # the failed job's lock went with it
 
 
+@pytest.mark.parametrize("kind", ["predict", "train"])
+def test_a_local_job_process_runs_below_the_web_servers_priority_with_its_own_torch_threads(
+    kind: str, make_settings, tmp_path: Path
+) -> None:
+    """JOB_NICE and JOB_TORCH_THREADS reach the job's real process (it then fails: no Label Studio)."""
+    import os
+
+    from training.runners import job_runner
+    from training.trigger import settings_environment
+
+    settings = make_settings(model_root=tmp_path, job_nice=3, job_torch_threads=1)
+    env = {**settings_environment(settings), "LABEL_STUDIO_URL": "", "LABEL_STUDIO_API_KEY": ""}
+    runner = job_runner(settings)
+    control = "label" if kind == "train" else ""
+    job = runner.submit("7", control, "api", {"label_config": "<View/>"}, kind=kind, env=env).job
+    deadline = time.monotonic() + 120
+    while (job := runner.get(job.id)).state in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job.state == "failed", job
+    expected_nice = min(19, os.nice(0) + 3)
+    assert any(f"job process: nice {expected_nice}, 1 torch thread(s)" in line for line in job.log_tail), job
+
+
 def _reporter(jobs_dir: Path, job_id: str) -> JobReporter:
     files = JobFiles(jobs_dir)
     files.save(Job(id=job_id, project="7", control="", kind="predict"))

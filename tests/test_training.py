@@ -84,14 +84,6 @@ def label_studio(tasks: list[dict], files: dict[str, bytes], config: str = "") -
     return StandInLabelStudio(tasks=tasks, media=files, project=PROJECT, label_config=config)
 
 
-@pytest.fixture
-def own_model_root(tmp_path: Path) -> Path:
-    root = tmp_path / "models"
-    root.mkdir()
-    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
-    return root
-
-
 def complete_version(store: VersionStore, control: str = "label") -> str:
     folder = store.create_version(PROJECT, control)
     shutil.copy(SHAPES_MODEL, folder / "best.pt")

@@ -13,13 +13,12 @@ from inference import int8_export
 from inference.int8_export import CHECK_FILE
 from inference.model_registry import ModelRegistry
 from tests.conftest import SHAPES_MODEL, RecordingReporter
-from tests.test_training import (  # noqa: F401  (own_model_root: the fixture)
+from tests.test_training import (
     PROJECT,
     TOKEN,
     fine_tuning_gives,
     label_config,
     label_studio,
-    own_model_root,
     shapes_tasks,
 )
 from training.versions import VersionStore

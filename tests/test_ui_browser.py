@@ -63,12 +63,13 @@ def serve(app):
 
 @pytest.fixture
 def private_model_root(model_root: Path, tmp_path: Path) -> Path:
-    """The session's models, linked into a root of this test's own: its jobs/ folder starts empty, while the
-    session's root holds the jobs other tests started (the page shows them all)."""
+    """The session's models, hard-linked into a root of this test's own (a symlink would point out of the
+    root, which the backend refuses): its jobs/ folder starts empty, while the session's root holds the
+    jobs other tests started (the page shows them all)."""
     root = tmp_path / "models"
     root.mkdir()
     for model in model_root.glob("*.pt"):
-        (root / model.name).symlink_to(model)
+        (root / model.name).hardlink_to(model)
     return root
 
 
@@ -162,16 +163,19 @@ def test_jobs_section_shows_progress_and_cancels_and_starts_jobs(app, page, tmp_
 
     from training.jobs import Job, LocalProcessRunner, try_lock
 
-    # Running jobs as their processes leave them: state files, and their locks held.
+    # Running jobs as their processes leave them: their locks held, then state files. The page polls /jobs
+    # all along: the server sees the jobs only once both are there (a running job without its lock is a
+    # dead one, and the poll's own look at a lock would make our try_lock fail).
     runner = LocalProcessRunner(tmp_path / "jobs", ["true"], predict_command=["true"])
-    app.state.backend.jobs = runner
     job = Job(id="job-1", project="7", control="label", state="running", phase="training")
     job.epoch, job.epochs, job.metrics, job.version = 3, 10, {"map50": 0.5}, "v2"
-    runner.files.save(job)
     predicting = Job(id="job-2", project="7", control="", kind="predict", state="running", phase="predicting")
     predicting.progress = {"done": 40, "total": 100, "failed": 5, "skipped": 5}
-    runner.files.save(predicting)
     locks = [try_lock(runner.files.lock_path("7", "label")), try_lock(runner._lock_path(predicting))]
+    assert None not in locks
+    runner.files.save(job)
+    runner.files.save(predicting)
+    app.state.backend.jobs = runner
     try:
         page.reload()
         page.wait_for_selector("#jobs li.job")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import BackendError, TooManyJobsError
+from core.settings import Settings
 from training import job_slots
 from training.job_slots import is_held, try_lock
 from training.versions import read_json, safe_name, write_json_atomic
@@ -53,6 +55,7 @@ _KEPT_ERRORS = 10  # a prediction job keeps its first few task errors
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _LOG_TAIL_LINES = 40
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+logger = logging.getLogger(__name__)
 
 
 class JobNotFoundError(BackendError):
@@ -559,6 +562,20 @@ class JobReporter:
         finally:
             for descriptor in held:
                 os.close(descriptor)
+
+
+def as_job_process(settings: Settings) -> Settings:
+    """Make this process a job's: JOB_NICE below the web server's CPU priority and JOB_TORCH_THREADS torch
+    threads, so an opened task on a shared host is not starved by it. Call once, in the job's own process
+    (a local job process, or RQ's work horse forked per job). The settings its models then use."""
+    import torch
+
+    with contextlib.suppress(OSError):
+        os.nice(settings.job_nice)
+    threads = settings.effective_job_torch_threads
+    torch.set_num_threads(threads)
+    logger.info("job process: nice %d, %d torch thread(s)", os.nice(0), threads)
+    return settings.model_copy(update={"torch_threads": threads})
 
 
 def run_reported(reporter: Any, work: Callable[[], Any]) -> int:
