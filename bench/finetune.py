@@ -9,6 +9,9 @@ held-out images (never annotated, never trained on) each model finds at IoU >= 0
     YOLO_OFFLINE=1 python bench/finetune.py [--train-images 32] [--epochs 15] [--imgsz 192]
         [--results bench/RESULTS.md]
 
+The job also makes the new version's checked INT8 export (TRAINING_INT8, on by default): its check and
+both models timed here (one image a call, median) are reported beside the .pt's.
+
 Prints the figures and writes them under "## Fine-tuning" in bench/RESULTS.md (other sections kept).
 """
 
@@ -22,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,22 +85,31 @@ def iou(a, b) -> float:
     return w * h / union if union else 0.0
 
 
-def crosses_found(weights: Path, held_out: list[tuple[Path, list]]) -> int:
+def crosses_found(weights: Path, held_out: list[tuple[Path, list]], imgsz: int) -> tuple[int, float]:
+    """Crosses of the held-out images found at IoU >= 0.5, and the model's median ms per image (one image
+    a call, after a warm-up pass, three passes)."""
     from ultralytics import YOLO
 
-    model = YOLO(str(weights))
-    found = 0
-    for path, shapes in held_out:
-        result = model.predict(str(path), conf=0.25, verbose=False)[0]
-        boxes = [
-            tuple(xyxy)
-            for c, xyxy in zip(result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), strict=True)
-            if model.names[int(c)] == "cross"
-        ]
-        for name, truth in shapes:
-            if name == "cross" and any(iou(truth, box) >= 0.5 for box in boxes):
-                found += 1
-    return found
+    model = YOLO(str(weights), task="detect")
+    model.predict(str(held_out[0][0]), imgsz=imgsz, verbose=False)  # warm-up (predictor set-up)
+    found, seconds = 0, []
+    for _ in range(3):
+        found = 0
+        for path, shapes in held_out:
+            started = time.perf_counter()
+            result = model.predict(str(path), imgsz=imgsz, conf=0.25, verbose=False)[0]
+            seconds.append(time.perf_counter() - started)
+            boxes = [
+                tuple(xyxy)
+                for c, xyxy in zip(result.boxes.cls.tolist(), result.boxes.xyxy.tolist(), strict=True)
+                if model.names[int(c)] == "cross"
+            ]
+            found += sum(
+                1
+                for name, truth in shapes
+                if name == "cross" and any(iou(truth, box) >= 0.5 for box in boxes)
+            )
+    return found, 1000 * float(np.median(seconds))
 
 
 class PrintReporter:
@@ -188,26 +201,63 @@ def labeling_config(epochs: int, imgsz: int) -> str:
     )
 
 
+@dataclass
+class Served:
+    """The fine-tuned version as the backend serves it: the .pt, and the INT8 export the job made."""
+
+    pt_found: int
+    pt_ms: float
+    int8_found: int | None
+    int8_ms: float | None
+
+
+def int8_lines(metrics: dict, served: Served) -> list[str]:
+    """The INT8 export the training job made of the new version: its check, and both models timed here."""
+    check = metrics.get("int8")
+    if not check:
+        return ["- INT8 export: none made (TRAINING_INT8 off, or not promoted)"]
+    pt, quantized = check.get("pt") or {}, check.get("int8") or {}
+    lines = [
+        f"- INT8 export by the job: {'kept' if check.get('kept') else 'not kept'} "
+        f"({check.get('export_seconds', 0):.1f} s; calibrated on {check.get('calibration_images')}, "
+        f"checked on {check.get('held_out_images')} held-out images)"
+        + (f": {check.get('error')}" if check.get("error") else ""),
+        f"  - the job's check (Ultralytics val, annotations): mAP50-95 .pt {pt.get('map50_95', 0):.4f}, "
+        f"INT8 {quantized.get('map50_95', 0):.4f}; val inference .pt {pt.get('ms_per_image', 0):.1f} ms, "
+        f"INT8 {quantized.get('ms_per_image', 0):.1f} ms an image",
+    ]
+    if served.int8_ms is not None:
+        lines.append(
+            f"  - timed here, one image a call: .pt **{served.pt_ms:.1f} ms**, INT8 **{served.int8_ms:.1f} ms** "
+            f"(**{served.pt_ms / served.int8_ms:.2f}x**); crosses found .pt {served.pt_found}/{HELD_OUT}, "
+            f"INT8 {served.int8_found}/{HELD_OUT}"
+        )
+    return lines
+
+
 def results_section(
-    args: argparse.Namespace, seconds: float, found: tuple[int, int], message: str, metrics: dict
+    args: argparse.Namespace, seconds: float, found: tuple[int, Served], message: str, metrics: dict
 ) -> str:
-    """The "## Fine-tuning" section of bench/RESULTS.md; `found`: crosses found by (base, fine-tuned)."""
-    base_found, new_found = found
+    """The "## Fine-tuning" section of bench/RESULTS.md; `found`: crosses found by the base, and the
+    fine-tuned version as served."""
+    base_found, served = found
+    new_found = served.pt_found
     lines = [
         "## Fine-tuning",
         "",
         f"`YOLO_OFFLINE=1 python bench/finetune.py --train-images {args.train_images} --epochs {args.epochs} "
         f"--imgsz {args.imgsz}`, {time.strftime('%Y-%m-%d', time.gmtime())}, {platform.machine()} "
-        f"{os.cpu_count()} cores, CPU, shared with other work.",
+        f"{os.cpu_count()} cores, CPU, load average {os.getloadavg()[0]:.2f} at the end.",
         "",
         "Base: the shipped shapes detector (circle, square, triangle); the project adds `cross`, which "
         f"it has never seen. {args.train_images} annotated images; the training job's own split and "
         "evaluation (same held-out split for both models, mAP through the label map).",
         "",
-        f"- training job wall time (dataset, fine-tune, both evaluations): **{seconds:.0f} s**",
+        f"- training job wall time (dataset, fine-tune, both evaluations, INT8 export): **{seconds:.0f} s**",
         f"- held-out crosses found at IoU >= 0.5: base **{base_found}/{HELD_OUT}**, "
         f"fine-tuned **{new_found}/{HELD_OUT}** (target >= 6 of 8 in < 10 min)",
         f"- decision: {message}",
+        *int8_lines(metrics, served),
         "",
         *table(metrics["serving"], "Base model on the val split"),
         "",
@@ -251,12 +301,15 @@ def main() -> int:
         seconds = time.perf_counter() - started
         folder = model_root / "trained" / "bench" / "label" / outcome.version
         metrics = json.loads((folder / "metrics.json").read_text())
-        base_found = crosses_found(model_root / "shapes-yolov8n.pt", held_out)
-        new_found = crosses_found(folder / "best.pt", held_out)
+        base_found, _ = crosses_found(model_root / "shapes-yolov8n.pt", held_out, args.imgsz)
+        new_found, new_ms = crosses_found(folder / "best.pt", held_out, args.imgsz)
+        exports = sorted(folder.glob("*_int8_openvino_model"))
+        int8_found, int8_ms = crosses_found(exports[0], held_out, args.imgsz) if exports else (None, None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    section = results_section(args, seconds, (base_found, new_found), outcome.message, metrics)
+    served = Served(new_found, new_ms, int8_found, int8_ms)
+    section = results_section(args, seconds, (base_found, served), outcome.message, metrics)
     print(section)
     write_results(args.results, section)
     return 0 if new_found >= 6 else 1
