@@ -316,15 +316,6 @@ def small_image(tmp_path) -> Path:
 # -- export-int8 -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_model_root(tmp_path) -> Path:
-    """A MODEL_ROOT of its own: INT8 exports are written beside the .pt."""
-    root = tmp_path / "own-models"
-    root.mkdir()
-    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
-    return root
-
-
 def shapes_project(folder: Path, count: int, seed: int = 5) -> tuple[list[dict], dict[str, Path]]:
     """`count` tasks whose shapes images Label Studio serves under /data/upload/7/."""
     folder.mkdir()

@@ -5,7 +5,6 @@ downloads are off)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from core.settings import PROJECT_ROOT
 from server.ui_examples import EXAMPLES
 
-BUNDLED = PROJECT_ROOT / "models" / "shapes-yolov8n.pt"
 SAMPLE = PROJECT_ROOT / "server" / "static" / "examples" / "shapes.jpg"
 RECT_CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
@@ -22,18 +20,9 @@ RECT_CONFIG = (
 
 
 @pytest.fixture
-def fresh_root(tmp_path: Path) -> Path:
-    """A MODEL_ROOT as a fresh clone has it: the bundled model only."""
-    root = tmp_path / "models"
-    root.mkdir()
-    shutil.copy(BUNDLED, root / BUNDLED.name)
-    return root
-
-
-@pytest.fixture
-def fresh_client(make_client, fresh_root):
+def fresh_client(make_client, own_model_root):
     """The server's defaults: custom model paths off, downloads on (they fail offline)."""
-    return make_client(model_root=fresh_root, allow_custom_model_path=False, allow_model_download=None)
+    return make_client(model_root=own_model_root, allow_custom_model_path=False, allow_model_download=None)
 
 
 def upload(client, config: str, path: Path = SAMPLE):
@@ -65,12 +54,12 @@ def test_an_edited_example_and_predict_follow_the_servers_setting(fresh_client):
     assert predicted.status_code == 422 and "ALLOW_CUSTOM_MODEL_PATH" in predicted.json()["error"]
 
 
-def test_other_examples_say_which_weights_they_need_and_where(fresh_client, fresh_root):
+def test_other_examples_say_which_weights_they_need_and_where(fresh_client, own_model_root):
     examples = {e["name"]: e for e in fresh_client.get("/ui/examples").json()["examples"]}
     assert len(examples) == len(EXAMPLES) == 10
     rect = examples["RectangleLabels"]
     assert rect["weights"] == ["yolov8m.pt"] and not rect["ready"] and rect["sample"] is None
-    assert "yolov8m.pt" in rect["note"] and str(fresh_root) in rect["note"] and "online" in rect["note"]
+    assert "yolov8m.pt" in rect["note"] and str(own_model_root) in rect["note"] and "online" in rect["note"]
     assert examples["KeyPointLabels"]["weights"] == ["yolov8m.pt", "yolov8n-pose.pt"]
     # The page offers the weight files it finds, and tells whether a config may name them.
     models = fresh_client.get("/ui/models").json()
@@ -142,10 +131,10 @@ def test_start_training_without_label_studio_settings_is_a_503_naming_them(clien
     ],
 )
 def test_a_missing_official_model_with_downloads_off_says_so_and_why(
-    make_client, fresh_root, custom_paths, download, why
+    make_client, own_model_root, custom_paths, download, why
 ):
     client = make_client(
-        model_root=fresh_root, allow_custom_model_path=custom_paths, allow_model_download=download
+        model_root=own_model_root, allow_custom_model_path=custom_paths, allow_model_download=download
     )
     answer = upload(client, RECT_CONFIG)  # RectangleLabels' default: yolov8m.pt, not in MODEL_ROOT
     assert answer.status_code == 422

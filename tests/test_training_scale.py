@@ -129,14 +129,6 @@ class PagedLabelStudio(LocalHTTPServer):
         self._listen(Handler)
 
 
-@pytest.fixture
-def own_model_root(tmp_path: Path) -> Path:
-    root = tmp_path / "models"
-    root.mkdir()
-    shutil.copy(SHAPES_MODEL, root / SHAPES_MODEL.name)
-    return root
-
-
 def complete_version(store: VersionStore, score: float = 0.5) -> str:
     folder = store.create_version(PROJECT, "label")
     shutil.copy(SHAPES_MODEL, folder / "best.pt")

@@ -8,31 +8,20 @@ which weights they need and where to put them; the page offers the weight files 
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-from core.settings import PROJECT_ROOT
 from tests.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, serve, wait_until_true
 
-BUNDLED = PROJECT_ROOT / "models" / "shapes-yolov8n.pt"
-
 
 @pytest.fixture
-def fresh_root(tmp_path: Path) -> Path:
-    root = tmp_path / "models"
-    root.mkdir()
-    shutil.copy(BUNDLED, root / BUNDLED.name)
-    return root
-
-
-@pytest.fixture
-def first_run_url(make_settings, fresh_root):
+def first_run_url(make_settings, own_model_root):
     from server.app import create_app
 
     settings = make_settings(
-        true_defaults=True, model_root=fresh_root, allow_custom_model_path=False, allow_model_download=None
+        true_defaults=True,
+        model_root=own_model_root,
+        allow_custom_model_path=False,
+        allow_model_download=None,
     )
     yield from serve(create_app(settings))
 
@@ -70,11 +59,11 @@ def test_first_example_and_its_sample_show_boxes_on_a_fresh_model_root(page, tmp
     print(f"screenshot: {shot}")
 
 
-def test_other_examples_say_what_they_need_and_the_page_offers_the_files_it_finds(page, fresh_root):
+def test_other_examples_say_what_they_need_and_the_page_offers_the_files_it_finds(page, own_model_root):
     page.wait_for_selector("#example option", state="attached")
     page.select_option("#example", "RectangleLabels")
     note = page.inner_text("#example-note")
-    assert "yolov8m.pt" in note and str(fresh_root) in note, note
+    assert "yolov8m.pt" in note and str(own_model_root) in note, note
     assert page.locator("#sample").is_hidden()  # no sample for an example that cannot run here
 
     page.wait_for_selector("#models li.model button.use-model")
