@@ -74,7 +74,9 @@ class TimelineLabelsModel(VideoControlModel):
                 attrs, "model_classifier_num_layers", SequenceHeadParams.num_layers, control.name
             ),
         )
-        spec = _training_spec(cls, control, attrs, model.labels, model.value_key, model.model_path)
+        spec = _training_spec(
+            cls, control, attrs, model.labels, model.value_key, model.model_path, model.model_format
+        )
         # task: the feature model's; kind tells training_pipeline.py and model.py this is a head, not YOLO.
         return replace(model, training=replace(spec, task="classify", kind="timeline", head=params))
 
