@@ -23,12 +23,15 @@ from core.settings import Settings
 
 def run_job(kind: str) -> int:
     """What the queue runs (in a work horse): the job whose meta RQ hands us, by kind."""
+    from training.jobs import as_job_process
+
+    settings = as_job_process(Settings())  # before the imports below: they load torch and Ultralytics
+
     from rq import get_current_job
 
     from training.rq_runner import RQReporter
 
     reporter = RQReporter(get_current_job())
-    settings = Settings()
     if kind == "predict":
         import prediction_job
 

@@ -9,7 +9,10 @@ Prints:
 - raw Ultralytics on the same image files (batched as the backend batches on CPU), images/s;
 - the two projects' prediction jobs with one worker, then with two (one job each), images/s from the
   first job's start to the last one's end: downloads from Label Studio and bulk uploads included;
-- single-task `/predict` latency (p50/p90, an image fetched from Label Studio) idle and while the jobs run.
+- single-task `/predict` latency (p50/p90) idle and while the jobs run, for an image fetched from Label
+  Studio and for one the backend reads from a local folder (the backend's own share of the host, media
+  apart). `--label-studio-nice 10` runs Label Studio below normal priority, standing for a Label Studio on
+  another host (here its work for the jobs, serving images and storing predictions, shares the 2 cores).
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--singles", type=int, default=20, help="single-task /predict calls per phase")
+    parser.add_argument(
+        "--label-studio-nice",
+        type=int,
+        default=0,
+        help="run Label Studio this much below normal priority: it stands for a server on another host, "
+        "so its work for the jobs (serving images, storing predictions) does not take the backend's cores",
+    )
+    parser.add_argument(
+        "--omp-wait-policy",
+        default=None,
+        help='OMP_WAIT_POLICY of the backend and its workers; default start.sh\'s (PASSIVE), "" for '
+        "libgomp's spinning (see docs/performance.md)",
+    )
     return parser.parse_args()
 
 
@@ -77,27 +93,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def single_latencies(backend: BackendServer, task: dict, count: int, until=None) -> list[float]:
-    """Seconds per single-task /predict (a different task object each time: no media cache effect)."""
-    seconds = []
+def single_latencies(backend: BackendServer, tasks: dict[str, dict], count: int, until=None) -> dict:
+    """Seconds per single-task /predict, for each of `tasks` in turn (name -> its latencies): an image
+    fetched from Label Studio, and one the backend reads from a local folder (media apart)."""
+    seconds: dict[str, list[float]] = {name: [] for name in tasks}
     for _ in range(count):
-        if until is not None and until():
-            break
-        started = time.perf_counter()
-        response = requests.post(
-            f"{backend.url}/predict",
-            json={"tasks": [task], "label_config": CONFIG, "project": task["project"]},
-            timeout=300,
-        )
-        response.raise_for_status()
-        seconds.append(time.perf_counter() - started)
-        time.sleep(0.2)
+        for name, task in tasks.items():
+            if until is not None and until():
+                return seconds
+            started = time.perf_counter()
+            response = requests.post(
+                f"{backend.url}/predict",
+                json={"tasks": [task], "label_config": CONFIG, "project": task["project"]},
+                timeout=300,
+            )
+            response.raise_for_status()
+            seconds[name].append(time.perf_counter() - started)
+            time.sleep(0.2)
     return seconds
 
 
 def run_jobs(
-    backend: BackendServer, projects: list[int], single_task: dict, singles: int
-) -> tuple[float, list[float]]:
+    backend: BackendServer, projects: list[int], single_tasks: dict[str, dict], singles: int
+) -> tuple[float, dict]:
     """Start a prediction job per project; images/s over all of them, and single-task latencies meanwhile."""
     ids = []
     for project in projects:
@@ -115,7 +133,7 @@ def run_jobs(
 
     while not any(j["state"] == "running" for j in jobs()):
         time.sleep(0.2)
-    latencies = single_latencies(backend, single_task, singles, until=all_done)
+    latencies = single_latencies(backend, single_tasks, singles, until=all_done)
     while not all_done():
         time.sleep(0.5)
     final = jobs()
@@ -145,16 +163,24 @@ def main() -> None:
     raw = raw_images_per_second(images)
 
     label_studio = LabelStudioServer(default_venv()).start()
+    if args.label_studio_nice:  # its own process group (start_new_session): the server and its children
+        os.setpriority(os.PRIO_PGRP, label_studio.process.pid, args.label_studio_nice)
     redis = RedisServer(work).start()
     workers: list[WorkerProcess] = []
     backend = None
     try:
         api = label_studio.api
         projects = two_projects(api, images)
-        backend = BackendServer(work / "backend.log", backend_env(work, root, redis, label_studio)).start()
-        single = api.list_tasks(projects[0], all_fields=False)[0]
-        single = {"id": single["id"], "project": projects[0], "data": single["data"]}
-        idle = single_latencies(backend, single, args.singles)
+        env = backend_env(work, root, redis, label_studio)
+        if args.omp_wait_policy is not None:
+            env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+        backend = BackendServer(work / "backend.log", env).start()
+        first = api.list_tasks(projects[0], all_fields=False)[0]
+        singles = {
+            "from Label Studio": {"id": first["id"], "project": projects[0], "data": first["data"]},
+            "local file": {"id": 1, "project": projects[0], "data": {"image": str(images[0])}},
+        }
+        idle = single_latencies(backend, singles, args.singles)
 
         figures = {}
         for count in (1, 2):
@@ -164,7 +190,7 @@ def main() -> None:
                 WorkerProcess(backend.environment(), work / f"worker-{count}-{i}.log").start()
                 for i in range(count)
             ]
-            figures[count] = run_jobs(backend, projects, single, args.singles)
+            figures[count] = run_jobs(backend, projects, singles, args.singles)
             for worker in workers:
                 worker.stop()
             workers = []
@@ -200,25 +226,39 @@ def backend_env(work: Path, root: Path, redis, label_studio) -> dict[str, str]:
         "ALLOW_CUSTOM_MODEL_PATH": "true",
         "ALLOW_MODEL_DOWNLOAD": "false",
         "MEDIA_CACHE_DIR": str(work / "media-cache"),
+        "ALLOWED_LOCAL_ROOTS": str(work),  # the "local file" singles
         "WORKERS": "1",
         "THREADS": "4",
     }
 
 
-def report(args, load: str, raw: float, figures: dict, idle: list[float]) -> None:
-    print(f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), load before: {load}")
-    print(f"raw Ultralytics, batches of {BATCH}: {raw:.1f} images/s")
-    for count, (rate, latencies) in figures.items():
-        print(
-            f"{count} worker(s), 2 jobs: {rate:.1f} images/s ({rate / raw:.2f}x raw); single /predict while they run: "
-            f"p50 {statistics.median(latencies) * 1000:.0f} ms, p90 {percentile(latencies, 0.9) * 1000:.0f} ms "
-            f"({len(latencies)} calls)"
-        )
+def report(args, load: str, raw: float, figures: dict, idle: dict) -> None:
     print(
-        f"single /predict idle: p50 {statistics.median(idle) * 1000:.0f} ms, "
-        f"p90 {percentile(idle, 0.9) * 1000:.0f} ms ({len(idle)} calls)"
+        f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), Label Studio at nice {args.label_studio_nice}, "
+        f"OMP_WAIT_POLICY {'start.sh default' if args.omp_wait_policy is None else repr(args.omp_wait_policy)}, "
+        f"load before: {load}"
     )
+    print(f"raw Ultralytics, batches of {BATCH}: {raw:.1f} images/s")
+    print("single /predict idle: " + latency_line(idle))
+    for count, (rate, latencies) in figures.items():
+        print(f"{count} worker(s), 2 jobs: {rate:.1f} images/s ({rate / raw:.2f}x raw)")
+        print("  single /predict while they run: " + latency_line(latencies, idle))
     print(f"after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+
+
+def latency_line(latencies: dict[str, list[float]], idle: dict[str, list[float]] | None = None) -> str:
+    parts = []
+    for name, seconds in latencies.items():
+        if not seconds:
+            parts.append(f"{name}: no call while they ran")
+            continue
+        p90 = percentile(seconds, 0.9)
+        ratio = f", p90 {p90 / percentile(idle[name], 0.9):.1f}x idle" if idle and seconds else ""
+        parts.append(
+            f"{name}: p50 {statistics.median(seconds) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms "
+            f"({len(seconds)} calls{ratio})"
+        )
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

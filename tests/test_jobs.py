@@ -104,7 +104,7 @@ def test_a_local_job_process_runs_below_the_web_servers_priority_with_its_own_to
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
     assert job.state == "failed", job
-    expected_nice = min(19, os.nice(0) + 3)
+    expected_nice = max(os.nice(0), 3)  # JOB_NICE is the job's niceness (at least the parent's)
     assert any(f"job process: nice {expected_nice}, 1 torch thread(s)" in line for line in job.log_tail), job
 
 

@@ -565,13 +565,14 @@ class JobReporter:
 
 
 def as_job_process(settings: Settings) -> Settings:
-    """Make this process a job's: JOB_NICE below the web server's CPU priority and JOB_TORCH_THREADS torch
-    threads, so an opened task on a shared host is not starved by it. Call once, in the job's own process
-    (a local job process, or RQ's work horse forked per job). The settings its models then use."""
+    """Make this process a job's: niceness JOB_NICE (the web server runs at 0) and JOB_TORCH_THREADS torch
+    threads, so an opened task on a shared host is not starved by it. In the job's own process (a local
+    job process, or RQ's work horse forked per job), as early as it can: importing torch is seconds of
+    CPU. Calling it again changes nothing. The settings its models then use."""
+    with contextlib.suppress(OSError):
+        os.nice(max(0, settings.job_nice - os.nice(0)))
     import torch
 
-    with contextlib.suppress(OSError):
-        os.nice(settings.job_nice)
     threads = settings.effective_job_torch_threads
     torch.set_num_threads(threads)
     logger.info("job process: nice %d, %d torch thread(s)", os.nice(0), threads)

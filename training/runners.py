@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 from core.settings import PROJECT_ROOT, Settings
@@ -16,11 +17,15 @@ def job_runner(settings: Settings) -> JobRunner:
         from training.rq_runner import RQRunner
 
         return RQRunner(settings.redis_url)
+    # Niced from its first instruction: importing torch and Ultralytics is seconds of CPU (the process
+    # sets JOB_NICE itself too, `as_job_process`, where no `nice` command exists).
+    nice_command = shutil.which("nice")
+    nice = [nice_command, "-n", str(settings.job_nice)] if nice_command else []
     return LocalProcessRunner(
         settings.model_root / "jobs",
-        [sys.executable, str(PROJECT_ROOT / "training_pipeline.py")],
+        [*nice, sys.executable, str(PROJECT_ROOT / "training_pipeline.py")],
         keep_finished=settings.training_jobs_kept,
         max_running=settings.training_max_jobs or (lambda: host_training_slots(settings.device)),
         max_queued=settings.training_max_queued,
-        predict_command=[sys.executable, str(PROJECT_ROOT / "prediction_job.py")],
+        predict_command=[*nice, sys.executable, str(PROJECT_ROOT / "prediction_job.py")],
     )
