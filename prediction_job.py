@@ -135,7 +135,7 @@ def execute(reporter: Any, settings: Settings) -> int:
         if not admitted:
             reporter.cancelled("cancelled before it started")
             return 0
-        backend = YOLOBackend(as_job_process(settings))
+        backend = YOLOBackend(settings)
         try:
             run_reported(reporter, lambda: _predict_project(backend, reporter, settings))
         finally:
@@ -158,7 +158,7 @@ def _predict_project(backend: YOLOBackend, reporter: Any, settings: Settings) ->
 
 def main(state_file: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return execute(JobReporter(state_file), Settings())
+    return execute(JobReporter(state_file), as_job_process(Settings()))
 
 
 if __name__ == "__main__":

@@ -121,16 +121,15 @@ def run_job(state_file: Path, settings: Settings | None = None) -> int:
     """The job process: read the job, train, report; exit status 0 when the job succeeded."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = JobReporter(state_file)
-    return train_reported(reporter, lambda: settings or Settings())
+    return train_reported(reporter, lambda: as_job_process(settings or Settings()))
 
 
 def train_reported(reporter: Any, settings: Callable[[], Settings]) -> int:
-    """Train the reporter's job as a job process (lower priority, fewer threads); its outcome or its
-    failure go to the reporter."""
+    """Train the reporter's job; its outcome or its failure go to the reporter."""
     job = reporter.job
 
     def train() -> None:
-        outcome = TrainingRun(as_job_process(settings()), reporter).run(
+        outcome = TrainingRun(settings(), reporter).run(
             job.project, job.control, job.params.get("label_config", "")
         )
         reporter.finish(outcome.message, outcome.version, outcome.promoted)

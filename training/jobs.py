@@ -566,9 +566,9 @@ class JobReporter:
 
 def as_job_process(settings: Settings) -> Settings:
     """Make this process a job's: niceness JOB_NICE (the web server runs at 0) and JOB_TORCH_THREADS torch
-    threads, so an opened task on a shared host is not starved by it. In the job's own process (a local
-    job process, or RQ's work horse forked per job), as early as it can: importing torch is seconds of
-    CPU. Calling it again changes nothing. The settings its models then use."""
+    threads, so an opened task on a shared host is not starved by it. Called once by each entry point of
+    a job's own process (`prediction_job.main`, `training_pipeline.run_job`, `worker.run_job` in RQ's work
+    horse), as early as it can: importing torch is seconds of CPU. The settings its models then use."""
     with contextlib.suppress(OSError):
         os.nice(max(0, settings.job_nice - os.nice(0)))
     import torch
