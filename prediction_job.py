@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,27 +70,29 @@ class PredictionJob:
         counts = Counts(total=max(asked, len(todo)), skipped=max(0, asked - len(todo)))
         self.reporter.phase("predicting")
         self._report(counts)
-        for batch in _batches(todo, self.batch_tasks):
-            if self.reporter.cancel_requested():
-                self.reporter.cancelled(f"cancelled: {_summary(counts)}; what was stored stays")
-                return counts
-            self._predict_batch(project, label_config, version, batch, counts)
-            self._report(counts)
+        batches = list(_batches(todo, self.batch_tasks))
+        with StudioCalls(self.client, project, version, counts) as studio:
+            ahead = studio.fetch(batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                if self.reporter.cancel_requested():
+                    studio.settle()
+                    self.reporter.cancelled(f"cancelled: {_summary(counts)}; what was stored stays")
+                    return counts
+                tasks = studio.fetched(ahead, batch)
+                ahead = studio.fetch(batches[index + 1]) if index + 1 < len(batches) else None
+                studio.store(self._predict(project, label_config, tasks, counts))
+                self._report(counts)
+            studio.settle()
+        self._report(counts)
         self.reporter.finish(_summary(counts))
         return counts
 
-    def _predict_batch(
-        self, project: str, label_config: str, version: str, batch: list[int], counts: Counts
-    ) -> None:
-        try:
-            tasks = list(self.client.tasks(project, without_model_version=version, ids=batch))
-        except LabelStudioAccessError as error:
-            for task_id in batch:
-                counts.fail(task_id, error.message)
-            return
-        counts.skipped += len(batch) - len(tasks)  # predicted since the job listed them
+    def _predict(
+        self, project: str, label_config: str, tasks: list[dict], counts: Counts
+    ) -> list[dict[str, Any]]:
+        """The predictions of `tasks` to store; a task that failed is counted instead."""
         if not tasks:
-            return
+            return []
         try:
             run = self.backend.predict(tasks, label_config, project=project, missing_key_fails_request=False)
         except (LabelingConfigError, ModelError):
@@ -97,23 +100,73 @@ class PredictionJob:
         except BackendError as error:
             for task in tasks:
                 counts.fail(task["id"], error.message)
-            return
+            return []
         predictions = []
         for task, result in zip(tasks, run.results(), strict=True):
             if "error" in result:
                 counts.fail(task["id"], result["error"])
             else:
                 predictions.append({"task": task["id"], **result})
-        try:
-            self.client.create_predictions(project, predictions)
-        except BackendError as error:
-            for prediction in predictions:
-                counts.fail(prediction["task"], f"upload failed: {describe(error)}")
-            return
-        counts.done += len(predictions)
+        return predictions
 
     def _report(self, counts: Counts) -> None:
         self.reporter.progress(counts.done, counts.total, counts.failed, counts.skipped, counts.errors)
+
+
+class StudioCalls:
+    """Label Studio's side of a job on a thread of its own: the next batch's tasks are fetched and the
+    last batch's predictions stored while the model predicts the current batch (done in turn, these
+    calls were a third of a job's time; bench/RESULTS.md). One thread, so calls keep their order; at most
+    one fetch and one store in flight. `counts` is only changed in the job's own thread."""
+
+    def __init__(self, client: LabelStudioClient, project: str, version: str, counts: Counts):
+        self.client, self.project, self.version, self.counts = client, project, version, counts
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-studio")
+        self._stored: tuple[Future, list[dict[str, Any]]] | None = None
+
+    def __enter__(self) -> StudioCalls:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def fetch(self, batch: list[int]) -> Future:
+        """Fetch `batch` again, without the tasks predicted since the job listed them."""
+        return self._thread.submit(
+            lambda: list(self.client.tasks(self.project, without_model_version=self.version, ids=batch))
+        )
+
+    def fetched(self, future: Future, batch: list[int]) -> list[dict]:
+        """The tasks of `batch` to predict: a task predicted meanwhile is skipped, a failed fetch counted."""
+        try:
+            tasks = future.result()
+        except LabelStudioAccessError as error:
+            for task_id in batch:
+                self.counts.fail(task_id, error.message)
+            return []
+        self.counts.skipped += len(batch) - len(tasks)  # predicted since the job listed them
+        return tasks
+
+    def store(self, predictions: list[dict[str, Any]]) -> None:
+        """Store `predictions` in one call, after the store before it is settled."""
+        self.settle()
+        if predictions:
+            call = self._thread.submit(self.client.create_predictions, self.project, predictions)
+            self._stored = (call, predictions)
+
+    def settle(self) -> None:
+        """Wait for the store in flight and count its tasks as done or failed."""
+        if self._stored is None:
+            return
+        call, predictions = self._stored
+        self._stored = None
+        try:
+            call.result()
+        except BackendError as error:
+            for prediction in predictions:
+                self.counts.fail(prediction["task"], f"upload failed: {describe(error)}")
+            return
+        self.counts.done += len(predictions)
 
 
 def _batches(items: list[int], size: int) -> Iterator[list[int]]:

@@ -1,18 +1,23 @@
 """Project-wide prediction jobs on RQ workers against raw Ultralytics, measured in one run (not in CI).
 
-    python bench/prelabel.py [--tasks 500] [--singles 20]
+    python bench/prelabel.py [--tasks 500] [--singles 20] [--media label-studio|local]
 
 Starts what the e2e tests start: a real Label Studio 1.23 (its venv from .ci/install_label_studio.sh),
 a redis-server, the backend (`./start.sh`, REDIS_URL) and `./worker.sh` workers, with the shapes model
-(models/shapes-yolov8n.pt) on 320x240 images uploaded to Label Studio in two projects of tasks/2 each.
-Prints:
-- raw Ultralytics on the same image files (batched as the backend batches on CPU), images/s;
+(models/shapes-yolov8n.pt) on 320x240 images in two projects of tasks/2 each. `--media label-studio`
+uploads the images to Label Studio (the jobs download each one from it); `--media local` imports tasks
+whose images are files the backend reads itself (as from cloud storage, Label Studio only lists tasks
+and stores predictions). Prints:
+- raw Ultralytics on the same image files, batches of 8, with every core and with JOB_TORCH_THREADS'
+  default (one job's threads), images/s. Ultralytics sets OMP_NUM_THREADS=1 when it is imported first,
+  so the threads are set explicitly here, as the backend does;
 - the two projects' prediction jobs with one worker, then with two (one job each), images/s from the
-  first job's start to the last one's end: downloads from Label Studio and bulk uploads included;
-- single-task `/predict` latency (p50/p90) idle and while the jobs run, for an image fetched from Label
-  Studio and for one the backend reads from a local folder (the backend's own share of the host, media
-  apart). `--label-studio-nice 10` runs Label Studio below normal priority, standing for a Label Studio on
-  another host (here its work for the jobs, serving images and storing predictions, shares the 2 cores).
+  first job's start to the last one's end, nothing else running: downloads and bulk uploads included;
+  with the CPU seconds Label Studio and the workers spent per task meanwhile (on this 2-core host
+  Label Studio serves the images and stores the predictions on the same cores);
+- single-task `/predict` latency (p50/p90) idle and while the jobs run again, for an image fetched from
+  Label Studio and for one the backend reads from a local folder. `--label-studio-nice 10` runs Label
+  Studio below normal priority.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -32,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cv2
 import numpy as np
+import psutil
 import requests
 
 from tests.e2e.backend_server import BackendServer
@@ -51,6 +58,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--singles", type=int, default=20, help="single-task /predict calls per phase")
+    parser.add_argument(
+        "--media",
+        choices=("label-studio", "local"),
+        default="label-studio",
+        help="images uploaded to Label Studio (jobs download them), or local files the backend reads",
+    )
     parser.add_argument(
         "--label-studio-nice",
         type=int,
@@ -77,15 +90,33 @@ def make_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def raw_images_per_second(paths: list[Path]) -> float:
+def raw_images_per_second(paths: list[Path], threads: int) -> float:
+    import torch
     from ultralytics import YOLO
 
     model = YOLO(str(SHAPES))
-    model.predict([str(p) for p in paths[:BATCH]], verbose=False)  # warm-up
+    torch.set_num_threads(threads)
+    for _ in range(2):  # warm-up: the first calls import and set up the predictor
+        model.predict([str(p) for p in paths[:BATCH]], batch=BATCH, verbose=False)
+    torch.set_num_threads(threads)  # Ultralytics caps torch's threads when it sets up a predictor
     started = time.perf_counter()
     for start in range(0, len(paths), BATCH):
-        model.predict([str(p) for p in paths[start : start + BATCH]], verbose=False, conf=0.05)
+        model.predict([str(p) for p in paths[start : start + BATCH]], batch=BATCH, verbose=False, conf=0.05)
     return len(paths) / (time.perf_counter() - started)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds of these processes and all their children, living ones."""
+    total = 0.0
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            for process in [parent, *parent.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -113,10 +144,24 @@ def single_latencies(backend: BackendServer, tasks: dict[str, dict], count: int,
     return seconds
 
 
+@dataclass
+class JobsRun:
+    rate: float  # images/s, first job's start to last job's end
+    latencies: dict[str, list[float]]  # single-task /predict seconds meanwhile (none without singles)
+    label_studio_ms: float  # Label Studio's CPU milliseconds per task meanwhile
+    workers_ms: float  # the workers' (their work horses included)
+
+
 def run_jobs(
-    backend: BackendServer, projects: list[int], single_tasks: dict[str, dict], singles: int
-) -> tuple[float, dict]:
-    """Start a prediction job per project; images/s over all of them, and single-task latencies meanwhile."""
+    backend: BackendServer,
+    projects: list[int],
+    single_tasks: dict[str, dict],
+    singles: int,
+    pids: dict[str, list[int]],
+) -> JobsRun:
+    """Start a prediction job per project and wait for them: images/s over all of them, single-task
+    latencies meanwhile (`singles` calls of each kind; 0: none), CPU time per task by process."""
+    before = {name: cpu_seconds(group) for name, group in pids.items()}
     ids = []
     for project in projects:
         response = requests.post(
@@ -133,14 +178,15 @@ def run_jobs(
 
     while not any(j["state"] == "running" for j in jobs()):
         time.sleep(0.2)
-    latencies = single_latencies(backend, single_tasks, singles, until=all_done)
+    latencies = single_latencies(backend, single_tasks, singles, until=all_done) if singles else {}
     while not all_done():
         time.sleep(0.5)
     final = jobs()
     assert all(j["state"] == "succeeded" for j in final), final
     done = sum(j["progress"]["done"] for j in final)
     seconds = max(j["finished_at"] for j in final) - min(j["started_at"] for j in final)
-    return done / seconds, latencies
+    used = {name: (cpu_seconds(group) - before[name]) * 1000 / done for name, group in pids.items()}
+    return JobsRun(done / seconds, latencies, used["label_studio"], used["workers"])
 
 
 def delete_predictions(api, project: int) -> None:
@@ -160,7 +206,8 @@ def main() -> None:
     shutil.copy(SHAPES, root / SHAPES.name)
     images = make_images(work, args.tasks)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    raw = raw_images_per_second(images)
+    cores = os.cpu_count() or 1
+    raw = {threads: raw_images_per_second(images, threads) for threads in sorted({cores, max(1, cores // 2)})}
 
     label_studio = LabelStudioServer(default_venv()).start()
     if args.label_studio_nice:  # its own process group (start_new_session): the server and its children
@@ -170,7 +217,7 @@ def main() -> None:
     backend = None
     try:
         api = label_studio.api
-        projects = two_projects(api, images)
+        projects = two_projects(api, images, args.media)
         env = backend_env(work, root, redis, label_studio)
         if args.omp_wait_policy is not None:
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy
@@ -180,17 +227,25 @@ def main() -> None:
             "from Label Studio": {"id": first["id"], "project": projects[0], "data": first["data"]},
             "local file": {"id": 1, "project": projects[0], "data": {"image": str(images[0])}},
         }
+        if args.media == "local":
+            singles.pop("from Label Studio")
         idle = single_latencies(backend, singles, args.singles)
 
         figures = {}
         for count in (1, 2):
-            for project in projects:
-                delete_predictions(api, project)
             workers = [
                 WorkerProcess(backend.environment(), work / f"worker-{count}-{i}.log").start()
                 for i in range(count)
             ]
-            figures[count] = run_jobs(backend, projects, singles, args.singles)
+            for worker in workers:
+                worker.wait_ready()  # its imports are not the jobs' CPU time
+            pids = {"label_studio": [label_studio.process.pid], "workers": [w.process.pid for w in workers]}
+            figures[count] = []
+            for with_singles in (0, args.singles):  # throughput alone, then latency meanwhile
+                for project in projects:
+                    delete_predictions(api, project)
+                shutil.rmtree(work / "media-cache", ignore_errors=True)  # every image fetched again
+                figures[count].append(run_jobs(backend, projects, singles, with_singles, pids))
             for worker in workers:
                 worker.stop()
             workers = []
@@ -205,14 +260,17 @@ def main() -> None:
     report(args, load, raw, figures, idle)
 
 
-def two_projects(api, images: list[Path]) -> list[int]:
-    """The images split over two projects (one prediction job each)."""
+def two_projects(api, images: list[Path], media: str) -> list[int]:
+    """The images split over two projects (one prediction job each): uploaded, or as local paths."""
     projects = []
     half = len(images) // 2
     for part in (images[:half], images[half:]):
         project = api.create_project(f"bench {len(projects)}", CONFIG)
         for start in range(0, len(part), 100):
-            api.import_files(project["id"], part[start : start + 100])
+            if media == "local":
+                api.import_tasks(project["id"], [{"image": str(p)} for p in part[start : start + 100]])
+            else:
+                api.import_files(project["id"], part[start : start + 100])
         projects.append(project["id"])
     return projects
 
@@ -232,17 +290,25 @@ def backend_env(work: Path, root: Path, redis, label_studio) -> dict[str, str]:
     }
 
 
-def report(args, load: str, raw: float, figures: dict, idle: dict) -> None:
+def report(args, load: str, raw: dict[int, float], figures: dict[int, list[JobsRun]], idle: dict) -> None:
     print(
-        f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), Label Studio at nice {args.label_studio_nice}, "
-        f"OMP_WAIT_POLICY {'start.sh default' if args.omp_wait_policy is None else repr(args.omp_wait_policy)}, "
-        f"load before: {load}"
+        f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), media {args.media}, Label Studio at nice "
+        f"{args.label_studio_nice}, OMP_WAIT_POLICY "
+        f"{'start.sh default' if args.omp_wait_policy is None else repr(args.omp_wait_policy)}, load before: {load}"
     )
-    print(f"raw Ultralytics, batches of {BATCH}: {raw:.1f} images/s")
+    best = max(raw.values())
+    for threads, rate in raw.items():
+        print(f"raw Ultralytics, batches of {BATCH}, {threads} torch thread(s): {rate:.1f} images/s")
     print("single /predict idle: " + latency_line(idle))
-    for count, (rate, latencies) in figures.items():
-        print(f"{count} worker(s), 2 jobs: {rate:.1f} images/s ({rate / raw:.2f}x raw)")
-        print("  single /predict while they run: " + latency_line(latencies, idle))
+    for count, (alone, during) in figures.items():
+        print(
+            f"{count} worker(s), 2 jobs: {alone.rate:.1f} images/s ({alone.rate / best:.2f}x raw); CPU per "
+            f"task: Label Studio {alone.label_studio_ms:.1f} ms, workers {alone.workers_ms:.1f} ms"
+        )
+        print(
+            f"  again with single /predict calls: {during.rate:.1f} images/s; "
+            + latency_line(during.latencies, idle)
+        )
     print(f"after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 

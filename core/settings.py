@@ -279,6 +279,18 @@ class Settings(BaseSettings):
     def effective_job_torch_threads(self) -> int:
         return self.job_torch_threads or max(1, (os.cpu_count() or 1) // 2)
 
+    def for_job_process(self) -> Settings:
+        """The settings a job's own process predicts with: JOB_TORCH_THREADS threads, and batches as large
+        as batching pays (it serves one request, so nobody waits behind its batches and
+        BATCH_LATENCY_FACTOR, which bounds that wait in the web server, does not apply)."""
+        largest_batch = self.inference_batch_size or 32
+        return self.model_copy(
+            update={
+                "torch_threads": self.effective_job_torch_threads,
+                "batch_latency_factor": float(max(largest_batch, self.batch_latency_factor)),
+            }
+        )
+
 
 def _host_entry(entry: str) -> tuple[str, int | None]:
     """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (host, port or None)."""

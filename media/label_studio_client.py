@@ -146,12 +146,14 @@ class LabelStudioClient:
             query=query,
             page_size=_PAGE_SIZE,
         )
-        iterator = iter(pages)
-        while True:
-            task = self._call(f"list the tasks of project {project_number}", next, iterator, None)
-            if task is None:
-                return
-            yield _plain_task(task, project_number, annotated_only)
+        page = pages
+        while page is not None:
+            items = page.items or []
+            for task in items:
+                yield _plain_task(task, project_number, annotated_only)
+            if len(items) < _PAGE_SIZE:
+                return  # the last page: asking for the next one costs a request that answers 404
+            page = self._call(f"list the tasks of project {project_number}", _next_page, page)
 
     def create_prediction(
         self, task: int, result: list[dict], score: float | None, model_version: str
@@ -222,6 +224,19 @@ class LabelStudioClient:
             raise LabelStudioAccessError(
                 f"could not {what} at Label Studio {self.base_url}: {describe(error)}"
             ) from None
+
+
+def _next_page(page: Any) -> Any:
+    """The page after `page`, or None past the last one (Label Studio answers 404 there)."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        following = page.next_page()
+    except ApiError as error:
+        if error.status_code == 404:
+            return None
+        raise
+    return following if following is not None and following.items else None
 
 
 def _filter(field: str, operator: str, kind: str, value: Any) -> dict[str, Any]:

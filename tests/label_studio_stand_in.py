@@ -3,7 +3,7 @@ its jobs and cli.py ask of Label Studio, behind the API key, and records every c
 
 It answers `/api/projects/<id>/`, `/api/tasks/<id>/`, `/api/tasks/` (pages of 100, the Data Manager
 filter on prediction model versions, 404 past the last page as Label Studio does), `POST
-/api/predictions/`, `POST /api/token/refresh/` (a personal access token for a short-lived access token),
+/api/predictions/` and `/api/projects/<id>/import/predictions`, `POST /api/token/refresh/` (a personal access token for a short-lived access token),
 `/tasks/<id>/presign/?fileuri=` (a 303 to `storage_url`, as cloud storage behind Label Studio) and
 uploaded media under `/data/upload/` and `/data/local-files/`; `/external/...` is the storage: it needs
 no key. The real Label Studio is in `tests/e2e/`.
@@ -121,6 +121,14 @@ class StandInLabelStudio(LocalHTTPServer):
         done = {p["task"] for p in self.predictions if any(v in p["model_version"] for v in item["value"])}
         return [t for t in tasks if t["id"] not in done]
 
+    def import_predictions(self, body: list[dict]) -> tuple[int, dict]:
+        """Many predictions at once; one that is refused refuses them all (one transaction)."""
+        if any(p["task"] in self.refuse_upload_for for p in body):
+            return 400, {"detail": "result is not valid"}
+        for prediction in body:
+            self.add_prediction(prediction)
+        return 201, {"created": len(body)}
+
     def add_prediction(self, body: dict) -> tuple[int, dict]:
         if body["task"] in self.refuse_upload_for:
             return 400, {"detail": "result is not valid"}
@@ -177,6 +185,7 @@ def _handler(stand_in: StandInLabelStudio) -> type[BaseHTTPRequestHandler]:
                     "id": int(stand_in.project),
                     "title": "stand-in",
                     "label_config": stand_in.label_config,
+                    "task_number": len(stand_in.tasks),
                 }
                 return self.reply(200, config)
             if method == "GET" and parts[:2] == ["api", "tasks"] and len(parts) == 3:
@@ -186,6 +195,8 @@ def _handler(stand_in: StandInLabelStudio) -> type[BaseHTTPRequestHandler]:
                 return self.reply(*stand_in.list_tasks(query))
             if method == "POST" and parts == ["api", "predictions"]:
                 return self.reply(*stand_in.add_prediction(body))
+            if method == "POST" and parts == ["api", "projects", stand_in.project, "import", "predictions"]:
+                return self.reply(*stand_in.import_predictions(body))
             if method == "GET" and parts[:1] == ["tasks"] and parts[-1:] == ["presign"]:
                 uri = base64.urlsafe_b64decode(query["fileuri"]).decode()
                 assert uri.startswith("s3://"), uri

@@ -7,6 +7,7 @@ worker, TASKS_CREATED) is in tests/e2e/test_prediction_jobs_e2e.py.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -82,6 +83,28 @@ def test_a_worker_runs_both_kinds_and_a_failed_job_says_why_and_frees_its_lock(
     assert trained.state == "failed" and "labeling config" in trained.error, trained
     again = web.submit("7", "label", "START_TRAINING", {"label_config": "<View/>"})
     assert again.status == "started"  # the failed job's lock went with it
+
+
+def test_a_worker_imports_what_jobs_run_before_it_forks_their_work_horses() -> None:
+    """worker.preload in a fresh interpreter: torch, Ultralytics and the backend are imported (each horse
+    starts with them), and neither CUDA nor torch's OpenMP threads were started (a fork cannot inherit
+    them)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, worker; worker.preload(); import torch; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'ultralytics', 'model', 'training_pipeline') "
+        "if m in sys.modules), "
+        "torch.cuda.is_initialized(), __import__('os').environ['PYTORCH_NVML_BASED_CUDA_CHECK'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == (
+        "['model', 'torch', 'torchvision', 'training_pipeline', 'ultralytics'] False 1"
+    )
 
 
 @pytest.mark.parametrize("kind", ["predict", "train"])

@@ -241,3 +241,23 @@ def test_one_slow_batch_does_not_pin_batches_to_one_item(overhead, per_item, set
         sizes.append(size)
     assert sizes[0] >= 2
     assert sizes[-1] in settled
+
+
+def test_a_job_process_batches_a_small_model_on_a_cpu_fully_where_the_web_server_keeps_batches_short():
+    """A small model on a CPU (yolov8n at 320 px on 2 cores: a batch item costs ~0.55 of a single call,
+    bench/RESULTS.md): the web server's batches take about BATCH_LATENCY_FACTOR single calls, so an
+    opened task waits little; a job's process serves one request and takes the largest batch."""
+    from core.settings import Settings
+
+    web = Settings(_env_file=None)
+    job = web.for_job_process()
+    sizes = {}
+    for name, settings in (("web", web), ("job", job)):
+        device = DeviceClock(overhead=0.0055, per_item=0.0068)
+        sizer = BatchSizer(settings.batch_latency_factor, min_gain=settings.batch_min_gain)
+        scheduler = FairScheduler(sizer, clock=lambda device=device: device.now)
+        for _ in range(3):
+            scheduler.run(list(range(64)), device, max_batch=8)
+        sizes[name] = device.batches[-4:]
+    assert sizes == {"web": [2, 2, 2, 2], "job": [8, 8, 8, 8]}
+    assert job.torch_threads == job.effective_job_torch_threads

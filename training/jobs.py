@@ -573,10 +573,10 @@ def as_job_process(settings: Settings) -> Settings:
         os.nice(max(0, settings.job_nice - os.nice(0)))
     import torch
 
-    threads = settings.effective_job_torch_threads
-    torch.set_num_threads(threads)
-    logger.info("job process: nice %d, %d torch thread(s)", os.nice(0), threads)
-    return settings.model_copy(update={"torch_threads": threads})
+    settings = settings.for_job_process()
+    torch.set_num_threads(settings.torch_threads)
+    logger.info("job process: nice %d, %d torch thread(s)", os.nice(0), settings.torch_threads)
+    return settings
 
 
 def run_reported(reporter: Any, work: Callable[[], Any]) -> int:

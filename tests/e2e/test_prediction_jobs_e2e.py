@@ -62,6 +62,15 @@ class WorkerProcess:
         )
         return self
 
+    def wait_ready(self, timeout: float = 120) -> WorkerProcess:
+        """Until the worker listens on the queue (after `worker.preload`'s imports)."""
+        deadline = time.monotonic() + timeout
+        while b"Listening on" not in self.log_path.read_bytes():
+            assert self.process.poll() is None, self.log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"worker not ready in {timeout} s"
+            time.sleep(0.1)
+        return self
+
     def horse_pids(self) -> set[int]:
         """RQ's work horses of this worker (each calls setsid: not in the worker's process group)."""
         with contextlib.suppress(psutil.NoSuchProcess):
