@@ -63,9 +63,7 @@ class PredictionJob:
         label_config = label_config or self.client.label_config(project)
         version = self.backend.model_version(label_config, project)
         self.reporter.job.model_version = version
-        todo = [
-            task["id"] for task in self.client.tasks(project, without_model_version=version, ids=task_ids)
-        ]
+        todo = list(self.client.task_ids(project, without_model_version=version, ids=task_ids))
         asked = len(set(task_ids)) if task_ids is not None else self.client.task_count(project)
         counts = Counts(total=max(asked, len(todo)), skipped=max(0, asked - len(todo)))
         self.reporter.phase("predicting")

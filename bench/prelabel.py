@@ -17,7 +17,7 @@ and stores predictions). Prints:
   Label Studio serves the images and stores the predictions on the same cores);
 - single-task `/predict` latency (p50/p90) idle and while the jobs run again, for an image fetched from
   Label Studio and for one the backend reads from a local folder. `--label-studio-nice 10` runs Label
-  Studio below normal priority.
+  Studio below normal priority. JOB_NICE and JOB_TORCH_THREADS in the environment reach the workers.
 """
 
 from __future__ import annotations
@@ -294,7 +294,9 @@ def report(args, load: str, raw: dict[int, float], figures: dict[int, list[JobsR
     print(
         f"\n{args.tasks} tasks (320x240, shapes-yolov8n.pt), media {args.media}, Label Studio at nice "
         f"{args.label_studio_nice}, OMP_WAIT_POLICY "
-        f"{'start.sh default' if args.omp_wait_policy is None else repr(args.omp_wait_policy)}, load before: {load}"
+        f"{'start.sh default' if args.omp_wait_policy is None else repr(args.omp_wait_policy)}, "
+        f"JOB_NICE {os.environ.get('JOB_NICE', '10 (default)')}, JOB_TORCH_THREADS "
+        f"{os.environ.get('JOB_TORCH_THREADS', 'half the cores (default)')}, load before: {load}"
     )
     best = max(raw.values())
     for threads, rate in raw.items():

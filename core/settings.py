@@ -200,7 +200,7 @@ class Settings(BaseSettings):
         default=30, ge=5, description="RQ workers: how often one of them looks for abandoned jobs."
     )
     job_nice: int = Field(
-        default=5,
+        default=10,
         ge=0,
         le=19,
         description="How much lower than the web server's a job process's CPU priority is (training and "

@@ -107,6 +107,8 @@ class StandInLabelStudio(LocalHTTPServer):
             tasks = [t for t in tasks if t["id"] in set(selected.get("included", []))]
         page, size = int(query.get("page", 1)), int(query.get("page_size", 100))
         chunk = tasks[(page - 1) * size : page * size]
+        if query.get("include"):  # only these fields, as Label Studio answers
+            chunk = [{k: t[k] for k in query["include"].split(",") if k in t} for t in chunk]
         if page > 1 and not chunk:
             return 404, {"detail": "Invalid page."}  # as Label Studio answers
         return 200, {"tasks": chunk, "total": len(tasks)}

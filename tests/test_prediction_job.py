@@ -106,6 +106,7 @@ def test_a_job_stores_each_task_once_counts_failures_and_fetches_the_next_batch_
             order.append("fetch")
         elif path.endswith("/import/predictions"):
             order.append("store")
+    assert project.task_queries()[0].get("include") == "id"  # the listing of all: ids only
     assert order[:1] == ["fetch"] and order.count("store") == 3
     assert order[1:] == ["fetch", "store", "fetch", "store", "store"], order
 

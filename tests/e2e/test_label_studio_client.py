@@ -40,6 +40,8 @@ def test_filters_by_model_version_and_ids_and_uploads(label_studio, project) -> 
         client.create_prediction(task, [], 0.5, "yolo-test-v1")
     rest = {task["id"] for task in client.tasks(project, without_model_version="yolo-test-v1")}
     assert rest == set(ids[150:])
+    assert list(client.task_ids(project, without_model_version="yolo-test-v1")) == ids[150:]
+    assert list(client.task_ids(project, ids=[ids[3], ids[170]])) == [ids[3], ids[170]]
     assert {t["id"] for t in client.tasks(project, without_model_version="another")} == set(ids)
     chosen = [ids[3], ids[170], ids[229]]
     assert sorted(t["id"] for t in client.tasks(project, ids=chosen)) == chosen
