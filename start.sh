@@ -12,15 +12,7 @@ export YOLO_AUTOINSTALL="${YOLO_AUTOINSTALL:-false}"
 # Load weight files with torch's weights-only unpickler and Ultralytics' list of known classes: a .pt
 # file that would run code when unpickled is refused instead (422, "references types outside ...").
 export ULTRALYTICS_SAFE_LOAD="${ULTRALYTICS_SAFE_LOAD:-true}"
-# torch's OpenMP threads sleep as soon as they wait instead of spinning: with a job (local, or a worker on
-# this host) or Label Studio busy on the same cores, spinning threads made an opened task 7-14x slower;
-# PASSIVE keeps it within 2x (bench/RESULTS.md). Set OMP_WAIT_POLICY empty for libgomp's own default
-# (spin, then sleep: up to ~20 % faster for a video on a host that does nothing else).
-if [ -z "${OMP_WAIT_POLICY+set}" ]; then
-  export OMP_WAIT_POLICY=PASSIVE
-elif [ -z "$OMP_WAIT_POLICY" ]; then
-  unset OMP_WAIT_POLICY
-fi
+. scripts/omp-wait-policy.sh  # PASSIVE unless set: OpenMP threads that wait sleep rather than spin
 # Workers share /metrics through files in this folder (prometheus_client's multiprocess mode); it must
 # start empty, or counts from an earlier run would be added in.
 if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then

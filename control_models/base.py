@@ -109,19 +109,9 @@ class ControlModel:
         """Build from the tag; `extra` holds subclass fields and `interface` (the parsed config)."""
         extra.pop("interface", None)
         attrs = dict(control.attr)
-        model_path = attrs.get("model_path")
-        if model_path and not settings.allow_custom_model_path:
-            raise LabelingConfigError(
-                f'<{control.tag} name="{control.name}"> sets model_path="{model_path}", but custom model '
-                "paths are off: set ALLOW_CUSTOM_MODEL_PATH=true on the backend, or remove model_path"
-            )
+        model_path = _allowed_model_path(control, attrs, settings)
         object_tag = control.objects[0]
-        value = str(object_tag.value or "")
-        if not value.startswith("$") or len(value) < 2:
-            raise LabelingConfigError(
-                f'<{object_tag.tag} name="{object_tag.name}"> has value="{value}"; '
-                'it must name a task field, e.g. value="$image"'
-            )
+        value = _task_field(object_tag)
         labels = {label: dict(tag.attr) for label, tag in (control.labels_attrs or {}).items()}
         model_format = _model_format(control, attrs, settings)
         score_threshold = parse_fraction(
@@ -261,6 +251,28 @@ class ControlModel:
             return None
         scores, class_ids = output.candidates()
         return detection_uncertainty(scores[np.isin(class_ids, list(self.label_map(class_names)))])
+
+
+def _allowed_model_path(control: Any, attrs: dict[str, str], settings: Settings) -> str | None:
+    """The tag's `model_path`, refused unless ALLOW_CUSTOM_MODEL_PATH."""
+    model_path = attrs.get("model_path")
+    if model_path and not settings.allow_custom_model_path:
+        raise LabelingConfigError(
+            f'<{control.tag} name="{control.name}"> sets model_path="{model_path}", but custom model '
+            "paths are off: set ALLOW_CUSTOM_MODEL_PATH=true on the backend, or remove model_path"
+        )
+    return model_path
+
+
+def _task_field(object_tag: Any) -> str:
+    """The object tag's `value` ("$image"): it must name a task field."""
+    value = str(object_tag.value or "")
+    if not value.startswith("$") or len(value) < 2:
+        raise LabelingConfigError(
+            f'<{object_tag.tag} name="{object_tag.name}"> has value="{value}"; '
+            'it must name a task field, e.g. value="$image"'
+        )
+    return value
 
 
 def _model_format(control: Any, attrs: dict, settings: Settings) -> str:

@@ -35,21 +35,7 @@ _COPY_CHUNK = 1 << 20
 def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
     """Routes of the page. Plain routes, not a StaticFiles mount: the app's basic auth covers routes only."""
 
-    @app.get("/ui", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "ui.html", media_type="text/html")
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> Response:
-        # The page names its icon; a browser asking the default path (other pages) gets no 404 either.
-        return Response(status_code=204)
-
-    @app.get("/ui/static/{name}", include_in_schema=False)
-    async def asset(name: str) -> FileResponse:
-        if name not in _ASSETS:
-            raise HTTPException(404, "Not Found")
-        return FileResponse(STATIC / name, media_type=_ASSETS[name])
-
+    _install_page(app)
     examples_plans = _install_examples(app, settings)
 
     @app.get("/ui/models")
@@ -87,6 +73,25 @@ def install_ui(app: FastAPI, settings: Settings, backend: YOLOBackend) -> None:
             "label_warnings": run.label_warnings,
             "models": {control.from_name: control.model_path for control in plan.controls},
         }
+
+
+def _install_page(app: FastAPI) -> None:
+    """The page, its icon and its static files."""
+
+    @app.get("/ui", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "ui.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # The page names its icon; a browser asking the default path (other pages) gets no 404 either.
+        return Response(status_code=204)
+
+    @app.get("/ui/static/{name}", include_in_schema=False)
+    async def asset(name: str) -> FileResponse:
+        if name not in _ASSETS:
+            raise HTTPException(404, "Not Found")
+        return FileResponse(STATIC / name, media_type=_ASSETS[name])
 
 
 def _install_examples(app: FastAPI, settings: Settings) -> PlanCache:

@@ -294,21 +294,24 @@ def test_docker_healthcheck_works_with_basic_auth_on(server):
     assert subprocess.run(check, cwd=PROJECT_ROOT, env=env, timeout=30).returncode == 1
 
 
+@pytest.mark.parametrize("script", ["start.sh", "worker.sh"])
 @pytest.mark.parametrize(
     ("given", "served_with"),
     [(None, "PASSIVE"), ("ACTIVE", "ACTIVE"), ("", "(unset)")],
 )
-def test_start_sh_lets_torch_threads_sleep_unless_told_otherwise(tmp_path, given, served_with):
-    """start.sh's OMP_WAIT_POLICY: PASSIVE by default (a job on the same host must not slow an opened task
-    7-14x), the user's value when set, libgomp's own default when set empty."""
-    stand_in = tmp_path / "python"  # what start.sh execs as "$PYTHON -m gunicorn ...": prints the policy
+def test_start_sh_lets_torch_threads_sleep_unless_told_otherwise(tmp_path, script, given, served_with):
+    """start.sh's and worker.sh's OMP_WAIT_POLICY: PASSIVE by default (a job on the same host must not slow
+    an opened task 7-14x, nor spin its own threads against the web server's), the user's value when set,
+    libgomp's own default when set empty."""
+    stand_in = tmp_path / "python"  # what the script execs as "$PYTHON ...": prints the policy
     stand_in.write_text('#!/bin/sh\necho "policy=${OMP_WAIT_POLICY-(unset)}"\n')
     stand_in.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     env["PYTHON"] = str(stand_in)
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # worker.sh asks for one
     if given is not None:
         env["OMP_WAIT_POLICY"] = given
     done = subprocess.run(
-        [str(PROJECT_ROOT / "start.sh")], env=env, capture_output=True, text=True, timeout=30, check=True
+        [str(PROJECT_ROOT / script)], env=env, capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stdout.strip() == f"policy={served_with}"
