@@ -6,7 +6,8 @@ prediction of the model version served now (Label Studio filters server-side; on
 then a batch at a time: fetches those tasks again with the same filter (a task predicted meanwhile, by
 Retrieve Predictions or an earlier attempt of this job, is skipped and counted), predicts them through
 `YOLOBackend.predict` (the same path as /predict: batching, limits, errors per task) and stores the
-batch's predictions in one call. So a job run twice, resumed or retried after a crash never stores a
+batch's predictions in one call (Label Studio's calls on a thread of their own, `StudioCalls`, while the
+model predicts). So a job run twice, resumed or retried after a crash never stores a
 second prediction for a task. Jobs of one project run one after the other (`reporter.admitted`), so two
 of them never predict the same task at once.
 

@@ -213,7 +213,6 @@ def main() -> None:
     if args.label_studio_nice:  # its own process group (start_new_session): the server and its children
         os.setpriority(os.PRIO_PGRP, label_studio.process.pid, args.label_studio_nice)
     redis = RedisServer(work).start()
-    workers: list[WorkerProcess] = []
     backend = None
     try:
         api = label_studio.api
@@ -222,42 +221,55 @@ def main() -> None:
         if args.omp_wait_policy is not None:
             env["OMP_WAIT_POLICY"] = args.omp_wait_policy
         backend = BackendServer(work / "backend.log", env).start()
-        first = api.list_tasks(projects[0], all_fields=False)[0]
-        singles = {
-            "from Label Studio": {"id": first["id"], "project": projects[0], "data": first["data"]},
-            "local file": {"id": 1, "project": projects[0], "data": {"image": str(images[0])}},
-        }
-        if args.media == "local":
-            singles.pop("from Label Studio")
+        singles = single_tasks(api, projects, images[0], args.media)
         idle = single_latencies(backend, singles, args.singles)
-
-        figures = {}
-        for count in (1, 2):
-            workers = [
-                WorkerProcess(backend.environment(), work / f"worker-{count}-{i}.log").start()
-                for i in range(count)
-            ]
-            for worker in workers:
-                worker.wait_ready()  # its imports are not the jobs' CPU time
-            pids = {"label_studio": [label_studio.process.pid], "workers": [w.process.pid for w in workers]}
-            figures[count] = []
-            for with_singles in (0, args.singles):  # throughput alone, then latency meanwhile
-                for project in projects:
-                    delete_predictions(api, project)
-                shutil.rmtree(work / "media-cache", ignore_errors=True)  # every image fetched again
-                figures[count].append(run_jobs(backend, projects, singles, with_singles, pids))
-            for worker in workers:
-                worker.stop()
-            workers = []
+        figures = {
+            count: jobs_with_workers(count, args, work, backend, label_studio, projects, singles)
+            for count in (1, 2)
+        }
     finally:
-        for worker in workers:
-            worker.stop()
         if backend is not None:
             backend.stop()
         redis.stop()
         label_studio.stop()
 
     report(args, load, raw, figures, idle)
+
+
+def single_tasks(api, projects: list[int], local_image: Path, media: str) -> dict[str, dict]:
+    """The single /predict calls' tasks: an image fetched from Label Studio (not with local media) and a
+    local file."""
+    first = api.list_tasks(projects[0], all_fields=False)[0]
+    singles = {
+        "from Label Studio": {"id": first["id"], "project": projects[0], "data": first["data"]},
+        "local file": {"id": 1, "project": projects[0], "data": {"image": str(local_image)}},
+    }
+    if media == "local":
+        singles.pop("from Label Studio")
+    return singles
+
+
+def jobs_with_workers(
+    count: int, args, work: Path, backend: BackendServer, label_studio, projects: list[int], singles: dict
+) -> list[JobsRun]:
+    """With `count` workers: the jobs alone (throughput), then again beside single /predict calls."""
+    workers = [
+        WorkerProcess(backend.environment(), work / f"worker-{count}-{i}.log").start() for i in range(count)
+    ]
+    try:
+        for worker in workers:
+            worker.wait_ready()  # its imports are not the jobs' CPU time
+        pids = {"label_studio": [label_studio.process.pid], "workers": [w.process.pid for w in workers]}
+        runs = []
+        for with_singles in (0, args.singles):
+            for project in projects:
+                delete_predictions(label_studio.api, project)
+            shutil.rmtree(work / "media-cache", ignore_errors=True)  # every image fetched again
+            runs.append(run_jobs(backend, projects, singles, with_singles, pids))
+        return runs
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def two_projects(api, images: list[Path], media: str) -> list[int]:

@@ -146,39 +146,45 @@ def video_rectangle_regions(
         (2.0, 10.0)
     """
     _check_video(frames_count, fps)
-    frames = np.asarray(frames, dtype=np.int64).reshape(-1)
-    track_ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = list(labels)
-    count = len(frames)
-    if not (len(track_ids) == len(scores) == len(labels) == count):
-        raise ValueError(
-            f"frames, track_ids, scores and labels differ in length: "
-            f"{count}, {len(track_ids)}, {len(scores)}, {len(labels)}"
-        )
-    if count == 0:
+    frames, track_ids, scores, labels = _observations(frames, track_ids, scores, labels)
+    if len(frames) == 0:
         return []
     boxes = xyxy_to_percent(np.asarray(xyxy).reshape(-1, 4), frame_width, frame_height)
-    duration = frames_count / fps
-
     regions = []
     for track_id in tracks_in_order_of_appearance(frames, track_ids):
         member = track_ids == track_id
+        value = {
+            "framesCount": int(frames_count),
+            "duration": float(frames_count / fps),
+            "sequence": keyframe_sequence(frames[member], boxes[member], fps, step),
+            "labels": [track_label([labels[i] for i in np.flatnonzero(member)], scores[member])],
+        }
         regions.append(
             make_region(
                 from_name=from_name,
                 to_name=to_name,
                 type_="videorectangle",
-                value={
-                    "framesCount": int(frames_count),
-                    "duration": float(duration),
-                    "sequence": keyframe_sequence(frames[member], boxes[member], fps, step),
-                    "labels": [track_label([labels[i] for i in np.flatnonzero(member)], scores[member])],
-                },
+                value=value,
                 score=scores[member].max(),
             )
         )
     return regions
+
+
+def _observations(
+    frames: np.ndarray, track_ids: np.ndarray, scores: np.ndarray, labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The per-observation arrays as flat arrays of one length (a ValueError when they differ)."""
+    frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+    track_ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = list(labels)
+    if not (len(track_ids) == len(scores) == len(labels) == len(frames)):
+        raise ValueError(
+            f"frames, track_ids, scores and labels differ in length: "
+            f"{len(frames)}, {len(track_ids)}, {len(scores)}, {len(labels)}"
+        )
+    return frames, track_ids, scores, labels
 
 
 def tracks_in_order_of_appearance(frames: np.ndarray, track_ids: np.ndarray) -> list[int]:

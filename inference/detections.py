@@ -167,38 +167,12 @@ def from_ultralytics(
         return _kept_above(result, keep_above, with_masks, mask_budget)
 
     if getattr(result, "obb", None) is not None:
-        obb = result.obb
-        xywhr = _numpy(obb.xywhr).astype(np.float32).reshape(-1, 5)
-        return Detections(
-            image_width=width,
-            image_height=height,
-            xyxy=_numpy(obb.xyxy).astype(np.float32).reshape(-1, 4),
-            scores=_numpy(obb.conf).astype(np.float32).reshape(-1),
-            class_ids=_numpy(obb.cls).astype(np.int64).reshape(-1),
-            xywhr=xywhr,
-        )
-
+        return _oriented(result.obb, width, height)
     boxes = result.boxes
     if boxes is None or len(boxes) == 0:
         return Detections.empty(width, height)
-
     xyxy = _numpy(boxes.xyxy).astype(np.float32).reshape(-1, 4)
-    polygons = None
-    masks = None
-    if getattr(result, "masks", None) is not None:
-        polygons = [np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in result.masks.xy]
-        if with_masks:
-            if mask_budget is not None:
-                mask_budget.spend(_mask_bytes(xyxy, width, height))
-            masks = box_masks(result.masks.data, xyxy, (height, width))
-
-    keypoints = None
-    if getattr(result, "keypoints", None) is not None:
-        data = _numpy(result.keypoints.data).astype(np.float32)
-        if data.ndim == 3 and data.shape[-1] == 2:
-            data = np.concatenate([data, np.ones((*data.shape[:2], 1), dtype=np.float32)], axis=-1)
-        keypoints = data.reshape(len(boxes), -1, 3)
-
+    polygons, masks = _polygons_and_masks(result, xyxy, width, height, with_masks, mask_budget)
     return Detections(
         image_width=width,
         image_height=height,
@@ -207,8 +181,43 @@ def from_ultralytics(
         class_ids=_numpy(boxes.cls).astype(np.int64).reshape(-1),
         polygons=polygons,
         masks=masks,
-        keypoints=keypoints,
+        keypoints=_keypoints(result, len(boxes)),
     )
+
+
+def _oriented(obb: Any, width: int, height: int) -> Detections:
+    return Detections(
+        image_width=width,
+        image_height=height,
+        xyxy=_numpy(obb.xyxy).astype(np.float32).reshape(-1, 4),
+        scores=_numpy(obb.conf).astype(np.float32).reshape(-1),
+        class_ids=_numpy(obb.cls).astype(np.int64).reshape(-1),
+        xywhr=_numpy(obb.xywhr).astype(np.float32).reshape(-1, 5),
+    )
+
+
+def _polygons_and_masks(
+    result: Any, xyxy: np.ndarray, width: int, height: int, with_masks: bool, mask_budget: MaskBudget | None
+) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+    """Each instance's polygon and, `with_masks`, its mask in its box (charged to `mask_budget`)."""
+    if getattr(result, "masks", None) is None:
+        return None, None
+    polygons = [np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in result.masks.xy]
+    if not with_masks:
+        return polygons, None
+    if mask_budget is not None:
+        mask_budget.spend(_mask_bytes(xyxy, width, height))
+    return polygons, box_masks(result.masks.data, xyxy, (height, width))
+
+
+def _keypoints(result: Any, instances: int) -> np.ndarray | None:
+    """(instances, K, 3) keypoints; a model without visibility gets 1.0 for every point."""
+    if getattr(result, "keypoints", None) is None:
+        return None
+    data = _numpy(result.keypoints.data).astype(np.float32)
+    if data.ndim == 3 and data.shape[-1] == 2:
+        data = np.concatenate([data, np.ones((*data.shape[:2], 1), dtype=np.float32)], axis=-1)
+    return data.reshape(instances, -1, 3)
 
 
 def _kept_above(

@@ -192,6 +192,29 @@ def windows(videos: list[tuple[np.ndarray, np.ndarray]], sequence_size: int) -> 
     return out
 
 
+def _set_normalisation(module: Any, all_features: np.ndarray) -> None:
+    """The head's input mean and scale, from every training frame's features."""
+    import torch
+
+    mean = all_features.mean(axis=0)
+    spread = all_features.std(axis=0)
+    # A random or saturated classifier leaves some features (nearly) constant: their spread is floored
+    # relative to the largest one, so they stay near 0 instead of being blown up into noise.
+    spread = np.maximum(spread, 1e-3 * float(spread.max()) + np.finfo(np.float32).tiny)
+    with torch.no_grad():
+        module.mean.copy_(torch.from_numpy(mean))
+        module.scale.copy_(torch.from_numpy(spread.astype(np.float32)))
+
+
+def _positive_weight(all_targets: np.ndarray) -> Any:
+    """Per label, negatives / positives (1-100): a label's positive frames weigh as much as its negatives."""
+    import torch
+
+    positives = all_targets.sum(axis=0)
+    negatives = len(all_targets) - positives
+    return torch.from_numpy(np.clip(negatives / np.maximum(positives, 1), 1.0, 100.0).astype(np.float32))
+
+
 def train_head(
     videos: list[tuple[np.ndarray, np.ndarray]],
     labels: tuple[str, ...],
@@ -221,23 +244,11 @@ def train_head(
         feature_model=feature_model,
     )
     module = _module(meta)
-    mean = all_features.mean(axis=0)
-    spread = all_features.std(axis=0)
-    # A random or saturated classifier leaves some features (nearly) constant: their spread is floored
-    # relative to the largest one, so they stay near 0 instead of being blown up into noise.
-    spread = np.maximum(spread, 1e-3 * float(spread.max()) + np.finfo(np.float32).tiny)
-    with torch.no_grad():
-        module.mean.copy_(torch.from_numpy(mean))
-        module.scale.copy_(torch.from_numpy(spread.astype(np.float32)))
+    _set_normalisation(module, all_features)
     cut = windows(videos, params.sequence_size)
     features, targets = torch.from_numpy(cut.features), torch.from_numpy(cut.targets)
     mask = torch.from_numpy(cut.mask)
-    positives = all_targets.sum(axis=0)
-    negatives = len(all_targets) - positives
-    pos_weight = torch.from_numpy(
-        np.clip(negatives / np.maximum(positives, 1), 1.0, 100.0).astype(np.float32)
-    )
-    loss_of = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=pos_weight)
+    loss_of = torch.nn.BCEWithLogitsLoss(reduction="none", pos_weight=_positive_weight(all_targets))
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-2, weight_decay=1e-4)
     module.train()
     report_every = max(1, params.epochs // 20)
