@@ -7,8 +7,8 @@ while another client's bulk request of `--bulk` tasks runs (Retrieve Predictions
 the same model, in rounds of (idle singles, bulk alone, bulk with singles). Requests go through `YOLOBackend.predict` from their own threads, as the server's
 request threads call it. Prints:
 - the single-task latency p50/p90/p95 on an idle server and under the bulk load, and their ratios
-  (target: p90 under load <= 3x idle);
-- the bulk request's images/s alone and under load, their ratio (target: within 10%), and the share
+  (target: p90 under load <= 2x idle);
+- the bulk request's images/s alone and under load, their ratio (target: at least 0.95), and the share
   of the model's time the singles took (what the bulk request cannot have, however fair the scheduler);
 - the images/s of bulk and singles together under load against the bulk alone: whether the scheduler
   loses work by serving singles first.
@@ -138,7 +138,9 @@ def print_report(args: argparse.Namespace, figures: Figures, errors: list[str]) 
     singles_share = sum(under_load) / sum(figures.bulk_loaded)
     print(
         f"\n{args.arch} (random weights), {args.bulk}-task bulk request, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, think time {args.think} s, load average {os.getloadavg()[0]:.2f}"
+        f"torch {torch.__version__}, think time {args.think} s, load average {os.getloadavg()[0]:.2f}, "
+        f"MODEL_LANES {os.environ.get('MODEL_LANES', 'auto')}, "
+        f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', '(libgomp default)')}"
     )
     print(f"single task, idle server:       {describe(idle)}")
     print(f"single task, during bulk:       {describe(under_load)}")
@@ -150,7 +152,7 @@ def print_report(args: argparse.Namespace, figures: Figures, errors: list[str]) 
     print(f"bulk alone:        {alone_rate:6.2f} images/s (mean of {len(figures.bulk_alone)})")
     print(
         f"bulk under load:   {loaded_rate:6.2f} images/s (mean of {len(figures.bulk_loaded)}), "
-        f"ratio {loaded_rate / alone_rate:.2f} (target >= 0.90); singles' latency was "
+        f"ratio {loaded_rate / alone_rate:.2f} (target >= 0.95); singles' latency was "
         f"{singles_share:.0%} of the bulk time"
     )
     # The model's work while the bulk ran, bulk and singles together: what a work-conserving scheduler

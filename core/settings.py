@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         description="Batch only where a batch item costs at least this fraction less than a one-image "
         "call (measured): below it (a CPU) batches hold one image, so an opened task waits for at most one.",
     )
+    model_lanes: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="Requests that may run a batch on one model at the same time, each on a copy of the "
+        "model loaded when first needed; 0: 2 on a CPU (an opened task starts beside a bulk request, in "
+        "the cores one call leaves idle), 1 on a GPU (batches share it better).",
+    )
     device: str = Field(default="", description="Ultralytics device string; empty lets it choose.")
 
     # Media

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -60,6 +60,11 @@ class LoadedModel:
     batch_size: int = 8  # most images per model call
     options: dict[str, Any] = field(default_factory=dict)  # always passed to predict (YOLO26: nms=False)
     scheduler: FairScheduler = field(default_factory=lambda: FairScheduler(BatchSizer()))
+    # Builds another copy of `yolo` for the scheduler's second and later lanes, the first time one
+    # is used (a model that never serves two requests at once is never copied).
+    replicate: Callable[[], Any] | None = None
+    _replicas: list[Any] = field(default_factory=list, repr=False)
+    _replicas_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def predict(
         self, images: Sequence[np.ndarray], batch_size: int | None = None, **kwargs: Any
@@ -78,13 +83,25 @@ class LoadedModel:
         if self.half:
             kwargs["quantize"] = 16  # FP16 compute (Ultralytics' name for it since `half` was deprecated)
 
-        def run_batch(batch: list[np.ndarray]) -> list[Any]:
+        def run_batch(batch: list[np.ndarray], lane: int) -> list[Any]:
             self.use_all_threads()
-            return self.yolo.predict(batch, verbose=False, **kwargs)
+            return self.replica(lane).predict(batch, verbose=False, **kwargs)
 
         return self.scheduler.run(
             images, run_batch, group_of=lambda image: image.shape, max_batch=batch_size or self.batch_size
         )
+
+    def replica(self, lane: int) -> Any:
+        """The model copy that runs the scheduler's batches on `lane` (lane 0: `yolo` itself)."""
+        if lane == 0:
+            return self.yolo
+        if self.replicate is None:
+            raise RuntimeError(f"model '{self.name}' has no replicas for lane {lane}")
+        with self._replicas_lock:
+            while len(self._replicas) < lane:
+                logger.info("Loading a copy of %s for requests that run beside another", self.name)
+                self._replicas.append(self.replicate())
+            return self._replicas[lane - 1]
 
     def use_all_threads(self) -> None:
         """Give torch every core, in the calling thread.
@@ -237,7 +254,7 @@ class ModelRegistry:
             )
         try:
             if not path.exists():
-                self._download(model_path, path)
+                download_official_weights(model_path, path, self._settings)
             is_file = path.is_file()
         except OSError as error:  # a path the file system refuses to look up (too long, no access)
             raise ModelLoadError(
@@ -245,11 +262,11 @@ class ModelRegistry:
             ) from None
         if not is_file and not path.name.endswith(EXPORT_FOLDER_SUFFIXES):
             raise ModelLoadError(f"model file '{model_path}' is not a file in MODEL_ROOT")
-        yolo = self._yolo(model_path, path)
-        if model_format == "openvino-int8":
-            yolo = self._int8(model_path, path, yolo)
-        if prompts:
-            prompt_model(yolo, model_path, path, prompts, self.prompt_embeddings)
+
+        def build() -> Any:
+            return self._build(model_path, path, model_format, prompts)
+
+        yolo = build()
         task, class_names = _task_and_classes(model_path, yolo)
         cuda = uses_cuda(self._settings.device)
         return LoadedModel(
@@ -263,9 +280,20 @@ class ModelRegistry:
             batch_size=self._settings.inference_batch_size or (32 if cuda else 8),
             options=end_to_end_options(yolo),  # an INT8 export carries its head choice in its metadata
             scheduler=FairScheduler(
-                BatchSizer(self._settings.batch_latency_factor, min_gain=self._settings.batch_min_gain)
+                BatchSizer(self._settings.batch_latency_factor, min_gain=self._settings.batch_min_gain),
+                lanes=self._settings.model_lanes or (1 if cuda or _uses_mps(self._settings.device) else 2),
             ),
+            replicate=build,
         )
+
+    def _build(self, model_path: str, path: Path, model_format: str, prompts: tuple[str, ...]) -> Any:
+        """The Ultralytics model for a checked weight path: loaded, exported to INT8 or prompted as asked."""
+        yolo = self._yolo(model_path, path)
+        if model_format == "openvino-int8":
+            yolo = self._int8(model_path, path, yolo)
+        if prompts:
+            prompt_model(yolo, model_path, path, prompts, self.prompt_embeddings)
+        return yolo
 
     def _yolo(self, model_path: str, path: Path) -> Any:
         from ultralytics import YOLO
@@ -324,29 +352,30 @@ class ModelRegistry:
                 "use model_format pt"
             ) from None
 
-    def _download(self, model_path: str, path: Path) -> None:
-        """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""
-        is_bare_name = "/" not in model_path.replace("\\", "/")
-        if not (is_bare_name and path.suffix == ".pt"):
-            raise ModelLoadError(f"model file '{model_path}' not found in MODEL_ROOT")
-        if not self._settings.allow_model_download:
-            raise ModelLoadError(missing_without_download(model_path, self._settings))
-        from ultralytics.utils.downloads import attempt_download_asset
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("Model %s not in MODEL_ROOT, trying to download it", model_path)
-        try:
-            downloaded = Path(attempt_download_asset(str(path)))
-            # Ultralytics may answer with a copy from its own weights folder instead of downloading.
-            if downloaded.is_file() and not path.exists():
-                shutil.copyfile(downloaded, path)
-        except Exception as error:
-            logger.warning("Download of %s failed: %r", model_path, error)
-        if not path.exists():
-            raise ModelLoadError(
-                f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
-                "(no internet?); put the file into MODEL_ROOT"
-            )
+def download_official_weights(model_path: str, path: Path, settings: Settings) -> None:
+    """Fetch a missing official weight file (e.g. `yolov8m.pt`) into MODEL_ROOT, when online."""
+    is_bare_name = "/" not in model_path.replace("\\", "/")
+    if not (is_bare_name and path.suffix == ".pt"):
+        raise ModelLoadError(f"model file '{model_path}' not found in MODEL_ROOT")
+    if not settings.allow_model_download:
+        raise ModelLoadError(missing_without_download(model_path, settings))
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("Model %s not in MODEL_ROOT, trying to download it", model_path)
+    try:
+        downloaded = Path(attempt_download_asset(str(path)))
+        # Ultralytics may answer with a copy from its own weights folder instead of downloading.
+        if downloaded.is_file() and not path.exists():
+            shutil.copyfile(downloaded, path)
+    except Exception as error:
+        logger.warning("Download of %s failed: %r", model_path, error)
+    if not path.exists():
+        raise ModelLoadError(
+            f"model file '{model_path}' not found in MODEL_ROOT and could not be downloaded "
+            "(no internet?); put the file into MODEL_ROOT"
+        )
 
 
 def missing_without_download(model_path: str, settings: Settings) -> str:
@@ -394,6 +423,10 @@ def _display_name(model_path: str, model_format: str, prompts: tuple[str, ...]) 
         shown = ", ".join(prompts[:5]) + (", ..." if len(prompts) > 5 else "")
         return f"{model_path} (prompts: {shown})"
     return model_path if model_format == "pt" else f"{model_path} ({model_format})"
+
+
+def _uses_mps(device: str) -> bool:
+    return device.strip().lower().startswith("mps")
 
 
 def uses_cuda(device: str) -> bool:

@@ -9,6 +9,12 @@ it is): no worker thread to start or stop, and the model is only ever used by on
 
 Batch size adapts to the device (`BatchSizer`): large where batching pays (a GPU), one item where it
 does not (a CPU), which is what bounds the wait of the next request.
+
+With `lanes` above one (a CPU host), up to that many requests run a batch at the same time, each on a
+lane of its own (the caller keeps one model replica per lane: an Ultralytics predictor is not
+thread-safe); a request never runs two batches at once, so a bulk request alone runs as it would on
+one lane, and a task opened meanwhile starts at once on the next lane instead of waiting. On a CPU one
+call leaves cores idle at every OpenMP barrier, which the second lane fills (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -98,13 +104,14 @@ class BatchSizer:
 
 @dataclass(eq=False)
 class _Request:
-    run_batch: Callable[[list[Any]], list[Any]]
+    run_batch: Callable[[list[int], int], list[Any]]  # (item positions, lane)
     arrival: int
     pending: list[list[int]]  # groups of item positions still to run, each group batchable together
     results: list[Any]
     outstanding: int
     max_batch: int = 8
     last_served: int = -1
+    running: bool = False  # a batch of it is in flight: it waits for that one before its next
     error: BaseException | None = None
 
     @property
@@ -115,12 +122,16 @@ class _Request:
 class FairScheduler:
     """Runs the batches of concurrent requests on one model, taking turns between the requests."""
 
-    def __init__(self, sizer: BatchSizer, clock: Callable[[], float] = perf_counter):
+    def __init__(self, sizer: BatchSizer, clock: Callable[[], float] = perf_counter, lanes: int = 1):
         self.sizer = sizer
+        self.lanes = max(1, lanes)
         self._clock = clock
         self._condition = threading.Condition()
         self._queue: list[_Request] = []
-        self._busy = False
+        self._free_lanes = list(range(self.lanes))
+        # Batches in flight, and whether each shared the device with another (its timing says
+        # nothing about the device alone then, so the sizer does not learn from it).
+        self._in_flight: dict[int, bool] = {}
         self._turns = itertools.count()
         self._arrivals = itertools.count()
 
@@ -132,14 +143,14 @@ class FairScheduler:
     def run(
         self,
         items: Sequence[Any],
-        run_batch: Callable[[list[Any]], list[Any]],
+        run_batch: Callable[[list[Any], int], list[Any]],
         group_of: Callable[[Any], Hashable] = lambda item: None,
         max_batch: int = 8,
     ) -> list[Any]:
-        """`run_batch` over `items` in batches; one result per item, in item order.
+        """`run_batch(batch, lane)` over `items` in batches; one result per item, in item order.
 
         Only items of one `group_of` value share a batch (e.g. images of one shape); no batch holds
-        more than `max_batch` items.
+        more than `max_batch` items. No two batches run on one lane at the same time.
         """
         if not items:
             return []
@@ -147,7 +158,7 @@ class FairScheduler:
         for position, item in enumerate(items):
             groups.setdefault(group_of(item), []).append(position)
         request = _Request(
-            run_batch=lambda positions: run_batch([items[p] for p in positions]),
+            run_batch=lambda positions, lane: run_batch([items[p] for p in positions], lane),
             arrival=next(self._arrivals),
             pending=list(groups.values()),
             results=[None] * len(items),
@@ -157,18 +168,20 @@ class FairScheduler:
         with self._condition:
             self._queue.append(request)
             while not request.done:
-                if self._busy or not self._queue:
+                ready = self._free_lanes and any(not r.running for r in self._queue)
+                if not ready:
                     self._condition.wait()
                     continue
-                owner, batch = self._next_batch()
-                self._busy = True
+                owner, batch, lane = self._start_batch()
                 self._condition.release()
                 try:
-                    outputs, error, seconds = self._run(owner, batch)
+                    outputs, error, seconds = self._run(owner, batch, lane)
                 finally:
                     self._condition.acquire()
-                    self._busy = False
-                self._finish(owner, batch, outputs, error, seconds)
+                    shared = self._in_flight.pop(lane)
+                    self._free_lanes.append(lane)
+                    owner.running = False
+                self._finish(owner, batch, outputs, error, None if shared else seconds)
                 self._condition.notify_all()
         if request.error is not None:
             with self._condition:
@@ -177,9 +190,10 @@ class FairScheduler:
             raise request.error
         return request.results
 
-    def _next_batch(self) -> tuple[_Request, list[int]]:
-        """The least recently served request (new ones first) gives the next batch."""
-        owner = min(self._queue, key=lambda r: (r.last_served, r.arrival))
+    def _start_batch(self) -> tuple[_Request, list[int], int]:
+        """The least recently served request without a batch in flight (new ones first) gives the next
+        batch, on the lowest free lane."""
+        owner = min((r for r in self._queue if not r.running), key=lambda r: (r.last_served, r.arrival))
         size = self.sizer.size(owner.max_batch)
         group = owner.pending[0]
         batch, owner.pending[0] = group[:size], group[size:]
@@ -188,12 +202,20 @@ class FairScheduler:
         if not owner.pending:
             self._queue.remove(owner)
         owner.last_served = next(self._turns)
-        return owner, batch
+        owner.running = True
+        self._free_lanes.sort()
+        lane = self._free_lanes.pop(0)
+        for other in self._in_flight:
+            self._in_flight[other] = True
+        self._in_flight[lane] = bool(self._in_flight)
+        return owner, batch, lane
 
-    def _run(self, owner: _Request, batch: list[int]) -> tuple[list[Any] | None, BaseException | None, float]:
+    def _run(
+        self, owner: _Request, batch: list[int], lane: int
+    ) -> tuple[list[Any] | None, BaseException | None, float]:
         started = self._clock()
         try:
-            outputs = owner.run_batch(batch)
+            outputs = owner.run_batch(batch, lane)
         except BaseException as error:  # handed to the request's own thread, raised there
             return None, error, 0.0
         return outputs, None, self._clock() - started
@@ -204,7 +226,7 @@ class FairScheduler:
         batch: list[int],
         outputs: list[Any] | None,
         error: BaseException | None,
-        seconds: float,
+        seconds: float | None,  # None: the batch shared the device, its time is not the device's
     ) -> None:
         if error is not None:
             owner.error = error
@@ -218,4 +240,5 @@ class FairScheduler:
         for position, output in zip(batch, outputs, strict=True):
             owner.results[position] = output
         owner.outstanding -= len(batch)
-        self.sizer.observe(len(batch), seconds)
+        if seconds is not None:
+            self.sizer.observe(len(batch), seconds)

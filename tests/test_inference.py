@@ -97,12 +97,28 @@ def test_cuda_devices_get_half_precision_and_larger_batches(make_settings, monke
     assert model_registry.uses_cuda("0") and model_registry.uses_cuda("cuda:1")
     assert not model_registry.uses_cuda("cpu") and not model_registry.uses_cuda("mps")
     cpu = ModelRegistry(make_settings(device="cpu")).get("yolov8m.pt")
-    assert (cpu.half, cpu.batch_size) == (False, 8)
+    assert (cpu.half, cpu.batch_size, cpu.scheduler.lanes) == (False, 8, 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = ModelRegistry(make_settings(device="")).get("yolov8m.pt")
-    assert (gpu.half, gpu.batch_size) == (True, 32)
+    assert (gpu.half, gpu.batch_size, gpu.scheduler.lanes) == (True, 32, 1)
     calls = []
     gpu.yolo.predict = lambda images, **kwargs: calls.append(kwargs) or [None] * len(images)
     gpu.predict([np.zeros((32, 32, 3), np.uint8)])
     assert calls[0]["quantize"] == 16
     assert ModelRegistry(make_settings(device="0", inference_batch_size=4)).get("yolov8m.pt").batch_size == 4
+
+
+def test_a_second_lane_gets_its_own_copy_of_the_model_when_first_used(make_settings, bus_image):
+    """An Ultralytics predictor keeps per-call state, so two requests running at once need two copies;
+    the copy is made only when a second lane is first used, and answers what the model answers."""
+    model = ModelRegistry(make_settings(device="cpu")).get("shapes-yolov8n.pt")
+    assert model.scheduler.lanes == 2 and model._replicas == []
+    copy = model.replica(1)
+    assert copy is not model.yolo and model.replica(1) is copy and model.replica(0) is model.yolo
+    image = cv2.imread(str(bus_image))
+    own, copied = model.yolo.predict(image, conf=0.01)[0], copy.predict(image, conf=0.01)[0]
+    assert copied.names == own.names
+    assert copied.boxes.cls.tolist() == own.boxes.cls.tolist()
+    assert torch.allclose(copied.boxes.xyxy, own.boxes.xyxy, atol=0.5)
+    one_lane = ModelRegistry(make_settings(device="cpu", model_lanes=1)).get("shapes-yolov8n.pt")
+    assert one_lane.scheduler.lanes == 1

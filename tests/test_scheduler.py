@@ -19,11 +19,13 @@ class GatedModel:
     def __init__(self):
         self.now = 0.0
         self.batches: list[list[int]] = []
+        self.lanes: list[int] = []
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
 
-    def __call__(self, batch: list[int]) -> list[int]:
+    def __call__(self, batch: list[int], lane: int = 0) -> list[int]:
+        self.lanes.append(lane)
         self.batches.append(list(batch))
         self.now += len(batch)
         self.entered.set()
@@ -112,7 +114,7 @@ def test_a_failing_batch_fails_its_own_request_only():
     gate = threading.Event()
     failing_started = threading.Event()
 
-    def failing(batch):
+    def failing(batch, lane):
         failing_started.set()
         assert gate.wait(10)
         raise ValueError("broken input")
@@ -129,7 +131,9 @@ def test_a_failing_batch_fails_its_own_request_only():
     thread = threading.Thread(target=run_failing)
     thread.start()
     assert failing_started.wait(10)
-    other = run_in_thread(scheduler, [5, 6], lambda batch: [item * 10 for item in batch], results, "other")
+    other = run_in_thread(
+        scheduler, [5, 6], lambda batch, lane: [item * 10 for item in batch], results, "other"
+    )
     wait_until(lambda: scheduler.waiting_requests() == 2)
     gate.set()
     thread.join(10)
@@ -141,7 +145,7 @@ def test_a_failing_batch_fails_its_own_request_only():
 
 def test_a_model_that_answers_the_wrong_number_of_results_is_an_error():
     with pytest.raises(RuntimeError, match="2 results for 1 inputs"):
-        FairScheduler(fixed_sizer(1)).run([1], lambda batch: [1, 2])
+        FairScheduler(fixed_sizer(1)).run([1], lambda batch, lane: [1, 2])
 
 
 @pytest.mark.parametrize(
@@ -170,7 +174,7 @@ class DeviceClock:
         self.overhead, self.per_item, self.now = overhead, per_item, 0.0
         self.batches: list[int] = []
 
-    def __call__(self, batch: list[int]) -> list[int]:
+    def __call__(self, batch: list[int], lane: int = 0) -> list[int]:
         self.batches.append(len(batch))
         self.now += self.overhead + self.per_item * len(batch)
         return list(batch)
@@ -261,3 +265,82 @@ def test_a_job_process_batches_a_small_model_on_a_cpu_fully_where_the_web_server
         sizes[name] = device.batches[-4:]
     assert sizes == {"web": [2, 2, 2, 2], "job": [8, 8, 8, 8]}
     assert job.torch_threads == job.effective_job_torch_threads
+
+
+class HeldBulkModel:
+    """Answers item * 10 on whichever lane it is called; holds items >= 100 (a bulk request's) until
+    released, and records what ran at once."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.bulk_entered = threading.Event()
+        self.calls: list[tuple[int, list[int]]] = []
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: list[int], lane: int) -> list[int]:
+        with self._lock:
+            self.calls.append((lane, list(batch)))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        if batch[0] >= 100:
+            self.bulk_entered.set()
+            assert self.release.wait(10), "the test never released the bulk request"
+        with self._lock:
+            self.running -= 1
+        return [item * 10 for item in batch]
+
+
+def test_with_two_lanes_an_opened_task_runs_beside_the_bulk_batch_in_flight():
+    model = HeldBulkModel()
+    scheduler = FairScheduler(fixed_sizer(1), clock=lambda: 0.0, lanes=2)
+    results: dict = {}
+    bulk = run_in_thread(scheduler, list(range(100, 104)), model, results, "bulk")
+    assert model.bulk_entered.wait(10)
+    # Two images of one opened task: the second runs on lane 1 too, not a second bulk batch beside the first.
+    single = run_in_thread(scheduler, [7, 8], model, results, "single")
+    single.join(5)
+    assert results.get("single") == [70, 80]  # answered while the bulk request's batch is still held
+    assert model.calls == [(0, [100]), (1, [7]), (1, [8])]
+    model.release.set()
+    bulk.join(10)
+    assert results["bulk"] == [1000, 1010, 1020, 1030]
+    assert model.most_at_once == 2
+
+
+def test_a_request_alone_never_runs_two_batches_at_once_whatever_the_lanes():
+    model = HeldBulkModel()
+    model.release.set()
+    scheduler = FairScheduler(fixed_sizer(1), clock=lambda: 0.0, lanes=4)
+    assert scheduler.run(list(range(100, 110)), model) == [item * 10 for item in range(100, 110)]
+    assert model.most_at_once == 1
+    assert {lane for lane, _ in model.calls} == {0}
+
+
+class RecordingSizer(BatchSizer):
+    def __init__(self):
+        super().__init__(latency_factor=1.0, min_gain=0.0)
+        super().observe(1, 1.0)  # known: batches of one item
+        self.observed: list[tuple[int, float]] = []
+
+    def observe(self, items: int, seconds: float) -> None:
+        self.observed.append((items, seconds))
+        super().observe(items, seconds)
+
+
+def test_batches_that_shared_the_device_do_not_teach_the_sizer():
+    """Two batches at once each take longer than alone: timed as the device's, they would make batching
+    look like it gains (a slow one-item call) and grow the batches an opened task waits behind."""
+    model = HeldBulkModel()
+    sizer = RecordingSizer()
+    scheduler = FairScheduler(sizer, clock=lambda: 0.0, lanes=2)
+    results: dict = {}
+    bulk = run_in_thread(scheduler, [100, 101], model, results, "bulk")
+    assert model.bulk_entered.wait(10)
+    run_in_thread(scheduler, [7], model, results, "single").join(10)
+    model.release.set()
+    bulk.join(10)
+    # The single and the bulk batch in flight beside it shared the device; the bulk's last batch ran alone.
+    assert model.calls == [(0, [100]), (1, [7]), (0, [101])]
+    assert [items for items, _ in sizer.observed] == [1]
