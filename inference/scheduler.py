@@ -5,7 +5,8 @@ behind every chunk of a bulk request. Here each call (`FairScheduler.run`) puts 
 queue; batches are taken from the queues in turn, least recently served request first, so a request
 that arrives while another runs waits for at most the batch in flight. The threads that wait are the
 ones that run batches (whoever finds the model idle runs the next batch, for whichever request's turn
-it is): no worker thread to start or stop, and the model is only ever used by one thread at a time.
+it is): no worker thread to start or stop, and each copy of the model is only ever used by one thread
+at a time.
 
 Batch size adapts to the device (`BatchSizer`): large where batching pays (a GPU), one item where it
 does not (a CPU), which is what bounds the wait of the next request.
