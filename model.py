@@ -127,12 +127,7 @@ class YOLOBackend:
         """
         uploads = uploads or {}
         plan = (plans or self.plans).get(label_config)
-        # Tasks carry their project id; the request's is the fallback (copies: the caller's stay as they are).
-        checked = [
-            {**task, "project": project_key(project)} if task.get("project") is None else task
-            for task in tasks
-        ]
-        project = project if project is not None else (checked[0].get("project") if checked else None)
+        checked, project = _with_project(tasks, project)
         run = PredictionRun(
             model_version=self.model_version(label_config, project),
             tasks=[TaskOutcome(task_id=task.get("id")) for task in checked],
@@ -179,3 +174,12 @@ class YOLOBackend:
 
 
 __all__ = ["Int8Export", "PredictionRun", "TaskOutcome", "YOLOBackend", "project_key"]
+
+
+def _with_project(tasks: Sequence[Mapping[str, Any]], project: Any) -> tuple[list[Mapping[str, Any]], Any]:
+    """Tasks that each carry their project id (the request's is the fallback; copies: the caller's stay
+    as they are), and the request's project (else the first task's)."""
+    checked = [
+        {**task, "project": project_key(project)} if task.get("project") is None else task for task in tasks
+    ]
+    return checked, project if project is not None else (checked[0].get("project") if checked else None)

@@ -92,6 +92,15 @@ def create_app(settings: Settings | None = None, backend: YOLOBackend | None = N
     return app
 
 
+def _health(backend: YOLOBackend) -> dict[str, Any]:
+    return {
+        "status": "UP",
+        "model_class": type(backend).__name__,
+        "loaded_models": backend.registry.loaded(),
+        "model_errors": dict(backend.registry.last_errors),
+    }
+
+
 def _install_label_studio_routes(
     app: FastAPI,
     jobs: PredictionJobs,
@@ -106,12 +115,7 @@ def _install_label_studio_routes(
     @app.get("/", response_model=HealthResponse)
     @app.get("/health", response_model=HealthResponse)
     async def health() -> dict[str, Any]:
-        return {
-            "status": "UP",
-            "model_class": type(backend).__name__,
-            "loaded_models": backend.registry.loaded(),
-            "model_errors": dict(backend.registry.last_errors),
-        }
+        return _health(backend)
 
     @app.post("/setup", response_model=SetupResponse)
     def setup(body: SetupRequest) -> dict[str, Any]:

@@ -78,17 +78,7 @@ def evaluate(
 ) -> Evaluation:
     """Score `model_path` on the val split; `class_names_to_labels` maps its class names to labels
     (None: its names are the labels, as for a model trained here)."""
-    from ultralytics import YOLO
-
-    if spec.task not in IMAGE_TASKS:
-        raise TrainingDataError(f"evaluating a {spec.task} model is not supported")
-    model = YOLO(str(model_path))
-    if spec.task != "detect" and model.task != spec.task:  # detect reads the boxes of any box model
-        raise TrainingDataError(
-            f"model '{Path(model_path).name}' is a {model.task} model; {spec.tag} needs a {spec.task} model"
-        )
-    to_label = {int(i): _label_of(str(n), class_names_to_labels) for i, n in model.names.items()}
-    to_class = {i: spec.labels.index(label) for i, label in to_label.items() if label in spec.labels}
+    model, to_class = _model_and_classes(model_path, spec, class_names_to_labels)
     options = {"imgsz": imgsz, "verbose": False, **({"device": device} if device else {})}
     options.update(end_to_end_options(model))  # YOLO26 judged NMS-free, as served (inference/heads.py)
     if spec.task == "classify":
@@ -119,6 +109,23 @@ def evaluate(
     evaluation = _summary(matches, scores, predicted, truth_classes, spec.labels)
     evaluation.tasks = tasks
     return evaluation
+
+
+def _model_and_classes(
+    model_path: Path, spec: TrainingSpec, class_names_to_labels: dict[str, str] | None
+) -> tuple[Any, dict[int, int]]:
+    """The model to score, and its class ids mapped to the spec's label indices (labels it lacks left out)."""
+    from ultralytics import YOLO
+
+    if spec.task not in IMAGE_TASKS:
+        raise TrainingDataError(f"evaluating a {spec.task} model is not supported")
+    model = YOLO(str(model_path))
+    if spec.task != "detect" and model.task != spec.task:  # detect reads the boxes of any box model
+        raise TrainingDataError(
+            f"model '{Path(model_path).name}' is a {model.task} model; {spec.tag} needs a {spec.task} model"
+        )
+    to_label = {int(i): _label_of(str(n), class_names_to_labels) for i, n in model.names.items()}
+    return model, {i: spec.labels.index(label) for i, label in to_label.items() if label in spec.labels}
 
 
 def choice_errors(task_id: int, lines: list[str], predicted: str | None, spec: TrainingSpec) -> TaskErrors:
