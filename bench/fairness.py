@@ -1,6 +1,7 @@
 """Latency of single-task requests while a bulk request runs on the same model, measured in one run.
 
     python bench/fairness.py [--arch yolov8m] [--bulk 32] [--singles 5] [--think 1.0] [--rounds 3]
+                             [--format pt|openvino-int8]
 
 A teammate opens one task at a time (a single-task /predict, then `--think` seconds of looking at it)
 while another client's bulk request of `--bulk` tasks runs (Retrieve Predictions), back to back, on
@@ -13,6 +14,9 @@ request threads call it. Prints:
 - the images/s of bulk and singles together under load against the bulk alone: whether the scheduler
   loses work by serving singles first.
 Weights are random (built from the YAML): speed depends on the architecture, not the weights.
+`--format openvino-int8` serves the model's calibrated INT8 export (made during the warm-up, calibrated
+on the bulk images; its accuracy check is waived, as random weights have none), as `MODEL_FORMAT=auto`
+serves a trained model on a CPU.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--singles", type=int, default=5, help="single-task requests per idle phase")
     parser.add_argument("--think", type=float, default=1.0, help="seconds between a teammate's requests")
     parser.add_argument("--rounds", type=int, default=3, help="idle phase, bulk alone, bulk under load")
+    parser.add_argument("--format", default="pt", choices=["pt", "openvino-int8"], help="model_format")
     return parser.parse_args()
 
 
@@ -137,7 +142,7 @@ def print_report(args: argparse.Namespace, figures: Figures, errors: list[str]) 
     # upper bound: a single's latency includes waiting
     singles_share = sum(under_load) / sum(figures.bulk_loaded)
     print(
-        f"\n{args.arch} (random weights), {args.bulk}-task bulk request, {os.cpu_count()} cores, "
+        f"\n{args.arch} (random weights, {args.format}), {args.bulk}-task bulk request, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, think time {args.think} s, load average {os.getloadavg()[0]:.2f}, "
         f"MODEL_LANES {os.environ.get('MODEL_LANES', 'auto')}, "
         f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', '(libgomp default)')}"
@@ -170,8 +175,10 @@ def main() -> None:
     from model import YOLOBackend
 
     with workspace(args.arch, args.bulk) as (work, weights, paths):
-        settings = backend_settings(work, weights.parent)
-        requests = Requests(YOLOBackend(settings), detector_config(weights.name), paths)
+        int8 = {"int8_calibration_dir": paths[0].parent, "int8_max_drop": 100.0}
+        settings = backend_settings(work, weights.parent, **(int8 if args.format != "pt" else {}))
+        config = detector_config(weights.name, args.format)
+        requests = Requests(YOLOBackend(settings), config, paths)
         figures = measure(requests, args.rounds, args.singles, args.think)
         requests.backend.close()
     print_report(args, figures, requests.errors)

@@ -65,6 +65,7 @@ class LoadedModel:
     replicate: Callable[[], Any] | None = None
     _replicas: list[Any] = field(default_factory=list, repr=False)
     _replicas_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _copier: threading.Thread | None = field(default=None, repr=False)
 
     def predict(
         self, images: Sequence[np.ndarray], batch_size: int | None = None, **kwargs: Any
@@ -87,6 +88,8 @@ class LoadedModel:
             self.use_all_threads()
             return self.replica(lane).predict(batch, verbose=False, **kwargs)
 
+        if len(images) > 1:
+            self._prepare_copies(images[0], kwargs)
         return self.scheduler.run(
             images, run_batch, group_of=lambda image: image.shape, max_batch=batch_size or self.batch_size
         )
@@ -99,9 +102,46 @@ class LoadedModel:
             raise RuntimeError(f"model '{self.name}' has no replicas for lane {lane}")
         with self._replicas_lock:
             while len(self._replicas) < lane:
-                logger.info("Loading a copy of %s for requests that run beside another", self.name)
-                self._replicas.append(self.replicate())
+                self._replicas.append(self._new_copy())
             return self._replicas[lane - 1]
+
+    def _new_copy(self) -> Any:
+        logger.info("Loading a copy of %s for requests that run beside another", self.name)
+        return self.replicate()
+
+    def _prepare_copies(self, image: np.ndarray, kwargs: dict[str, Any]) -> None:
+        """Build the other lanes' copies in the background when the first request of several images starts.
+
+        A task opened beside a bulk request or a video then starts at once on the next lane, instead of
+        waiting a second or more for its copy to load and set up its predictor (done here, with one call
+        on this request's first image, under the copies' lock so no lane uses a copy half set up).
+        """
+        if self.scheduler.lanes < 2 or self.replicate is None:
+            return
+        with self._replicas_lock:
+            if self._copier is not None:
+                return
+            self._copier = threading.Thread(
+                target=self._build_copies, args=(image, kwargs), name=f"copies of {self.name}", daemon=True
+            )
+        self._copier.start()
+
+    def _build_copies(self, image: np.ndarray, kwargs: dict[str, Any]) -> None:
+        try:
+            with self._replicas_lock:
+                while len(self._replicas) < self.scheduler.lanes - 1:
+                    copy = self._new_copy()
+                    self.use_all_threads()
+                    copy.predict([image], verbose=False, **kwargs)
+                    self._replicas.append(copy)
+        except Exception:  # the lane that needs a copy builds it then, and its request gets the error
+            logger.exception("Loading a copy of %s failed", self.name)
+
+    def wait_for_copies(self, timeout: float) -> bool:
+        """Whether the copies started by a request of several images are built, after waiting `timeout` s."""
+        if self._copier is not None:
+            self._copier.join(timeout)
+        return len(self._replicas) >= self.scheduler.lanes - 1
 
     def use_all_threads(self) -> None:
         """Give torch every core, in the calling thread.

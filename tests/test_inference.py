@@ -122,3 +122,25 @@ def test_a_second_lane_gets_its_own_copy_of_the_model_when_first_used(make_setti
     assert torch.allclose(copied.boxes.xyxy, own.boxes.xyxy, atol=0.5)
     one_lane = ModelRegistry(make_settings(device="cpu", model_lanes=1)).get("shapes-yolov8n.pt")
     assert one_lane.scheduler.lanes == 1
+
+
+def test_a_request_of_several_images_builds_the_second_lane_copy_in_the_background(make_settings, bus_image):
+    """A task opened beside a bulk request must not wait for a copy to load: the first request of several
+    images starts the copy (built and run once off the request's path); a one-image request does not."""
+    registry = ModelRegistry(make_settings(device="cpu"))
+    model = registry.get("shapes-yolov8n.pt")
+    image = cv2.imread(str(bus_image))
+    model.predict([image])
+    assert model._copier is None and model._replicas == []
+    built = []
+    replicate = model.replicate
+    model.replicate = lambda: built.append(1) or replicate()
+    model.predict([image, image, image])
+    assert model.wait_for_copies(timeout=60)
+    copy = model.replica(1)
+    assert built == [1] and copy.predictor is not None  # set up by a call, before any lane asked
+    model.predict([image, image])
+    assert built == [1] and model.replica(1) is copy
+    one_lane = ModelRegistry(make_settings(device="cpu", model_lanes=1)).get("shapes-yolov8n.pt")
+    one_lane.predict([image, image])
+    assert one_lane._copier is None and one_lane.wait_for_copies(timeout=0)
