@@ -290,12 +290,14 @@ class Settings(BaseSettings):
     def for_job_process(self) -> Settings:
         """The settings a job's own process predicts with: JOB_TORCH_THREADS threads, and batches as large
         as batching pays (it serves one request, so nobody waits behind its batches and
-        BATCH_LATENCY_FACTOR, which bounds that wait in the web server, does not apply)."""
+        BATCH_LATENCY_FACTOR, which bounds that wait in the web server, does not apply; nor is a second
+        copy of its model ever used, so it has one lane)."""
         largest_batch = self.inference_batch_size or 32
         return self.model_copy(
             update={
                 "torch_threads": self.effective_job_torch_threads,
                 "batch_latency_factor": float(max(largest_batch, self.batch_latency_factor)),
+                "model_lanes": 1,
             }
         )
 

@@ -141,6 +141,7 @@ def test_a_request_of_several_images_builds_the_second_lane_copy_in_the_backgrou
     assert built == [1] and copy.predictor is not None  # set up by a call, before any lane asked
     model.predict([image, image])
     assert built == [1] and model.replica(1) is copy
-    one_lane = ModelRegistry(make_settings(device="cpu", model_lanes=1)).get("shapes-yolov8n.pt")
-    one_lane.predict([image, image])
-    assert one_lane._copier is None and one_lane.wait_for_copies(timeout=0)
+    # A job's process serves one request at a time: its model is never copied.
+    job = ModelRegistry(make_settings(device="cpu").for_job_process()).get("shapes-yolov8n.pt")
+    job.predict([image, image])
+    assert job.scheduler.lanes == 1 and job._copier is None and job._replicas == []
