@@ -2,8 +2,8 @@
 
 Models load lazily, on first use, one instance per weight file, so the server starts and answers
 `/health` without any weights on disk. Ultralytics predictors keep per-call state and are not
-thread-safe, so calls into one model take turns through its `FairScheduler` (one batch at a time,
-requests served in turn); different models run in parallel.
+thread-safe, so calls into one model take turns through its `FairScheduler` (requests served in turn,
+one batch per lane at a time, each lane on its own copy of the model); different models run in parallel.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class LoadedModel:
             self._copier = threading.Thread(
                 target=self._build_copies, args=(image, kwargs), name=f"copies of {self.name}", daemon=True
             )
-        self._copier.start()
+            self._copier.start()  # it waits for this lock; started under it so no one joins it unstarted
 
     def _build_copies(self, image: np.ndarray, kwargs: dict[str, Any]) -> None:
         try:
