@@ -101,13 +101,18 @@ class LoadedModel:
         if self.replicate is None:
             raise RuntimeError(f"model '{self.name}' has no replicas for lane {lane}")
         with self._replicas_lock:
-            while len(self._replicas) < lane:
-                self._replicas.append(self._new_copy())
+            self._add_copies(lane)
             return self._replicas[lane - 1]
 
-    def _new_copy(self) -> Any:
-        logger.info("Loading a copy of %s for requests that run beside another", self.name)
-        return self.replicate()
+    def _add_copies(self, count: int, warm: Callable[[Any], Any] | None = None) -> None:
+        """Load copies until there are `count`, each run once through `warm` if given; under the copies' lock."""
+        while len(self._replicas) < count:
+            logger.info("Loading a copy of %s for requests that run beside another", self.name)
+            copy = self.replicate()
+            if warm is not None:
+                self.use_all_threads()
+                warm(copy)
+            self._replicas.append(copy)
 
     def _prepare_copies(self, image: np.ndarray, kwargs: dict[str, Any]) -> None:
         """Build the other lanes' copies in the background when the first request of several images starts.
@@ -129,11 +134,9 @@ class LoadedModel:
     def _build_copies(self, image: np.ndarray, kwargs: dict[str, Any]) -> None:
         try:
             with self._replicas_lock:
-                while len(self._replicas) < self.scheduler.lanes - 1:
-                    copy = self._new_copy()
-                    self.use_all_threads()
-                    copy.predict([image], verbose=False, **kwargs)
-                    self._replicas.append(copy)
+                self._add_copies(
+                    self.scheduler.lanes - 1, warm=lambda copy: copy.predict([image], verbose=False, **kwargs)
+                )
         except Exception:  # the lane that needs a copy builds it then, and its request gets the error
             logger.exception("Loading a copy of %s failed", self.name)
 
